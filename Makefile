@@ -1,0 +1,33 @@
+# The two commands a fresh clone needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: run test lint check-compose clean-run
+
+$(VENV)/.run-deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.run-deps requirements-dev.txt
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## Start the whole system (embedded PostgreSQL + Redis unless DATABASE_URL / REDIS_URL are set).
+run: $(VENV)/.run-deps
+	$(PY) -m aiops_site.launch
+
+## Run the whole test suite on real PostgreSQL + Redis (embedded under .run/test unless set).
+test: $(VENV)/.test-deps
+	$(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check .
+
+check-compose:
+	docker-compose -f docker-compose.yml config --quiet
+
+clean-run:
+	rm -rf .run

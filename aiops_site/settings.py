@@ -1,0 +1,223 @@
+"""All settings, read from the environment through the strict helpers in `aiops_site.env`.
+
+With no DATABASE_URL / REDIS_URL, the embedded PostgreSQL and Redis under AIOPS_RUN_DIR
+(default `.run/`) are used; `make run` and `make test` start them. See the README's
+configuration table for every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from aiops_site.embedded import DB_NAME, PG_USER, pg_socket_dir, read_redis_port
+from aiops_site.env import (
+    EnvError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    run_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(env_str("AIOPS_RUN_DIR", str(BASE_DIR / ".run"))).resolve()
+
+# --- Data stores -------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+EMBEDDED_DATABASE = not DATABASE_URL
+if EMBEDDED_DATABASE:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": DB_NAME,
+            "USER": PG_USER,
+            "HOST": str(pg_socket_dir(RUN_DIR)),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
+else:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    except Exception as exc:  # dj_database_url raises bare ValueError/KeyError on junk
+        raise EnvError(f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}") from None
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise EnvError(f"DATABASE_URL={DATABASE_URL!r} must name a PostgreSQL database (postgres://...)")
+
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED_REDIS = not REDIS_URL
+if EMBEDDED_REDIS:
+    # Before the embedded Redis has ever started there is no port yet; 0 fails fast and clearly.
+    REDIS_URL = f"redis://127.0.0.1:{read_redis_port(RUN_DIR) or 0}/0"
+elif not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise EnvError(f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://")
+
+# --- Security ----------------------------------------------------------------------------
+SECRET_KEY = env_str("AIOPS_SECRET_KEY")
+if not SECRET_KEY:
+    if not EMBEDDED_DATABASE:
+        raise EnvError("AIOPS_SECRET_KEY is required when DATABASE_URL names a database (it signs sessions)")
+    SECRET_KEY = run_secret(RUN_DIR, "secret_key", nbytes=50)
+DEBUG = env_bool("AIOPS_DEBUG", False)
+ALLOWED_HOSTS = env_list("AIOPS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("AIOPS_CSRF_TRUSTED_ORIGINS", [])
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("AIOPS_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if env_bool("AIOPS_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Django ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "django_celery_beat",
+    "k8s",
+    "agents",
+    "playbooks",
+    "channels",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "aiops_site.observability.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "aiops_site.urls"
+WSGI_APPLICATION = "aiops_site.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("AIOPS_STATIC_ROOT", str(RUN_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "/admin/login/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Celery ------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("AIOPS_TASK_SOFT_TIME_LIMIT", 120, minimum=5)
+CELERY_TASK_TIME_LIMIT = env_int("AIOPS_TASK_TIME_LIMIT", 150, minimum=10)
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise EnvError(
+        f"AIOPS_TASK_TIME_LIMIT={CELERY_TASK_TIME_LIMIT} must be above "
+        f"AIOPS_TASK_SOFT_TIME_LIMIT={CELERY_TASK_SOFT_TIME_LIMIT}"
+    )
+# Redis redelivers an unacked message after visibility_timeout. The default (one hour) would
+# leave a crashed worker's step waiting an hour; a little above the hard time limit is the
+# shortest safe value (shorter would redeliver tasks that are still running).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 30}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 30}
+
+# --- Observability -----------------------------------------------------------------------
+AIOPS_LOG_LEVEL = env_choice("AIOPS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+AIOPS_LOG_FORMAT = env_choice("AIOPS_LOG_FORMAT", "auto", ("auto", "json", "console"))
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# --- The product -------------------------------------------------------------------------
+AIOPS_POLL_INTERVAL = env_int("AIOPS_POLL_INTERVAL", 30, minimum=1, maximum=3600)
+AIOPS_RESOLVE_AFTER = env_int("AIOPS_RESOLVE_AFTER", 2, minimum=1, maximum=100)
+AIOPS_UNREACHABLE_AFTER = env_int("AIOPS_UNREACHABLE_AFTER", 3, minimum=1, maximum=100)
+AIOPS_AUTO_REMEDIATION = env_bool("AIOPS_AUTO_REMEDIATION", True)
+AIOPS_DRY_RUN = env_bool("AIOPS_DRY_RUN", False)
+AIOPS_READ_ONLY = env_bool("AIOPS_READ_ONLY", False)
+AIOPS_APPROVAL_TTL = env_int("AIOPS_APPROVAL_TTL", 300, minimum=10, maximum=86400)
+AIOPS_ACTIONS_PER_HOUR = env_int("AIOPS_ACTIONS_PER_HOUR", 20, minimum=0)
+AIOPS_ALERTMANAGER_TOKEN = env_str("AIOPS_ALERTMANAGER_TOKEN")
+AIOPS_KUBECONFIG = env_str("KUBECONFIG")
+AIOPS_PUBLIC_URL = env_str("AIOPS_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# The Kubernetes MCP server (k8s.mcp_server) served over streamable HTTP on loopback.
+AIOPS_MCP_TOKEN = env_str("AIOPS_MCP_TOKEN") or (run_secret(RUN_DIR, "mcp_token") if EMBEDDED_DATABASE else "")
+AIOPS_MCP_URL = env_str("AIOPS_MCP_URL", "http://127.0.0.1:8765/mcp")
+AIOPS_MCP_OUTPUT_LIMIT = env_int("AIOPS_MCP_OUTPUT_LIMIT", 16 * 1024, minimum=1024)
+AIOPS_MCP_TIMEOUT = env_float("AIOPS_MCP_TIMEOUT", 30.0, minimum=1.0)
+AIOPS_MAX_SCALE_REPLICAS = env_int("AIOPS_MAX_SCALE_REPLICAS", 20, minimum=1)
+AIOPS_MAX_HPA_REPLICAS = env_int("AIOPS_MAX_HPA_REPLICAS", 50, minimum=1)
+AIOPS_MEMORY_LIMIT_MAX_FACTOR = env_float("AIOPS_MEMORY_LIMIT_MAX_FACTOR", 2.0, minimum=1.0, maximum=8.0)
+
+# The LLM: any OpenAI-compatible endpoint; GitHub Models by default.
+LLM_BASE_URL = env_str("LLM_BASE_URL", "https://models.github.ai/inference")
+LLM_API_KEY = env_str("LLM_API_KEY")
+LLM_DEFAULT_MODEL = env_str("LLM_DEFAULT_MODEL", "gpt-4o-mini")
+LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0)
+
+# Chat platforms: a platform whose secrets are unset is disabled (its endpoints answer 404).
+TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")
+TELEGRAM_WEBHOOK_SECRET = env_str("TELEGRAM_WEBHOOK_SECRET")
+TELEGRAM_API_BASE_URL = env_str("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
+SLACK_BOT_TOKEN = env_str("SLACK_BOT_TOKEN")
+SLACK_SIGNING_SECRET = env_str("SLACK_SIGNING_SECRET")
+SLACK_API_BASE_URL = env_str("SLACK_API_BASE_URL", "https://slack.com/api/")
+DISCORD_APPLICATION_ID = env_str("DISCORD_APPLICATION_ID")
+DISCORD_PUBLIC_KEY = env_str("DISCORD_PUBLIC_KEY")
+DISCORD_BOT_TOKEN = env_str("DISCORD_BOT_TOKEN")
+DISCORD_API_BASE_URL = env_str("DISCORD_API_BASE_URL", "https://discord.com/api/v10")
+
+from aiops_site.schedule import beat_schedule  # noqa: E402
+
+CELERY_BEAT_SCHEDULE = beat_schedule(AIOPS_POLL_INTERVAL)
+
+# Prometheus multiprocess mode: web and worker processes on one host share one registry dir.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+from aiops_site.observability import configure_logging  # noqa: E402  (needs the settings above)
+
+LOGGING_CONFIG = None
+configure_logging(level=AIOPS_LOG_LEVEL, fmt=AIOPS_LOG_FORMAT)

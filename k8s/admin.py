@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from k8s.models import Cluster
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "is_default", "in_cluster", "last_success_at", "consecutive_failures"]
+    list_filter = ["enabled", "in_cluster"]
+    search_fields = ["name", "context"]
+    readonly_fields = ["created_at", "updated_at", "last_poll_at", "last_success_at", "consecutive_failures", "last_error"]
