@@ -14,6 +14,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Each room keeps its shared fixtures in a plugin of its own, so parallel work never edits one file.
+pytest_plugins = [
+    "tests.plugins.sandbox",
+    "tests.plugins.mcp",
+    "tests.plugins.llm",
+    "tests.plugins.chat",
+    "tests.plugins.incidents",
+    "tests.plugins.engine",
+]
+
 
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):  # type: ignore[no-untyped-def]

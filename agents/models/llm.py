@@ -1,0 +1,5 @@
+"""ModelAlias, UserPreference, Conversation, Message (the LLM room)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
