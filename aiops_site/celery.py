@@ -27,6 +27,9 @@ app.conf.update(
     # Take one message at a time: a long tool call must not hold back messages another
     # worker could run now, and a crash loses (redelivers) at most one prefetched message.
     worker_prefetch_multiplier=1,
+    # A task running when the broker connection drops can no longer be acked; cancel it so its
+    # redelivered copy is the only one that finishes (tasks are idempotent, so redoing is safe).
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     task_track_started=True,
     task_send_sent_event=True,
     worker_send_task_events=True,
@@ -53,3 +56,8 @@ from aiops_site.observability import attach_request_id, bind_task_context, clear
 before_task_publish.connect(attach_request_id, weak=False)
 task_prerun.connect(bind_task_context, weak=False)
 task_postrun.connect(clear_task_context, weak=False)
+
+# Task counters and durations, and the worker's own metrics port (AIOPS_WORKER_METRICS_PORT).
+from aiops_site.metrics import connect_celery_signals  # noqa: E402
+
+connect_celery_signals()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -46,15 +50,35 @@ def _check_broker() -> str:
     return "ok"
 
 
+def _run_check(check) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return check()
+    except Exception as exc:  # any failure means not ready; the reason is reported, not raised
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        connection.close()  # the check ran in a pool thread: do not leak its connection
+
+
+# A hung dependency (a stopped process still accepts TCP connections) must not hang the probe:
+# the checks run side by side and whatever has not answered by the deadline is reported as such.
+_pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="ready-check")
+_DEADLINE_S = 3.0
+
+
 @require_GET
 @never_cache
 def ready(request: HttpRequest) -> JsonResponse:
     """Ready to serve: the database, Redis and the Celery broker all answer. 503 names what failed."""
+    futures = {
+        name: _pool.submit(_run_check, check)
+        for name, check in (("database", _check_database), ("redis", _check_redis), ("broker", _check_broker))
+    }
+    deadline = time.monotonic() + _DEADLINE_S
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("redis", _check_redis), ("broker", _check_broker)):
+    for name, future in futures.items():
         try:
-            checks[name] = check()
-        except Exception as exc:  # any failure means not ready; the reason is reported, not raised
-            checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+            checks[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            checks[name] = f"error: no answer within {_DEADLINE_S:.0f}s"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
