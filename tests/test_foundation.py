@@ -176,3 +176,17 @@ def test_make_run_launcher_comes_up_refuses_a_second_copy_and_stops_cleanly(tmp_
     # Every process of the run is gone, the embedded servers included.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True).stdout
     assert leftovers.strip() == "", leftovers
+
+
+def test_ready_answers_503_promptly_when_redis_hangs(client, settings) -> None:  # type: ignore[no-untyped-def]
+    """A stopped (not dead) Redis still accepts TCP connections but never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        response = client.get("/ready")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"].startswith("error: ")
+    assert elapsed < 5
