@@ -1,0 +1,1 @@
+"""Local fake servers speaking real wire formats (LLM, chat platforms)."""
