@@ -4,10 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from aiops_site import views
+from aiops_site.metrics import metrics_view
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("admin/", admin.site.urls),
+    # Ahead of django-prometheus's /metrics: ours adds the Celery queue depths to the multiprocess files.
+    path("metrics", metrics_view, name="metrics"),
     path("", include("django_prometheus.urls")),  # /metrics
 ]

@@ -1,0 +1,211 @@
+"""How Prometheus reaches every process's metrics, and the metrics of the task queue itself.
+
+Three processes kinds hold metrics: gunicorn's web workers, Celery's prefork children and the
+MCP server. Each forks children that cannot share memory, so with `PROMETHEUS_MULTIPROC_DIR`
+set (the launcher sets it for `make run`, the image for every container) prometheus_client
+writes every value to a file per process, and a scrape sums the files.
+
+A scrape reaches those files three ways:
+- Django's `/metrics` (this module's `metrics_view`, routed ahead of django-prometheus's own,
+  which would serve the multiprocess files but not the queue-depth collector);
+- a bare prometheus_client HTTP server in the gunicorn master (`AIOPS_WEB_METRICS_PORT`,
+  started by `deploy/docker/gunicorn.conf.py`): it answers whatever the Host header says,
+  so Prometheus can scrape pods by IP without touching `AIOPS_ALLOWED_HOSTS`;
+- the same server in the Celery worker's main process (`AIOPS_WORKER_METRICS_PORT`, started
+  on `worker_ready`): in Kubernetes the worker runs in pods of its own, where no web process
+  could serve its files.
+
+`aiops_celery_queue_length` is read from the broker at scrape time (never cached: a stale
+queue depth is worse than none); `aiops_celery_broker_up` says whether that read worked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import prometheus_client
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+log = structlog.get_logger(__name__)
+
+_BROKER_TIMEOUT_S = 2.0
+
+TASKS = Counter(
+    "aiops_celery_tasks_total",
+    "Celery tasks finished, by task name and final state (success, failure, retry, ...).",
+    ["task", "outcome"],
+)
+TASK_DURATION = Histogram(
+    "aiops_celery_task_duration_seconds",
+    "Wall-clock run time of a Celery task in the worker, by task name.",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
+
+
+class _DefaultRegistry:
+    """The process-global registry, as one collector of a per-scrape registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from prometheus_client.REGISTRY.collect()
+
+
+class QueueLengthCollector:
+    """`aiops_celery_queue_length{queue}`: messages waiting in each Celery queue, read at scrape time."""
+
+    def __init__(self, queues: Iterable[str] | None = None) -> None:
+        self._queues = list(queues) if queues is not None else None
+
+    def queue_names(self) -> list[str]:
+        if self._queues is not None:
+            return self._queues
+        from django.conf import settings
+
+        from aiops_site.celery import app
+
+        if settings.AIOPS_METRICS_QUEUES:
+            return list(settings.AIOPS_METRICS_QUEUES)
+        names = {app.conf.task_default_queue or "celery"}
+        names.update(queue.name for queue in (app.conf.task_queues or ()))
+        return sorted(names)
+
+    def describe(self) -> list[Metric]:
+        # Describing must not touch the broker: registration happens at import time.
+        return [
+            GaugeMetricFamily("aiops_celery_queue_length", "Messages waiting in a Celery queue.", labels=["queue"]),
+            GaugeMetricFamily("aiops_celery_broker_up", "1 when the last scrape could read the broker."),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        lengths = GaugeMetricFamily(
+            "aiops_celery_queue_length", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
+        up = GaugeMetricFamily("aiops_celery_broker_up", "1 when the last scrape could read the broker.")
+        try:
+            for queue, count in self._read_lengths():
+                lengths.add_metric([queue], count)
+        except Exception as exc:  # a scrape must answer even when the broker is down; broker_up says so
+            log.warning("queue_length_unreadable", error=f"{type(exc).__name__}: {exc}"[:300])
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield lengths
+        yield up
+
+    def _read_lengths(self) -> list[tuple[str, int]]:
+        from kombu.exceptions import ChannelError
+
+        from aiops_site.celery import app
+
+        names = self.queue_names()
+        results: list[tuple[str, int]] = []
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=_BROKER_TIMEOUT_S)
+            for name in names:
+                # A channel per queue: on AMQP a passive declare of a missing queue closes its channel.
+                channel = conn.channel()
+                try:
+                    count = channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:
+                    count = 0  # Redis deletes an empty list, so "no such queue" means nothing waits
+                except Exception as exc:
+                    # py-amqp's NotFound is not a kombu ChannelError; it means the same thing.
+                    if type(exc).__name__ != "NotFound":
+                        raise
+                    count = 0
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # noqa: S110  (a channel the broker already closed)
+                        pass
+                results.append((name, int(count)))
+        return results
+
+
+def scrape_registry(*, include_queues: bool) -> CollectorRegistry:
+    """A registry to serve one scrape: every process's values, plus the broker's queue depths."""
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_mode():
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_DefaultRegistry())  # type: ignore[arg-type]
+    if include_queues:
+        registry.register(QueueLengthCollector())  # type: ignore[arg-type]
+    return registry
+
+
+def metrics_view(request: Any) -> Any:
+    """Django's `/metrics`: the multiprocess files (or this process's registry) and queue depths."""
+    from django.http import HttpResponse
+
+    body = prometheus_client.generate_latest(scrape_registry(include_queues=True))
+    return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+def start_metrics_server(port: int, address: str, *, include_queues: bool, what: str) -> int:
+    """Serve `scrape_registry` on a port of its own (0 picks a free one); return the port bound."""
+    server, _thread = prometheus_client.start_http_server(
+        port, addr=address, registry=scrape_registry(include_queues=include_queues)
+    )
+    bound = int(server.server_address[1])
+    log.info("metrics_server_started", process=what, address=address, port=bound)
+    return bound
+
+
+# --- Celery ------------------------------------------------------------------------------
+_started: dict[str, float] = {}
+
+
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.monotonic()
+
+
+def _task_finished(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    began = _started.pop(task_id or "", None)
+    name = getattr(task, "name", None) or "unknown"
+    TASKS.labels(task=name, outcome=(state or "unknown").lower()).inc()
+    if began is not None:
+        TASK_DURATION.labels(task=name).observe(time.monotonic() - began)
+
+
+def _worker_ready(**_: Any) -> None:
+    from django.conf import settings
+
+    if settings.AIOPS_WORKER_METRICS_PORT:
+        # The worker's main process serves the files its prefork children write. Queue depth
+        # is left to the web process, so the gauge has one source and no duplicate series.
+        start_metrics_server(
+            settings.AIOPS_WORKER_METRICS_PORT, settings.AIOPS_METRICS_ADDRESS, include_queues=False, what="worker"
+        )
+
+
+def connect_celery_signals() -> None:
+    from celery.signals import task_postrun, task_prerun, worker_ready
+
+    task_prerun.connect(_task_started, weak=False)
+    task_postrun.connect(_task_finished, weak=False)
+    worker_ready.connect(_worker_ready, weak=False)
+
+
+# --- gunicorn (hooks used by deploy/docker/gunicorn.conf.py) -------------------------------
+def gunicorn_when_ready(port: int, address: str) -> None:
+    if port:
+        start_metrics_server(port, address, include_queues=True, what="web")
+
+
+def gunicorn_child_exit(pid: int) -> None:
+    if multiprocess_mode():
+        # Without this, a restarted gunicorn worker's live gauges linger in the sums forever.
+        multiprocess.mark_process_dead(pid)
