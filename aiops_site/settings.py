@@ -169,6 +169,14 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIM
 AIOPS_LOG_LEVEL = env_choice("AIOPS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 AIOPS_LOG_FORMAT = env_choice("AIOPS_LOG_FORMAT", "auto", ("auto", "json", "console"))
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# Ports of their own for metrics (0 = off): the gunicorn master and the Celery worker's main
+# process serve every child's values there (see aiops_site/metrics.py). In a container bind
+# 0.0.0.0 so Prometheus can reach it; on a laptop loopback is enough.
+AIOPS_WEB_METRICS_PORT = env_int("AIOPS_WEB_METRICS_PORT", 0, minimum=0, maximum=65535)
+AIOPS_WORKER_METRICS_PORT = env_int("AIOPS_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
+AIOPS_METRICS_ADDRESS = env_str("AIOPS_METRICS_ADDRESS", "127.0.0.1")
+# Celery queues whose depth aiops_celery_queue_length reports; empty = the queues Celery is configured with.
+AIOPS_METRICS_QUEUES = env_list("AIOPS_METRICS_QUEUES", [])
 
 # --- The product -------------------------------------------------------------------------
 AIOPS_POLL_INTERVAL = env_int("AIOPS_POLL_INTERVAL", 30, minimum=1, maximum=3600)
