@@ -1,0 +1,58 @@
+#!/bin/sh
+# The image's roles. Compose services and Kubernetes containers name one as their argument:
+#   web | worker | beat | flower | mcp | migrate | help | any other command (run as given)
+set -eu
+
+# prometheus_client's multiprocess files of a previous run of this container are stale.
+prepare_metrics_dir() {
+  if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  fi
+}
+
+role=${1:-web}
+[ $# -gt 0 ] && shift
+
+case "$role" in
+  web)
+    prepare_metrics_dir
+    exec gunicorn aiops_site.wsgi --config /app/deploy/docker/gunicorn.conf.py "$@"
+    ;;
+  worker)
+    prepare_metrics_dir
+    exec celery -A aiops_site worker -E --loglevel "${AIOPS_LOG_LEVEL:-INFO}" \
+      --concurrency "${AIOPS_WORKER_CONCURRENCY:-2}" --hostname "worker@%h" "$@"
+    ;;
+  beat)
+    # Exactly one beat per deployment: two would fire every periodic task twice.
+    exec celery -A aiops_site beat --loglevel "${AIOPS_LOG_LEVEL:-INFO}" \
+      --scheduler django_celery_beat.schedulers:DatabaseScheduler --pidfile= "$@"
+    ;;
+  flower)
+    if [ -z "${FLOWER_BASIC_AUTH:-}" ]; then
+      echo "FLOWER_BASIC_AUTH is required (user:password): Flower's API can revoke and run tasks" >&2
+      exit 2
+    fi
+    exec celery -A aiops_site flower --address=0.0.0.0 --port="${AIOPS_FLOWER_PORT:-5555}" \
+      --basic-auth="$FLOWER_BASIC_AUTH" "$@"
+    ;;
+  mcp)
+    prepare_metrics_dir
+    if [ -z "${AIOPS_MCP_TOKEN:-}" ] && [ -z "${AIOPS_MCP_TOKEN_FILE:-}" ]; then
+      echo "AIOPS_MCP_TOKEN (or AIOPS_MCP_TOKEN_FILE) is required: the MCP server holds write access" >&2
+      exit 2
+    fi
+    exec python -m k8s.mcp_server --transport streamable-http \
+      --host "${AIOPS_MCP_HOST:-127.0.0.1}" --port "${AIOPS_MCP_PORT:-8765}" "$@"
+    ;;
+  migrate)
+    exec python manage.py migrate --no-input "$@"
+    ;;
+  help|--help|-h)
+    sed -n '2,3p' "$0"
+    ;;
+  *)
+    exec "$role" "$@"
+    ;;
+esac
