@@ -1,0 +1,506 @@
+"""Detectors: pure functions from the raw API JSON of a cluster to a list of `Finding`s.
+
+Input is what the API server returns (``kubectl get ... -o json`` items, or a list
+response's ``items`` parsed with orjson): dicts with camelCase keys, never the
+kubernetes client's models. Nothing here does I/O, so the same code runs in the poll,
+in ``manage.py detect`` on an offline dump, and in unit tests.
+
+A finding names the resource it was seen on (``kind``/``namespace``/``name``; ``pod`` for
+pod findings) and the workload that owns it (``owner_kind``/``owner_name``): pods are
+renamed on every restart, so incidents are keyed by the owner (`Finding.workload_key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from k8s.log_patterns import explain_exit_code
+
+CRITICAL = "critical"
+WARNING = "warning"
+INFO = "info"
+SEVERITIES = (CRITICAL, WARNING, INFO)
+
+# Finding types (DESIGN.md "Names"), most specific first: an incident's primary type is the
+# first of its types in this order.
+PRIMARY_ORDER = (
+    "cluster_unreachable",
+    "not_ready_node",
+    "oom_killed",
+    "image_pull_failure",
+    "crash_loop",
+    "probe_failure",
+    "unschedulable",
+    "failed_job",
+    "evicted",
+    "high_restart_rate",
+    "replication_failure",
+    "hpa_maxed",
+)
+FINDING_TYPES = frozenset(PRIMARY_ORDER)
+
+IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+# A container that cannot even be created (missing ConfigMap/Secret key, bad command) never
+# runs; kubelet retries it forever, which to an operator is a crash loop with a config cause.
+START_FAILURE_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "StartError"})
+
+# A restart whose container last terminated longer ago than this is history, not a problem.
+RECENT_RESTART_S = 600
+# high_restart_rate: at least this many restarts, at this average rate, the last one recent.
+HIGH_RESTART_MIN = 5
+HIGH_RESTART_PER_HOUR = 3.0
+HIGH_RESTART_RECENT_S = 3600
+# A deployment younger than this has not had a chance to become available yet.
+DEPLOYMENT_GRACE_S = 60
+
+
+@dataclass(frozen=True)
+class Finding:
+    type: str
+    severity: str
+    kind: str
+    namespace: str
+    name: str
+    owner_kind: str
+    owner_name: str
+    message: str
+    evidence: dict[str, Any] = field(compare=False, hash=False)
+    pod: str = ""
+
+    def workload_key(self) -> str:
+        """``Kind/namespace/name`` of the owning workload (namespace empty for nodes)."""
+        return f"{self.owner_kind}/{self.namespace}/{self.owner_name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "severity": self.severity,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "owner_kind": self.owner_kind,
+            "owner_name": self.owner_name,
+            "pod": self.pod,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+
+def primary_type(types: Iterable[str]) -> str:
+    present = set(types)
+    for candidate in PRIMARY_ORDER:
+        if candidate in present:
+            return candidate
+    return sorted(present)[0] if present else ""
+
+
+# --- small readers over raw JSON ---------------------------------------------------------------
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _ns_name(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = _meta(obj)
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _controller_ref(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    refs = _meta(obj).get("ownerReferences") or []
+    for ref in refs:
+        if ref.get("controller"):
+            return ref
+    return refs[0] if refs else None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """RFC 3339 as the API writes it (``2026-11-23T15:04:05Z``, maybe with fractions)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _age_s(value: str | None, now: datetime) -> float | None:
+    moment = parse_time(value)
+    return None if moment is None else (now - moment).total_seconds()
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond
+    return None
+
+
+# --- owner resolution ----------------------------------------------------------------------------
+
+
+class OwnerIndex:
+    """Resolves a pod to the controller an operator thinks in: Deployment (via its ReplicaSet),
+    StatefulSet, DaemonSet, CronJob (via its Job) or Job; the pod itself when bare."""
+
+    def __init__(self, replicasets: Iterable[Mapping[str, Any]], jobs: Iterable[Mapping[str, Any]]) -> None:
+        self._rs_owner: dict[tuple[str, str], tuple[str, str]] = {}
+        for rs in replicasets:
+            ref = _controller_ref(rs)
+            if ref:
+                self._rs_owner[_ns_name(rs)] = (ref.get("kind") or "", ref.get("name") or "")
+        self._job_owner: dict[tuple[str, str], tuple[str, str]] = {}
+        for job in jobs:
+            ref = _controller_ref(job)
+            if ref:
+                self._job_owner[_ns_name(job)] = (ref.get("kind") or "", ref.get("name") or "")
+
+    def owner_of_pod(self, pod: Mapping[str, Any]) -> tuple[str, str]:
+        namespace, name = _ns_name(pod)
+        ref = _controller_ref(pod)
+        if not ref:
+            return "Pod", name
+        kind, owner = ref.get("kind") or "", ref.get("name") or ""
+        if kind == "ReplicaSet":
+            resolved = self._rs_owner.get((namespace, owner))
+            if resolved:
+                return resolved
+            # The ReplicaSet was not in the dump (or was deleted): a Deployment's ReplicaSet is
+            # named <deployment>-<pod-template-hash>, and the pod carries that hash as a label.
+            template_hash = (_meta(pod).get("labels") or {}).get("pod-template-hash")
+            if template_hash and owner.endswith("-" + template_hash):
+                return "Deployment", owner[: -len(template_hash) - 1]
+            return "ReplicaSet", owner
+        if kind == "Job":
+            return self.owner_of_job(namespace, owner)
+        return kind, owner
+
+    def owner_of_job(self, namespace: str, name: str) -> tuple[str, str]:
+        # A CronJob's Jobs get a new name each run; the incident belongs to the CronJob.
+        resolved = self._job_owner.get((namespace, name))
+        if resolved and resolved[0] == "CronJob":
+            return resolved
+        return "Job", name
+
+
+# --- pods --------------------------------------------------------------------------------------
+
+
+def _container_specs(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    spec = pod.get("spec") or {}
+    specs: dict[str, Mapping[str, Any]] = {}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            specs[container.get("name") or ""] = container
+    return specs
+
+
+def _memory_limit(container_spec: Mapping[str, Any] | None) -> str | None:
+    if not container_spec:
+        return None
+    return ((container_spec.get("resources") or {}).get("limits") or {}).get("memory")
+
+
+def _terminated_evidence(terminated: Mapping[str, Any]) -> dict[str, Any]:
+    code = terminated.get("exitCode")
+    evidence: dict[str, Any] = {
+        "exit_code": code,
+        "reason": terminated.get("reason") or "",
+        "finished_at": terminated.get("finishedAt"),
+    }
+    if isinstance(code, int):
+        explanation = explain_exit_code(code)
+        if explanation:
+            evidence["exit_code_explained"] = explanation
+    return evidence
+
+
+def _looks_like_liveness_kill(terminated: Mapping[str, Any], container_spec: Mapping[str, Any] | None) -> bool:
+    # Kubelet kills a container that fails its liveness probe with SIGTERM, then SIGKILL after the
+    # grace period: it ends as reason "Error" with 143 or 137 (137 with "OOMKilled" is the kernel).
+    return bool(
+        container_spec
+        and container_spec.get("livenessProbe")
+        and terminated.get("reason") == "Error"
+        and terminated.get("exitCode") in (137, 143)
+    )
+
+
+def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> list[Finding]:
+    meta = _meta(pod)
+    if meta.get("deletionTimestamp"):
+        return []  # being deleted: whatever it shows now is on its way out
+    status = pod.get("status") or {}
+    phase = status.get("phase") or ""
+    if phase == "Succeeded":
+        return []  # a completed Job's pod
+    namespace, name = _ns_name(pod)
+    owner_kind, owner_name = owners.owner_of_pod(pod)
+    findings: list[Finding] = []
+
+    def add(type_: str, severity: str, message: str, evidence: dict[str, Any]) -> None:
+        findings.append(
+            Finding(type_, severity, "Pod", namespace, name, owner_kind, owner_name, message, evidence, pod=name)
+        )
+
+    if phase == "Failed" and status.get("reason") == "Evicted":
+        add("evicted", WARNING, f"Pod {namespace}/{name} was evicted: {status.get('message') or 'no reason given'}",
+            {"reason": "Evicted", "status_message": status.get("message") or "", "node": (pod.get("spec") or {}).get("nodeName") or ""})
+        return findings
+
+    if phase == "Pending":
+        scheduled = _condition(pod, "PodScheduled")
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            add("unschedulable", WARNING, f"Pod {namespace}/{name} cannot be scheduled: {scheduled.get('message') or 'no node fits'}",
+                {"reason": "Unschedulable", "scheduler_message": scheduled.get("message") or "",
+                 "since": scheduled.get("lastTransitionTime")})
+
+    specs = _container_specs(pod)
+    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    for cstatus in statuses:
+        cname = cstatus.get("name") or ""
+        cspec = specs.get(cname)
+        state = cstatus.get("state") or {}
+        last = (cstatus.get("lastState") or {}).get("terminated") or {}
+        restarts = int(cstatus.get("restartCount") or 0)
+        waiting = state.get("waiting") or {}
+        running = state.get("running")
+        terminated_now = state.get("terminated") or {}
+        base = {"container": cname, "restart_count": restarts, "image": cstatus.get("image") or ""}
+        reason = waiting.get("reason") or ""
+
+        if reason in IMAGE_PULL_REASONS:
+            add("image_pull_failure", WARNING,
+                f"Container {cname} of pod {namespace}/{name} cannot pull image {cstatus.get('image') or '?'}: {reason}",
+                {**base, "reason": reason, "waiting_message": waiting.get("message") or ""})
+            continue
+
+        if reason == "CrashLoopBackOff" or reason in START_FAILURE_REASONS:
+            evidence = {**base, "waiting_reason": reason, "waiting_message": waiting.get("message") or ""}
+            if last:
+                evidence["last_termination"] = _terminated_evidence(last)
+            # The last termination decides: a crash loop whose container was OOM-killed is an OOM.
+            if last.get("reason") == "OOMKilled":
+                add("oom_killed", CRITICAL,
+                    f"Container {cname} of pod {namespace}/{name} is OOM-killed in a loop ({restarts} restarts, memory limit {_memory_limit(cspec) or 'none'})",
+                    {**evidence, "memory_limit": _memory_limit(cspec)})
+                continue
+            add("crash_loop", CRITICAL,
+                f"Container {cname} of pod {namespace}/{name} is in {reason} ({restarts} restarts"
+                + (f", last exit code {last.get('exitCode')}" if last else "") + ")",
+                evidence)
+            if last and _looks_like_liveness_kill(last, cspec):
+                add("probe_failure", WARNING,
+                    f"Container {cname} of pod {namespace}/{name} is being restarted by its liveness probe",
+                    {**base, "probe": "liveness", "last_termination": _terminated_evidence(last)})
+            continue
+
+        if terminated_now.get("reason") == "OOMKilled":
+            add("oom_killed", CRITICAL,
+                f"Container {cname} of pod {namespace}/{name} was OOM-killed (memory limit {_memory_limit(cspec) or 'none'})",
+                {**base, "last_termination": _terminated_evidence(terminated_now), "memory_limit": _memory_limit(cspec)})
+            continue
+
+        if not running:
+            continue
+        last_age = _age_s(last.get("finishedAt"), now) if last else None
+        recent_restart = last_age is not None and last_age <= RECENT_RESTART_S
+        if recent_restart and last.get("reason") == "OOMKilled":
+            add("oom_killed", CRITICAL,
+                f"Container {cname} of pod {namespace}/{name} was OOM-killed {int(last_age or 0)}s ago (memory limit {_memory_limit(cspec) or 'none'})",
+                {**base, "last_termination": _terminated_evidence(last), "memory_limit": _memory_limit(cspec)})
+            continue
+        if recent_restart and _looks_like_liveness_kill(last, cspec):
+            add("probe_failure", WARNING,
+                f"Container {cname} of pod {namespace}/{name} was restarted by its liveness probe {int(last_age or 0)}s ago",
+                {**base, "probe": "liveness", "last_termination": _terminated_evidence(last)})
+            continue
+        if cstatus.get("ready") is False and cspec and cspec.get("readinessProbe") and cname in {
+            c.get("name") for c in (pod.get("spec") or {}).get("containers") or []
+        }:
+            probe = cspec["readinessProbe"]
+            # Not ready inside the probe's own start-up allowance is normal, not a failure.
+            allowance = int(probe.get("initialDelaySeconds") or 0) + int(probe.get("periodSeconds") or 10) * int(
+                probe.get("failureThreshold") or 3
+            )
+            running_for = _age_s(running.get("startedAt"), now)
+            if running_for is not None and running_for > allowance:
+                add("probe_failure", WARNING,
+                    f"Container {cname} of pod {namespace}/{name} is running but failing its readiness probe for {int(running_for)}s",
+                    {**base, "probe": "readiness", "running_for_s": int(running_for), "allowance_s": allowance})
+                continue
+        if restarts >= HIGH_RESTART_MIN and last_age is not None and last_age <= HIGH_RESTART_RECENT_S:
+            started = _age_s(status.get("startTime"), now)
+            hours = max((started or 0) / 3600, 1 / 60)
+            rate = restarts / hours
+            if rate >= HIGH_RESTART_PER_HOUR:
+                add("high_restart_rate", WARNING,
+                    f"Container {cname} of pod {namespace}/{name} restarted {restarts} times ({rate:.1f}/h)",
+                    {**base, "restarts_per_hour": round(rate, 2), "last_termination": _terminated_evidence(last)})
+    return findings
+
+
+# --- nodes, deployments, HPAs, jobs ----------------------------------------------------------------
+
+
+def _detect_node(node: Mapping[str, Any]) -> list[Finding]:
+    _, name = _ns_name(node)
+    ready = _condition(node, "Ready")
+    if ready is not None and ready.get("status") == "True":
+        return []
+    pressures = [
+        c.get("type")
+        for c in (node.get("status") or {}).get("conditions") or []
+        if c.get("type", "").endswith("Pressure") and c.get("status") == "True"
+    ]
+    state = "Unknown" if ready is None else ready.get("status")
+    evidence = {
+        "ready": state,
+        "reason": (ready or {}).get("reason") or "",
+        "condition_message": (ready or {}).get("message") or "",
+        "since": (ready or {}).get("lastTransitionTime"),
+        "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+        "pressure": pressures,
+    }
+    detail = (ready or {}).get("message") or (ready or {}).get("reason") or "no Ready condition"
+    return [Finding("not_ready_node", CRITICAL, "Node", "", name, "Node", name,
+                    f"Node {name} is not ready (Ready={state}): {detail}", evidence)]
+
+
+def _revision(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((_meta(obj).get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
+    except ValueError:
+        return 0
+
+
+def _detect_deployment(deployment: Mapping[str, Any], rs_by_owner: Mapping[tuple[str, str], list[Mapping[str, Any]]], now: datetime) -> list[Finding]:
+    namespace, name = _ns_name(deployment)
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    desired = spec.get("replicas", 1)
+    available = int(status.get("availableReplicas") or 0)
+    if not desired or available > 0 or spec.get("paused"):
+        return []
+    age = _age_s(_meta(deployment).get("creationTimestamp"), now)
+    if age is not None and age < DEPLOYMENT_GRACE_S:
+        return []
+    replicasets = sorted(rs_by_owner.get((namespace, name), []), key=_revision, reverse=True)
+    evidence: dict[str, Any] = {
+        "desired_replicas": desired,
+        "available_replicas": available,
+        "ready_replicas": int(status.get("readyReplicas") or 0),
+        "updated_replicas": int(status.get("updatedReplicas") or 0),
+        "bad_rollout": False,
+    }
+    progressing = _condition(deployment, "Progressing")
+    if progressing:
+        evidence["progressing_reason"] = progressing.get("reason") or ""
+    if replicasets:
+        newest = replicasets[0]
+        older = replicasets[1:]
+        evidence["newest_replicaset"] = _ns_name(newest)[1]
+        evidence["newest_revision"] = _revision(newest)
+        evidence["older_revisions"] = [
+            {"replicaset": _ns_name(rs)[1], "revision": _revision(rs),
+             "ready": int((rs.get("status") or {}).get("readyReplicas") or 0)}
+            for rs in older
+        ]
+        # A bad rollout: the newest revision has nothing ready while an older revision of the
+        # same deployment exists (it served before this rollout; a rollback is the usual fix).
+        evidence["bad_rollout"] = bool(older) and int((newest.get("status") or {}).get("readyReplicas") or 0) == 0
+    message = f"Deployment {namespace}/{name} wants {desired} replicas and has none available"
+    if evidence["bad_rollout"]:
+        message += f" (revision {evidence['newest_revision']} is failing; an older revision exists)"
+    return [Finding("replication_failure", CRITICAL, "Deployment", namespace, name, "Deployment", name, message, evidence)]
+
+
+def _detect_hpa(hpa: Mapping[str, Any]) -> list[Finding]:
+    namespace, name = _ns_name(hpa)
+    spec = hpa.get("spec") or {}
+    status = hpa.get("status") or {}
+    maximum = spec.get("maxReplicas")
+    current = status.get("currentReplicas") or 0
+    if not maximum or current < maximum:
+        return []
+    limited = _condition(hpa, "ScalingLimited")
+    if limited is not None:
+        if limited.get("status") != "True" or limited.get("reason") != "TooManyReplicas":
+            return []
+    elif int(status.get("desiredReplicas") or 0) < maximum:
+        return []
+    target = spec.get("scaleTargetRef") or {}
+    owner_kind, owner_name = target.get("kind") or "HorizontalPodAutoscaler", target.get("name") or name
+    return [Finding("hpa_maxed", WARNING, "HorizontalPodAutoscaler", namespace, name, owner_kind, owner_name,
+                    f"HPA {namespace}/{name} is at its maximum of {maximum} replicas and wants more",
+                    {"max_replicas": maximum, "current_replicas": current,
+                     "desired_replicas": status.get("desiredReplicas"),
+                     "condition_message": (limited or {}).get("message") or ""})]
+
+
+def _detect_job(job: Mapping[str, Any], owners: OwnerIndex) -> list[Finding]:
+    failed = _condition(job, "Failed")
+    if not failed or failed.get("status") != "True":
+        return []
+    namespace, name = _ns_name(job)
+    owner_kind, owner_name = owners.owner_of_job(namespace, name)
+    status = job.get("status") or {}
+    reason = failed.get("reason") or "Failed"
+    return [Finding("failed_job", WARNING, "Job", namespace, name, owner_kind, owner_name,
+                    f"Job {namespace}/{name} failed: {reason}" + (f" ({failed.get('message')})" if failed.get("message") else ""),
+                    {"reason": reason, "condition_message": failed.get("message") or "",
+                     "failed_pods": int(status.get("failed") or 0),
+                     "backoff_limit": (job.get("spec") or {}).get("backoffLimit"),
+                     "since": failed.get("lastTransitionTime")})]
+
+
+def detect(
+    pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    deployments: Iterable[Mapping[str, Any]],
+    replicasets: Iterable[Mapping[str, Any]],
+    hpas: Iterable[Mapping[str, Any]],
+    jobs: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime | None = None,
+) -> list[Finding]:
+    """Every problem visible in these objects; healthy objects yield nothing."""
+    now = now or datetime.now(UTC)
+    replicasets = list(replicasets)
+    jobs = list(jobs)
+    owners = OwnerIndex(replicasets, jobs)
+    rs_by_owner: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for rs in replicasets:
+        ref = _controller_ref(rs)
+        if ref and ref.get("kind") == "Deployment":
+            rs_by_owner.setdefault((_ns_name(rs)[0], ref.get("name") or ""), []).append(rs)
+
+    findings: list[Finding] = []
+    for node in nodes:
+        findings.extend(_detect_node(node))
+    for pod in pods:
+        findings.extend(_detect_pod(pod, owners, now))
+    for deployment in deployments:
+        findings.extend(_detect_deployment(deployment, rs_by_owner, now))
+    for hpa in hpas:
+        findings.extend(_detect_hpa(hpa))
+    for job in jobs:
+        findings.extend(_detect_job(job, owners))
+    return findings
+
+
+def split_list(items: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Sort the items of a mixed ``kubectl get pods,nodes,... -o json`` List by kind."""
+    buckets: dict[str, list[Mapping[str, Any]]] = {
+        "pods": [], "nodes": [], "deployments": [], "replicasets": [], "hpas": [], "jobs": []
+    }
+    keys = {"Pod": "pods", "Node": "nodes", "Deployment": "deployments", "ReplicaSet": "replicasets",
+            "HorizontalPodAutoscaler": "hpas", "Job": "jobs"}
+    for item in items:
+        key = keys.get(item.get("kind") or "")
+        if key:
+            buckets[key].append(item)
+    return buckets
