@@ -43,6 +43,7 @@ app.conf.update(
 # (CELERY_TASK_*_TIME_LIMIT, CELERY_BROKER_TRANSPORT_OPTIONS), read from the environment.
 
 app.autodiscover_tasks(["aiops_site", "k8s", "agents", "playbooks", "channels"])
+app.autodiscover_tasks(["playbooks"], related_name="tasks_engine")  # the engine room's tasks
 
 
 @setup_logging.connect

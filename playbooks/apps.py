@@ -5,3 +5,6 @@ class PlaybooksConfig(AppConfig):
     name = "playbooks"
     verbose_name = "Incidents and playbooks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from playbooks import receivers  # noqa: F401  (engine: incident_opened, approval_decided)

@@ -1,0 +1,598 @@
+"""The remediation engine: runs a rule's playbook against an incident, one step per task.
+
+Life of a run:
+- `start_run_for_incident` (the `incident_opened` receiver, in the watch loop's transaction)
+  picks the winning rule, creates the `PlaybookRun` with a snapshot of its steps, and queues
+  the first step on commit.
+- `execute_step` (the `playbooks.run_step` task) claims its `StepRun` with a conditional
+  update, does its one thing (a tool call through `call_tool`, an RCA, a notification, a
+  verification) outside any transaction, then records the result and queues the next step in
+  one transaction that holds the run's row lock. A MEDIUM/HIGH tool step instead requests an
+  approval in that same transaction and the run waits without a worker.
+- `on_approval_decided` (the `approval_decided` receiver) resumes the step (approved) or
+  ends the run (rejected, expired).
+- `reconcile` (beat) re-enqueues steps whose rows say queued or running but went quiet past
+  their time limit, so a lost broker message or a killed worker delays a run, never loses it.
+
+Lock order everywhere: the run's row, then its step's row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
+from django.utils import timezone
+
+from playbooks import metrics_engine as metrics
+from playbooks.models import PlaybookRun, Rule, Step, StepRun
+from playbooks.rules import best_rule
+from playbooks.signals import notification_requested, rca_ready, run_finished
+from playbooks.templates_render import TemplateError, render_args, render_value
+
+log = structlog.get_logger(__name__)
+
+S = StepRun.State
+R = PlaybookRun.State
+Outcome = PlaybookRun.Outcome
+MUTATING = ("MEDIUM", "HIGH")
+# Minimum quiet time before the reconciler touches a run that has no step in flight.
+STALLED_RUN_GRACE = timedelta(seconds=60)
+
+
+@dataclass
+class Result:
+    state: str
+    output: str = ""
+    data: Any = None
+    error: str = ""
+    risk: str = ""
+    rendered_args: dict[str, Any] | None = None
+    audit_id: int | None = None
+    requeue_in: float | None = None  # verify: check again after this many seconds
+    verdict: str = ""  # verify: the run outcome it decided
+    rca_report: dict[str, Any] | None = None
+    notify: tuple[str, str] | None = None  # (text, severity)
+    side: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Starting runs -----------------------------------------------------------------------
+
+
+def start_run_for_incident(incident: Any) -> PlaybookRun | None:
+    """Match the rules and create the run; call inside the transaction that opened the incident."""
+    if PlaybookRun.objects.filter(incident=incident).exclude(state=R.FINISHED).exists():
+        metrics.RULE_MATCHES.labels("active_run").inc()
+        log.info("playbook_not_started", incident=incident.pk, reason="a run is already active")
+        return None
+    rule, why = best_rule(incident)
+    if rule is None:
+        metrics.RULE_MATCHES.labels("cooldown" if "cooldown" in why else "no_match").inc()
+        log.info("playbook_not_started", incident=incident.pk, reason=why)
+        return None
+    return create_run(incident, rule, reason=why)
+
+
+def create_run(incident: Any, rule: Rule, *, start: bool | None = None, reason: str = "") -> PlaybookRun | None:
+    steps = list(rule.playbook.steps.order_by("order"))
+    if not steps:
+        metrics.RULE_MATCHES.labels("no_steps").inc()
+        log.warning("playbook_not_started", incident=incident.pk, rule=rule.name, reason="playbook has no steps")
+        return None
+    start = rule.auto_run if start is None else start
+    cluster_id = incident.cluster_id or _default_cluster_id()
+    if cluster_id is None:
+        metrics.RULE_MATCHES.labels("no_cluster").inc()
+        log.warning("playbook_not_started", incident=incident.pk, rule=rule.name, reason="no cluster to act on")
+        return None
+    now = timezone.now()
+    try:
+        # A savepoint: when another worker created this incident's run a moment ago, the
+        # unique partial index refuses ours and the caller's transaction carries on.
+        with transaction.atomic():
+            run = PlaybookRun.objects.create(
+                incident=incident,
+                cluster_id=cluster_id,
+                rule=rule,
+                playbook=rule.playbook,
+                playbook_name=rule.playbook.name,
+                state=R.RUNNING if start else R.PROPOSED,
+                dry_run=settings.AIOPS_DRY_RUN,
+                created_at=now,
+                started_at=now if start else None,
+            )
+            StepRun.objects.bulk_create(
+                StepRun(
+                    run=run,
+                    step=step,
+                    order=step.order,
+                    name=step.name,
+                    kind=step.kind,
+                    tool=step.tool,
+                    args_template=step.args,
+                    on_failure=step.on_failure,
+                    timeout_seconds=step.timeout_seconds,
+                )
+                for step in steps
+            )
+    except IntegrityError:
+        metrics.RULE_MATCHES.labels("active_run").inc()
+        log.info("playbook_not_started", incident=incident.pk, reason="a run is already active")
+        return None
+    metrics.RULE_MATCHES.labels("matched").inc()
+    metrics.RUNS_STARTED.labels(run.playbook_name, "auto" if start else "proposed").inc()
+    log.info(
+        "playbook_run_created", run=run.pk, incident=incident.pk, rule=rule.name, playbook=run.playbook_name,
+        started=start, dry_run=run.dry_run, matched=reason,
+    )
+    if start:
+        _queue_next(run)
+    return run
+
+
+def _default_cluster_id() -> int | None:
+    """An alert whose labels name no cluster is acted on in the default cluster."""
+    from k8s.models import Cluster
+
+    return Cluster.objects.filter(is_default=True, enabled=True).values_list("pk", flat=True).first()
+
+
+def start_proposed_run(run_id: int, *, by: str = "") -> bool:
+    """Start a run that waited for a person (rule with auto_run off)."""
+    with transaction.atomic():
+        run = PlaybookRun.objects.select_for_update().get(pk=run_id)
+        if run.state != R.PROPOSED:
+            return False
+        run.state = R.RUNNING
+        run.started_at = timezone.now()
+        run.save(update_fields=["state", "started_at", "updated_at"])
+        log.info("playbook_run_started", run=run.pk, by=by)
+        _queue_next(run)
+    return True
+
+
+def cancel_run(run_id: int, *, by: str = "") -> bool:
+    with transaction.atomic():
+        run = PlaybookRun.objects.select_for_update().get(pk=run_id)
+        if run.state == R.FINISHED:
+            return False
+        return finish_run(run, Outcome.CANCELLED, f"cancelled by {by or 'an operator'}")
+
+
+# --- Moving a run forward (callers hold the run's row) -----------------------------------
+
+
+def _enqueue(step_run_id: int, countdown: float | None = None) -> None:
+    from playbooks.tasks_engine import run_step
+
+    # robust: a broker that is down at commit time must not turn a committed transition into
+    # an error; the row says queued and the reconciler sends the message again.
+    transaction.on_commit(
+        lambda: run_step.apply_async((step_run_id,), countdown=countdown), robust=True
+    )
+
+
+def _queue_next(run: PlaybookRun) -> None:
+    step = run.steps.filter(state=S.PENDING).order_by("order").first()
+    if step is None:
+        outcome, summary = _final_outcome(run)
+        finish_run(run, outcome, summary)
+        return
+    now = timezone.now()
+    if StepRun.objects.filter(pk=step.pk, state=S.PENDING).update(state=S.QUEUED, queued_at=now, updated_at=now):
+        _enqueue(step.pk)
+
+
+def _final_outcome(run: PlaybookRun) -> tuple[str, str]:
+    steps = list(run.steps.order_by("order"))
+    failed = [s for s in steps if s.state == S.FAILED and s.kind != Step.Kind.VERIFY]
+    notes = [f"step {s.order} {s.name} failed: {s.error[:200]}" for s in failed]
+    if run.dry_run:
+        return Outcome.DRY_RUN, "dry run: every step rendered and recorded, no tool called"
+    verdict = (run.context or {}).get("verdict")
+    if verdict:
+        detail = (run.context or {}).get("verdict_detail", "")
+        skipped_actions = [s for s in steps if s.state == S.SKIPPED and s.risk in MUTATING]
+        if verdict == Outcome.FIX_DID_NOT_HOLD and skipped_actions:
+            why = "; ".join(s.output for s in skipped_actions)
+            return Outcome.NOT_REMEDIATED, f"still failing and no action was taken ({why}): {detail}"
+        return verdict, "; ".join([detail, *notes])
+    return Outcome.COMPLETED, "; ".join(notes) or "all steps done"
+
+
+def finish_run(run: PlaybookRun, outcome: str, summary: str = "") -> bool:
+    now = timezone.now()
+    updated = PlaybookRun.objects.filter(pk=run.pk).exclude(state=R.FINISHED).update(
+        state=R.FINISHED, outcome=outcome, finished_at=now, updated_at=now, summary=summary[:4000]
+    )
+    if not updated:
+        return False
+    StepRun.objects.filter(run=run, state__in=[S.PENDING, S.QUEUED]).update(
+        state=S.CANCELLED, finished_at=now, updated_at=now
+    )
+    run.refresh_from_db()
+    metrics.RUNS_FINISHED.labels(run.playbook_name, outcome).inc()
+    log.info("playbook_run_finished", run=run.pk, incident=run.incident_id, outcome=outcome, summary=summary[:300])
+    run_finished.send(sender=PlaybookRun, run=run)
+    return True
+
+
+# --- Executing one step ------------------------------------------------------------------
+
+
+def execute_step(step_run_id: int) -> str:
+    now = timezone.now()
+    claimed = StepRun.objects.filter(pk=step_run_id, state=S.QUEUED, run__state=R.RUNNING).update(
+        state=S.RUNNING, started_at=now, updated_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        state = StepRun.objects.filter(pk=step_run_id).values_list("state", flat=True).first()
+        log.info("step_not_claimed", step_run=step_run_id, state=state)
+        return f"not claimed ({state or 'missing'})"
+    step = StepRun.objects.select_related("run", "run__incident", "run__cluster", "run__rule", "approval").get(
+        pk=step_run_id
+    )
+    run = step.run
+    structlog.contextvars.bind_contextvars(run=run.pk, step_run=step.pk, incident=run.incident_id)
+    started = time.monotonic()
+    try:
+        if run.incident.workload_kind == "Node" and "node_workloads" not in (run.context or {}):
+            remember_node_workloads(run.pk)
+            run.refresh_from_db(fields=["context"])
+        result = _HANDLERS[step.kind](step, run)
+    except TemplateError as exc:
+        result = Result(S.FAILED, error=f"argument template: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a step's failure is recorded on its row, not lost in a log
+        log.exception("step_crashed", kind=step.kind, tool=step.tool)
+        result = Result(S.FAILED, error=f"{type(exc).__name__}: {exc}")
+    elapsed = time.monotonic() - started
+    metrics.STEP_DURATION.labels(step.kind, step.tool or step.kind).observe(elapsed)
+    _record(step, result)
+    return result.state
+
+
+def _record(step: StepRun, result: Result) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        run = PlaybookRun.objects.select_for_update().select_related("incident", "rule").get(pk=step.run_id)
+        current = StepRun.objects.select_for_update().get(pk=step.pk)
+        if current.state != S.RUNNING or current.attempts != step.attempts:
+            # The reconciler gave this step to another attempt while we worked; that one records.
+            log.warning("step_result_discarded", state=current.state, attempts=current.attempts)
+            return
+        if result.rendered_args is not None:
+            current.rendered_args = result.rendered_args
+        if result.risk:
+            current.risk = result.risk
+        fields = ["state", "rendered_args", "risk", "output", "data", "error", "audit_id", "finished_at", "updated_at"]
+        current.output = result.output[:20000]
+        current.data = result.data
+        current.error = result.error[:4000]
+        if result.audit_id:
+            current.audit_id = result.audit_id
+
+        if result.state == S.WAITING_APPROVAL:
+            _request_approval(run, current)
+            return
+        if result.requeue_in is not None and run.state != R.FINISHED:
+            current.state = S.QUEUED
+            current.queued_at = now
+            current.save(update_fields=["state", "queued_at", "data", "output", "error", "updated_at"])
+            _enqueue(current.pk, countdown=result.requeue_in)
+            return
+
+        current.state = result.state
+        current.finished_at = now
+        current.save(update_fields=fields)
+        metrics.STEPS.labels(current.kind, current.state).inc()
+        log.info(
+            "step_finished", order=current.order, name=current.name, kind=current.kind, tool=current.tool,
+            state=current.state, risk=current.risk, error=current.error[:300],
+        )
+        if run.state == R.FINISHED:
+            return
+        if result.rca_report is not None:
+            run.incident.rca_report = result.rca_report
+            run.incident.save(update_fields=["rca_report"])
+            rca_ready.send(sender=PlaybookRun, incident=run.incident, report=result.rca_report, run=run)
+        if result.notify is not None:
+            text, severity = result.notify
+            notification_requested.send(sender=PlaybookRun, incident=run.incident, run=run, text=text, severity=severity)
+        if result.verdict:
+            run.context = {**(run.context or {}), "verdict": result.verdict, "verdict_detail": result.output[:1000]}
+            run.save(update_fields=["context", "updated_at"])
+            if result.verdict == Outcome.RESOLVED:
+                _resolve_incident(run)
+        if result.side:
+            run.context = {**(run.context or {}), **result.side}
+            run.save(update_fields=["context", "updated_at"])
+        if current.state in (S.REJECTED, S.EXPIRED):
+            finish_run(run, current.state, current.error)
+        elif current.state == S.FAILED and current.on_failure == Step.OnFailure.STOP and current.kind != Step.Kind.VERIFY:
+            finish_run(run, Outcome.FAILED, f"step {current.order} {current.name} failed: {current.error[:500]}")
+        else:
+            _queue_next(run)
+
+
+def _approvers_for(rule: Rule | None) -> list[str] | None:
+    if rule is None:
+        return None
+    names = {user.get_username() for user in rule.approvers.all()}
+    if rule.approver_group_id:
+        names.update(user.get_username() for user in rule.approver_group.user_set.filter(is_active=True))
+    return sorted(names) or None
+
+
+def _request_approval(run: PlaybookRun, step: StepRun) -> None:
+    """In _record's transaction: budget check, then the approval and the waiting state together."""
+    from agents.services import request_approval
+    from k8s.models import Cluster
+
+    # Serialise budget checks of one cluster, so two runs cannot both take the last action.
+    Cluster.objects.select_for_update().filter(pk=run.cluster_id).first()
+    since = timezone.now() - timedelta(hours=1)
+    used = StepRun.objects.filter(
+        run__cluster_id=run.cluster_id, approval__isnull=False, approval__requested_at__gte=since
+    ).count()
+    budget = settings.AIOPS_ACTIONS_PER_HOUR
+    now = timezone.now()
+    if used >= budget:
+        step.state = S.SKIPPED
+        step.output = f"not requested: the cluster's budget of {budget} automatic actions per hour is used up"
+        step.finished_at = now
+        step.save(update_fields=["state", "rendered_args", "risk", "output", "finished_at", "updated_at"])
+        metrics.STEPS.labels(step.kind, step.state).inc()
+        log.warning("step_budget_exhausted", used=used, budget=budget, tool=step.tool)
+        _queue_next(run)
+        return
+    incident = run.incident
+    approval = request_approval(
+        step.tool,
+        step.rendered_args or {},
+        reason=(
+            f"Playbook {run.playbook_name}, step {step.order} ({step.name}) for incident #{incident.pk}: "
+            f"{incident.primary_type or incident.alertname} on {incident.workload_kind} "
+            f"{incident.namespace + '/' if incident.namespace else ''}{incident.workload_name}"
+        ),
+        origin="playbook",
+        origin_ref=str(step.pk),
+        requester=f"playbook:{run.playbook_name}",
+        approvers=_approvers_for(run.rule),
+    )
+    step.approval = approval
+    step.state = S.WAITING_APPROVAL
+    step.save(update_fields=["state", "approval", "rendered_args", "risk", "output", "updated_at"])
+    run.state = R.WAITING_APPROVAL
+    run.save(update_fields=["state", "updated_at"])
+    metrics.STEPS.labels(step.kind, step.state).inc()
+    log.info("step_waiting_approval", tool=step.tool, risk=step.risk, approval=approval.pk, code=approval.code)
+
+
+def _resolve_incident(run: PlaybookRun) -> None:
+    from playbooks import incidents as incident_services
+
+    resolve = getattr(incident_services, "resolve_incident", None)
+    if resolve is None:  # pragma: no cover - the watch room's service is the contract
+        raise RuntimeError("playbooks.incidents.resolve_incident is missing")
+    resolve(run.incident, reason=f"verified healthy by playbook run {run.pk} ({run.playbook_name})")
+
+
+# --- Step kinds --------------------------------------------------------------------------
+
+
+def _tool_step(step: StepRun, run: PlaybookRun) -> Result:
+    from agents.registry import tool_risk
+
+    # Resumed after an approval: the arguments that were approved, never re-rendered ones.
+    args = step.rendered_args if step.rendered_args is not None else render_args(step.args_template, run.incident, run)
+    risk = tool_risk(step.tool)
+    if run.dry_run:
+        return Result(S.SKIPPED, output=f"dry run: {step.tool} [{risk}] not called", rendered_args=args, risk=risk)
+    if risk not in MUTATING:
+        return _call(step, run, args, risk, approval=None)
+    approval = step.approval
+    if approval is None:
+        if not settings.AIOPS_AUTO_REMEDIATION:
+            return Result(
+                S.SKIPPED, output="not requested: AIOPS_AUTO_REMEDIATION is off", rendered_args=args, risk=risk
+            )
+        return Result(S.WAITING_APPROVAL, rendered_args=args, risk=risk)
+    if approval.state == "approved":
+        return _call(step, run, args, risk, approval=approval)
+    if approval.state in ("rejected", "expired"):
+        return Result(approval.state, error=f"approval {approval.code} {approval.state}", rendered_args=args, risk=risk)
+    return Result(S.FAILED, error=f"approval {approval.code} is {approval.state}", rendered_args=args, risk=risk)
+
+
+def _call(step: StepRun, run: PlaybookRun, args: dict[str, Any], risk: str, approval: Any) -> Result:
+    from agents.services import ToolRefused, call_tool
+
+    incident = run.incident
+    try:
+        outcome = call_tool(
+            step.tool,
+            args,
+            actor=f"playbook:{run.playbook_name}",
+            reason=f"run {run.pk} step {step.order} ({step.name}) for incident #{incident.pk}",
+            approval=approval,
+            idempotency_key=f"steprun:{step.pk}",
+        )
+    except ToolRefused as exc:
+        return Result(S.FAILED, error=f"refused by the risk gate: {exc}", rendered_args=args, risk=risk)
+    if approval is not None and approval.decided_at:
+        metrics.DECISION_TO_ACTION.labels(step.tool).observe((timezone.now() - approval.decided_at).total_seconds())
+    return Result(
+        S.SUCCEEDED if outcome.ok else S.FAILED,
+        output=outcome.output,
+        data=outcome.data,
+        error="" if outcome.ok else (outcome.output or "tool error")[:4000],
+        rendered_args=args,
+        risk=risk,
+        audit_id=outcome.audit_id,
+    )
+
+
+def _workload(run: PlaybookRun) -> dict[str, str]:
+    incident = run.incident
+    return {"kind": incident.workload_kind, "namespace": incident.namespace, "name": incident.workload_name}
+
+
+def _rca_step(step: StepRun, run: PlaybookRun) -> Result:
+    from agents.rca import analyze, gather_bundle
+
+    report = analyze(gather_bundle(run.cluster, _workload(run)))
+    summary = f"{report.get('failure_class', 'unknown')}: {report.get('root_cause', '')}"
+    return Result(S.SUCCEEDED, output=summary, data=report, rca_report=report)
+
+
+def _notify_step(step: StepRun, run: PlaybookRun) -> Result:
+    from playbooks.templates_render import incident_context
+
+    args = step.args_template or {}
+    text = str(render_value(args.get("text", ""), incident_context(run.incident, run)))
+    if run.dry_run:
+        text = f"[dry run] {text}"
+    severity = str(args.get("severity") or run.incident.severity or "info")
+    return Result(S.SUCCEEDED, output=text, rendered_args={"text": text, "severity": severity}, notify=(text, severity))
+
+
+def _verify_step(step: StepRun, run: PlaybookRun) -> Result:
+    from playbooks.verify import verify_workload
+
+    if run.dry_run:
+        return Result(S.SKIPPED, output="dry run: nothing was changed, so nothing to verify")
+    args = step.args_template or {}
+    checks = max(1, int(args.get("checks", 6)))
+    interval = float(args.get("interval", 5))
+    done = int((step.data or {}).get("checks_done", 0)) + 1
+    incident = run.incident
+    verdict = verify_workload(
+        run.cluster, incident.workload_kind, incident.namespace, incident.workload_name,
+        (run.context or {}).get("node_workloads"),
+    )
+    data = {"checks_done": done, "findings": verdict.findings}
+    if verdict.state == "healthy":
+        return Result(S.SUCCEEDED, output=verdict.detail, data=data, verdict=Outcome.RESOLVED)
+    if verdict.state == "mitigated":
+        return Result(S.SUCCEEDED, output=verdict.detail, data=data, verdict=Outcome.MITIGATED)
+    if done < checks:
+        return Result(S.QUEUED, output=verdict.detail, data=data, requeue_in=interval)
+    return Result(S.FAILED, output=verdict.detail, data=data, error=verdict.detail, verdict=Outcome.FIX_DID_NOT_HOLD)
+
+
+_HANDLERS = {
+    Step.Kind.TOOL: _tool_step,
+    Step.Kind.RCA: _rca_step,
+    Step.Kind.NOTIFY: _notify_step,
+    Step.Kind.VERIFY: _verify_step,
+}
+
+
+def remember_node_workloads(run_id: int) -> None:
+    """Before a node playbook changes anything: which workloads ran there (verify checks them)."""
+    from playbooks.verify import fetch_objects, workloads_on_node
+
+    run = PlaybookRun.objects.select_related("incident", "cluster").get(pk=run_id)
+    if run.incident.workload_kind != "Node" or "node_workloads" in (run.context or {}):
+        return
+    keys = workloads_on_node(fetch_objects(run.cluster), run.incident.workload_name)
+    with transaction.atomic():
+        locked = PlaybookRun.objects.select_for_update().get(pk=run_id)
+        if "node_workloads" not in (locked.context or {}):
+            locked.context = {**(locked.context or {}), "node_workloads": keys}
+            locked.save(update_fields=["context", "updated_at"])
+    log.info("node_workloads_recorded", run=run_id, node=run.incident.workload_name, workloads=keys)
+
+
+# --- Approvals ---------------------------------------------------------------------------
+
+
+def on_approval_decided(approval: Any) -> None:
+    """Resume (approved) or end (rejected, expired) the run waiting on this approval."""
+    if approval.origin != "playbook" or not str(approval.origin_ref).isdigit():
+        return
+    step_run_id = int(approval.origin_ref)
+    run_id = StepRun.objects.filter(pk=step_run_id, approval_id=approval.pk).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return
+    with transaction.atomic():
+        run = PlaybookRun.objects.select_for_update().get(pk=run_id)
+        step = StepRun.objects.select_for_update().get(pk=step_run_id)
+        if step.state != S.WAITING_APPROVAL or run.state == R.FINISHED:
+            return
+        now = timezone.now()
+        who = getattr(approval.decided_by, "username", "") if approval.decided_by_id else ""
+        if approval.state == "approved":
+            step.state = S.QUEUED
+            step.queued_at = now
+            step.save(update_fields=["state", "queued_at", "updated_at"])
+            run.state = R.RUNNING
+            run.save(update_fields=["state", "updated_at"])
+            log.info("step_approved", run=run.pk, step_run=step.pk, approval=approval.code, by=who)
+            _enqueue(step.pk)
+        elif approval.state in ("rejected", "expired"):
+            step.state = approval.state
+            step.finished_at = now
+            reason = f": {approval.decision_reason}" if approval.decision_reason else ""
+            step.error = f"approval {approval.code} {approval.state}{' by ' + who if who else ''}{reason}; nothing executed"
+            step.save(update_fields=["state", "finished_at", "error", "updated_at"])
+            metrics.STEPS.labels(step.kind, step.state).inc()
+            finish_run(run, approval.state, step.error)
+
+
+# --- Recovery ----------------------------------------------------------------------------
+
+
+def reconcile(now: Any = None) -> dict[str, int]:
+    """Re-enqueue steps that went quiet; repair runs whose approval was decided without us."""
+    now = now or timezone.now()
+    counts = {"queued": 0, "running": 0, "stalled_run": 0, "decided": 0}
+    deadline = ExpressionWrapper(
+        F("updated_at") + ExpressionWrapper(F("timeout_seconds") * Value(timedelta(seconds=1)), output_field=DurationField()),
+        output_field=DateTimeField(),
+    )
+    stale = (
+        StepRun.objects.filter(state__in=[S.QUEUED, S.RUNNING], run__state=R.RUNNING)
+        .annotate(deadline=deadline)
+        .filter(deadline__lt=now)
+        .values_list("pk", "state", "updated_at")[:500]
+    )
+    for pk, state, updated_at in stale:
+        with transaction.atomic():
+            if StepRun.objects.filter(pk=pk, state=state, updated_at=updated_at).update(
+                state=S.QUEUED, queued_at=now, updated_at=now
+            ):
+                counts[state] += 1
+                metrics.RECONCILED.labels(state).inc()
+                log.warning("step_requeued", step_run=pk, was=state, quiet_since=updated_at.isoformat())
+                _enqueue(pk)
+
+    in_flight = [S.QUEUED, S.RUNNING, S.WAITING_APPROVAL]
+    stalled = (
+        PlaybookRun.objects.filter(state=R.RUNNING, updated_at__lt=now - STALLED_RUN_GRACE)
+        .exclude(steps__state__in=in_flight)
+        .values_list("pk", flat=True)[:200]
+    )
+    for run_id in stalled:
+        with transaction.atomic():
+            run = PlaybookRun.objects.select_for_update().get(pk=run_id)
+            if run.state == R.RUNNING and not run.steps.filter(state__in=in_flight).exists():
+                counts["stalled_run"] += 1
+                metrics.RECONCILED.labels("stalled_run").inc()
+                log.warning("run_resumed_by_reconciler", run=run_id)
+                _queue_next(run)
+
+    decided = StepRun.objects.filter(state=S.WAITING_APPROVAL, approval__state__in=["approved", "rejected", "expired"])
+    for step in decided.select_related("approval", "approval__decided_by")[:200]:
+        counts["decided"] += 1
+        metrics.RECONCILED.labels("decided").inc()
+        on_approval_decided(step.approval)
+    if any(counts.values()):
+        log.info("runs_reconciled", **counts)
+    return counts
