@@ -1,0 +1,1 @@
+"""Discord: interactions endpoint (Ed25519-signed), outbound HTTP API; no gateway connection."""
