@@ -14,3 +14,7 @@ approval_requested = Signal()
 approval_decided = Signal()
 # kwargs: approval (agents.Approval | None), audit (agents.AuditEntry), ok (bool), output (str)
 tool_call_finished = Signal()
+# kwargs: question (agents.Message, the person's, with its reply_to), reply (agents.Message),
+# answer (agents.conversations.Answer) -- sent by the agents.answer_message task, in the
+# transaction that stores the reply.
+answer_ready = Signal()

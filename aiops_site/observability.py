@@ -29,6 +29,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
     global _configured
     if _configured:
         return
+    from agents.redaction import redact_log_event  # a pure module: no Django app needed
     _configured = True
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[Any] = [
@@ -37,6 +38,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        # Secrets (passwords, tokens, bearer headers, keys) are masked in every log line.
+        redact_log_event,
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
