@@ -1,0 +1,356 @@
+"""Detectors on JSON shaped as the API server returns it (kubelet- and controller-written status)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from k8s.detectors import FINDING_TYPES, Finding, detect, primary_type, split_list
+
+NOW = datetime(2026, 11, 23, 15, 0, 0, tzinfo=UTC)
+
+
+def ts(seconds_ago: float) -> str:
+    return (NOW - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deployment(name: str = "web", ns: str = "shop", replicas: int = 3, available: int = 3, age: float = 86400) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "observedGeneration": 2,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": available,
+        "conditions": [
+            {"type": "Available", "status": "True" if available else "False",
+             "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+             "lastUpdateTime": ts(600), "lastTransitionTime": ts(600)},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+             "lastUpdateTime": ts(600), "lastTransitionTime": ts(age)},
+        ],
+    }
+    if available:
+        status["availableReplicas"] = available
+    else:
+        status["unavailableReplicas"] = replicas
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-deploy-{name}", "generation": 2,
+                     "creationTimestamp": ts(age), "annotations": {"deployment.kubernetes.io/revision": "2"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": name, "image": f"{name}:1"}]}},
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}},
+        "status": status,
+    }
+
+
+def replicaset(deploy: str = "web", template_hash: str = "7d9f8b6c5d", ns: str = "shop", revision: int = 2, ready: int = 3) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": f"{deploy}-{template_hash}", "namespace": ns, "uid": f"uid-rs-{template_hash}",
+                     "labels": {"app": deploy, "pod-template-hash": template_hash},
+                     "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deploy,
+                                          "uid": f"uid-deploy-{deploy}", "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": deploy, "pod-template-hash": template_hash}}},
+        "status": {"replicas": 3, "readyReplicas": ready, "availableReplicas": ready, "fullyLabeledReplicas": 3},
+    }
+
+
+def pod(name: str = "web-7d9f8b6c5d-x2k4p", ns: str = "shop", owner: tuple[str, str] | None = ("ReplicaSet", "web-7d9f8b6c5d"),
+        container: dict[str, Any] | None = None, phase: str = "Running", spec_extra: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None, **status_extra: Any) -> dict[str, Any]:
+    """A Running, Ready pod unless `container` (a containerStatus) says otherwise."""
+    cstatus = container or {
+        "name": "app", "ready": True, "started": True, "restartCount": 0, "image": "web:1",
+        "imageID": "docker.io/library/web@sha256:abc", "containerID": "containerd://abc",
+        "state": {"running": {"startedAt": ts(3600)}}, "lastState": {},
+    }
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "uid": f"uid-{name}", "creationTimestamp": ts(3600),
+                            "labels": labels if labels is not None else {"app": "web", "pod-template-hash": "7d9f8b6c5d"}}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1" if owner[0] != "Job" else "batch/v1", "kind": owner[0],
+                                    "name": owner[1], "uid": "uid-owner", "controller": True, "blockOwnerDeletion": True}]
+    ready = "True" if cstatus.get("ready") else "False"
+    spec = {"nodeName": "node-a", "restartPolicy": "Always",
+            "containers": [{"name": "app", "image": "web:1",
+                            "resources": {"limits": {"memory": "256Mi", "cpu": "500m"}, "requests": {"memory": "128Mi"}}}]}
+    spec.update(spec_extra or {})
+    status: dict[str, Any] = {
+        "phase": phase, "hostIP": "10.0.0.5", "podIP": "10.244.1.7", "qosClass": "Burstable", "startTime": ts(3600),
+        "conditions": [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": ts(3600)},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": ts(3600)},
+            {"type": "Ready", "status": ready, "lastTransitionTime": ts(60)},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": ts(60)},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": ts(3600)},
+        ],
+        "containerStatuses": [cstatus],
+    }
+    status.update(status_extra)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def crashing(last_reason: str = "Error", exit_code: int = 1, restarts: int = 6, finished_ago: float = 30) -> dict[str, Any]:
+    return {
+        "name": "app", "ready": False, "started": False, "restartCount": restarts, "image": "web:1",
+        "imageID": "docker.io/library/web@sha256:abc", "containerID": "containerd://def",
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                              "message": "back-off 2m40s restarting failed container=app pod=web-7d9f8b6c5d-x2k4p_shop(uid)"}},
+        "lastState": {"terminated": {"exitCode": exit_code, "reason": last_reason, "startedAt": ts(finished_ago + 5),
+                                     "finishedAt": ts(finished_ago), "containerID": "containerd://cde"}},
+    }
+
+
+def node(name: str = "node-a", ready: str = "True") -> dict[str, Any]:
+    conditions = [
+        {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+        {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure"},
+        {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID"},
+        {"type": "Ready", "status": ready,
+         "reason": "KubeletReady" if ready == "True" else "NodeStatusUnknown",
+         "message": "kubelet is posting ready status" if ready == "True" else "Kubelet stopped posting node status.",
+         "lastHeartbeatTime": ts(20), "lastTransitionTime": ts(300)},
+    ]
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"podCIDR": "10.244.1.0/24"}, "status": {"conditions": conditions, "nodeInfo": {"kubeletVersion": "v1.32.0"}}}
+
+
+def run(pods=(), nodes=(), deployments=(), replicasets=(), hpas=(), jobs=()) -> list[Finding]:  # type: ignore[no-untyped-def]
+    return detect(list(pods), list(nodes), list(deployments), list(replicasets), list(hpas), list(jobs), now=NOW)
+
+
+def types(findings: list[Finding]) -> list[str]:
+    return sorted(f.type for f in findings)
+
+
+# --- healthy clusters yield nothing -----------------------------------------------------------
+
+
+def test_it_finds_nothing_in_a_healthy_cluster() -> None:
+    completed_job_pod = pod(
+        "migrate-abc12", owner=("Job", "migrate"), phase="Succeeded", labels={"job-name": "migrate"},
+        container={"name": "app", "ready": False, "started": False, "restartCount": 0, "image": "m:1",
+                   "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts(100), "finishedAt": ts(90)}},
+                   "lastState": {}},
+    )
+    old_restarts = pod(container={
+        "name": "app", "ready": True, "started": True, "restartCount": 12, "image": "web:1",
+        "state": {"running": {"startedAt": ts(86400)}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": ts(90000), "finishedAt": ts(86400)}},
+    })
+    complete_job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "shop"},
+                    "spec": {"backoffLimit": 6},
+                    "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"minReplicas": 2, "maxReplicas": 10, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+           "status": {"currentReplicas": 3, "desiredReplicas": 3,
+                      "conditions": [{"type": "ScalingLimited", "status": "False", "reason": "DesiredWithinRange"}]}}
+    assert run(pods=[pod(), completed_job_pod, old_restarts], nodes=[node()], deployments=[deployment()],
+               replicasets=[replicaset()], hpas=[hpa], jobs=[complete_job]) == []
+
+
+def test_a_pod_still_inside_its_readiness_allowance_is_not_a_failure() -> None:
+    starting = pod(
+        container={"name": "app", "ready": False, "started": True, "restartCount": 0, "image": "web:1",
+                   "state": {"running": {"startedAt": ts(5)}}, "lastState": {}},
+        spec_extra={"containers": [{"name": "app", "image": "web:1", "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": 8080}, "initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 3}}]},
+    )
+    assert run(pods=[starting]) == []
+
+
+# --- each finding type -------------------------------------------------------------------------
+
+
+def test_it_reports_a_crash_loop_owned_by_the_deployment_with_the_exit_code_explained() -> None:
+    findings = run(pods=[pod(container=crashing(exit_code=1))], replicasets=[replicaset()], deployments=[deployment(available=2)])
+    assert len(findings) == 1
+    finding = findings[0]
+    assert (finding.type, finding.severity, finding.kind, finding.pod) == ("crash_loop", "critical", "Pod", "web-7d9f8b6c5d-x2k4p")
+    assert (finding.owner_kind, finding.owner_name, finding.workload_key()) == ("Deployment", "web", "Deployment/shop/web")
+    assert finding.evidence["restart_count"] == 6
+    assert finding.evidence["last_termination"]["exit_code"] == 1
+    assert "general error" in finding.evidence["last_termination"]["exit_code_explained"]
+
+
+def test_an_oom_inside_a_crash_loop_is_an_oom() -> None:
+    findings = run(pods=[pod(container=crashing(last_reason="OOMKilled", exit_code=137))], replicasets=[replicaset()])
+    assert types(findings) == ["oom_killed"]
+    assert findings[0].evidence["memory_limit"] == "256Mi"
+    assert "SIGKILL" in findings[0].evidence["last_termination"]["exit_code_explained"]
+
+
+def test_a_recent_oom_of_a_running_container_is_reported_but_an_old_one_is_not() -> None:
+    def oomed(ago: float) -> dict[str, Any]:
+        return pod(container={
+            "name": "app", "ready": True, "started": True, "restartCount": 1, "image": "web:1",
+            "state": {"running": {"startedAt": ts(ago - 1)}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": ts(ago)}},
+        })
+    assert types(run(pods=[oomed(60)])) == ["oom_killed"]
+    assert run(pods=[oomed(7200)]) == []
+
+
+def test_an_image_pull_failure_is_reported_with_the_image() -> None:
+    container = {"name": "app", "ready": False, "started": False, "restartCount": 0, "image": "web:does-not-exist",
+                 "state": {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": 'Back-off pulling image "web:does-not-exist"'}}, "lastState": {}}
+    findings = run(pods=[pod(container=container, phase="Pending")], replicasets=[replicaset()])
+    assert types(findings) == ["image_pull_failure"]
+    assert findings[0].evidence["image"] == "web:does-not-exist"
+    assert "web:does-not-exist" in findings[0].message
+
+
+def test_an_unschedulable_pod_says_why() -> None:
+    pending = pod(phase="Pending", container={"name": "app", "ready": False, "restartCount": 0, "image": "web:1",
+                                              "state": {"waiting": {"reason": "ContainerCreating"}}})
+    pending["status"]["conditions"] = [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": ts(120),
+        "message": "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.",
+    }]
+    del pending["status"]["containerStatuses"]
+    findings = run(pods=[pending], replicasets=[replicaset()])
+    assert types(findings) == ["unschedulable"]
+    assert "Insufficient memory" in findings[0].message
+
+
+def test_a_readiness_probe_failing_past_its_allowance_is_a_probe_failure() -> None:
+    unready = pod(
+        container={"name": "app", "ready": False, "started": True, "restartCount": 0, "image": "web:1",
+                   "state": {"running": {"startedAt": ts(600)}}, "lastState": {}},
+        spec_extra={"containers": [{"name": "app", "image": "web:1", "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 10, "failureThreshold": 3}}]},
+    )
+    findings = run(pods=[unready], replicasets=[replicaset()])
+    assert types(findings) == ["probe_failure"]
+    assert findings[0].evidence["probe"] == "readiness"
+
+
+def test_a_restart_by_the_liveness_probe_is_a_probe_failure() -> None:
+    killed = pod(
+        container={"name": "app", "ready": True, "started": True, "restartCount": 2, "image": "web:1",
+                   "state": {"running": {"startedAt": ts(30)}},
+                   "lastState": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ts(31)}}},
+        spec_extra={"containers": [{"name": "app", "image": "web:1", "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]},
+    )
+    assert types(run(pods=[killed], replicasets=[replicaset()])) == ["probe_failure"]
+
+
+def test_an_evicted_pod_is_reported_once() -> None:
+    evicted = pod(phase="Failed", reason="Evicted",
+                  message="The node was low on resource: memory. Threshold quantity: 100Mi, available: 51000Ki.",
+                  container={"name": "app", "ready": False, "restartCount": 0, "image": "web:1",
+                             "state": {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}}})
+    findings = run(pods=[evicted], replicasets=[replicaset()])
+    assert types(findings) == ["evicted"]
+    assert "low on resource: memory" in findings[0].message
+
+
+def test_a_container_restarting_often_but_running_now_is_a_high_restart_rate() -> None:
+    flappy = pod(container={
+        "name": "app", "ready": True, "started": True, "restartCount": 9, "image": "web:1",
+        "state": {"running": {"startedAt": ts(400)}},
+        "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "finishedAt": ts(1200)}},
+    })
+    findings = run(pods=[flappy], replicasets=[replicaset()])
+    assert types(findings) == ["high_restart_rate"]
+    assert findings[0].evidence["restarts_per_hour"] == 9.0
+
+
+def test_a_not_ready_node_is_critical_and_owned_by_itself() -> None:
+    findings = run(nodes=[node("node-a"), node("node-b", ready="Unknown")])
+    assert len(findings) == 1
+    assert (findings[0].type, findings[0].severity, findings[0].workload_key()) == ("not_ready_node", "critical", "Node//node-b")
+    assert findings[0].evidence["ready"] == "Unknown"
+
+
+def test_a_deployment_with_none_available_is_a_replication_failure_flagging_a_bad_rollout() -> None:
+    new_rs = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0)
+    old_rs = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0)
+    findings = run(deployments=[deployment(available=0)], replicasets=[new_rs, old_rs])
+    assert types(findings) == ["replication_failure"]
+    evidence = findings[0].evidence
+    assert evidence["bad_rollout"] is True
+    assert evidence["newest_replicaset"] == "web-5c8f9d7b44"
+    assert evidence["older_revisions"][0]["revision"] == 2
+    # First revision failing: nothing older to roll back to.
+    only = run(deployments=[deployment(available=0)], replicasets=[replicaset(revision=1, ready=0)])
+    assert only[0].evidence["bad_rollout"] is False
+    # Scaled to zero, or just created: not a failure.
+    assert run(deployments=[deployment(replicas=0, available=0)]) == []
+    assert run(deployments=[deployment(available=0, age=10)]) == []
+
+
+def test_an_hpa_at_its_maximum_that_wants_more_belongs_to_its_target() -> None:
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "web-hpa", "namespace": "shop"},
+           "spec": {"minReplicas": 2, "maxReplicas": 10,
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
+           "status": {"currentReplicas": 10, "desiredReplicas": 10, "conditions": [
+               {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"},
+               {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"},
+               {"type": "ScalingLimited", "status": "True", "reason": "TooManyReplicas",
+                "message": "the desired replica count is more than the maximum replica count"}]}}
+    findings = run(hpas=[hpa])
+    assert types(findings) == ["hpa_maxed"]
+    assert findings[0].workload_key() == "Deployment/shop/web"
+    calm = copy.deepcopy(hpa)
+    calm["status"]["conditions"][2] = {"type": "ScalingLimited", "status": "False", "reason": "DesiredWithinRange"}
+    assert run(hpas=[calm]) == []
+
+
+def test_a_failed_job_of_a_cronjob_belongs_to_the_cronjob() -> None:
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "nightly-29400000", "namespace": "ops",
+                        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "u", "controller": True}]},
+           "spec": {"backoffLimit": 2},
+           "status": {"failed": 3, "conditions": [
+               {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+               {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit", "lastTransitionTime": ts(60)}]}}
+    failed_pod = pod("nightly-29400000-abcde", ns="ops", owner=("Job", "nightly-29400000"), phase="Failed",
+                     labels={"job-name": "nightly-29400000"}, spec_extra={"restartPolicy": "Never"},
+                     container={"name": "app", "ready": False, "restartCount": 0, "image": "n:1",
+                                "state": {"terminated": {"exitCode": 1, "reason": "Error"}}})
+    findings = run(pods=[failed_pod], jobs=[job])
+    assert types(findings) == ["failed_job"]
+    assert findings[0].workload_key() == "CronJob/ops/nightly"
+    assert findings[0].evidence["reason"] == "BackoffLimitExceeded"
+
+
+# --- owner resolution ----------------------------------------------------------------------------
+
+
+def test_owners_resolve_to_the_controller_an_operator_knows() -> None:
+    def crash(owner: tuple[str, str] | None, name: str = "x") -> dict[str, Any]:
+        return pod(name, owner=owner, container=crashing(), labels={})
+
+    statefulset = run(pods=[crash(("StatefulSet", "db"), "db-0")])
+    daemonset = run(pods=[crash(("DaemonSet", "agent"), "agent-7xk2p")])
+    bare = run(pods=[crash(None, "debug")])
+    assert [f.workload_key() for f in statefulset + daemonset + bare] == [
+        "StatefulSet/shop/db", "DaemonSet/shop/agent", "Pod/shop/debug"]
+    # A ReplicaSet missing from the dump still resolves through the pod-template-hash label.
+    orphan = pod(container=crashing())
+    assert run(pods=[orphan])[0].workload_key() == "Deployment/shop/web"
+
+
+def test_replicas_of_one_deployment_share_one_workload_key() -> None:
+    pods = [pod(f"web-7d9f8b6c5d-{s}", container=crashing()) for s in ("aaaaa", "bbbbb", "ccccc")]
+    findings = run(pods=pods, replicasets=[replicaset()])
+    assert {f.workload_key() for f in findings} == {"Deployment/shop/web"}
+    assert sorted(f.pod for f in findings) == ["web-7d9f8b6c5d-aaaaa", "web-7d9f8b6c5d-bbbbb", "web-7d9f8b6c5d-ccccc"]
+
+
+def test_primary_type_prefers_the_most_specific() -> None:
+    assert primary_type(["crash_loop", "oom_killed", "replication_failure"]) == "oom_killed"
+    assert primary_type(["replication_failure", "crash_loop", "probe_failure"]) == "crash_loop"
+    assert primary_type(["hpa_maxed", "replication_failure"]) == "replication_failure"
+    assert set(FINDING_TYPES) >= {"crash_loop", "cluster_unreachable", "hpa_maxed"}
+
+
+def test_split_list_sorts_a_kubectl_dump_by_kind() -> None:
+    buckets = split_list([pod(), node(), deployment(), replicaset(), {"kind": "Service"}])
+    assert {k: len(v) for k, v in buckets.items()} == {
+        "pods": 1, "nodes": 1, "deployments": 1, "replicasets": 1, "hpas": 0, "jobs": 0}
