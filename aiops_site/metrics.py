@@ -133,8 +133,114 @@ class QueueLengthCollector:
         return results
 
 
-def scrape_registry(*, include_queues: bool) -> CollectorRegistry:
-    """A registry to serve one scrape: every process's values, plus the broker's queue depths."""
+class StateCollector:
+    """Gauges of what PostgreSQL says now: open incidents, pending approvals, the outbox, poll health.
+
+    Counted at scrape time rather than kept in process memory: the database is the truth, so
+    the numbers are right across any number of processes and after restarts, where a gauge
+    moved by inc()/dec() in one worker would drift.
+    """
+
+    def __init__(self, *, close_connection: bool) -> None:
+        # The metrics server answers each scrape on a thread of its own; its connection must not leak.
+        self._close_connection = close_connection
+
+    def describe(self) -> list[Metric]:
+        return list(self._families().values())
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        return {
+            "incidents": GaugeMetricFamily(
+                "aiops_incidents_open", "Open incidents, by primary finding type (or alertname).", labels=["type"]
+            ),
+            "approvals": GaugeMetricFamily(
+                "aiops_approvals_pending", "Approvals waiting for a decision and not yet expired."
+            ),
+            "outbox": GaugeMetricFamily(
+                "aiops_chat_outbox_messages",
+                "Outbox messages not yet delivered, by platform and state.",
+                labels=["platform", "state"],
+            ),
+            "failures": GaugeMetricFamily(
+                "aiops_cluster_poll_consecutive_failures",
+                "Polls of an enabled cluster failed in a row.",
+                labels=["cluster"],
+            ),
+            "success": GaugeMetricFamily(
+                "aiops_cluster_last_poll_success_timestamp_seconds",
+                "Unix time of an enabled cluster's last successful poll (absent before the first).",
+                labels=["cluster"],
+            ),
+            "up": GaugeMetricFamily("aiops_database_up", "1 when the last scrape could read PostgreSQL."),
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        up = families.pop("up")
+        try:
+            self._fill(families)
+        except Exception as exc:  # the scrape still answers; database_up says why the rest is missing
+            log.warning("state_metrics_unreadable", error=f"{type(exc).__name__}: {exc}"[:300])
+            up.add_metric([], 0)
+            yield up
+            return
+        finally:
+            if self._close_connection:
+                from django.db import connections
+
+                connections.close_all()
+        up.add_metric([], 1)
+        yield from families.values()
+        yield up
+
+    @staticmethod
+    def _fill(families: dict[str, GaugeMetricFamily]) -> None:
+        import django
+        from django.apps import apps
+
+        if not apps.ready:  # the gunicorn master serves metrics without having loaded the apps
+            django.setup(set_prefix=False)
+        from django.db.models import Count
+        from django.utils import timezone
+
+        from agents.models import Approval
+        from channels.models import MessageState, OutboundMessage
+        from k8s.models import Cluster
+        from playbooks.models import Incident
+
+        open_incidents = (
+            Incident.objects.filter(state=Incident.State.OPEN)
+            .values("primary_type", "alertname")
+            .annotate(n=Count("id"))
+        )
+        by_type: dict[str, int] = {}
+        for row in open_incidents:
+            kind = row["primary_type"] or row["alertname"] or "unknown"
+            by_type[kind] = by_type.get(kind, 0) + row["n"]
+        for kind, count in sorted(by_type.items()):
+            families["incidents"].add_metric([kind], count)
+        families["approvals"].add_metric(
+            [], Approval.objects.filter(state="pending", expires_at__gt=timezone.now()).count()
+        )
+        waiting = (
+            OutboundMessage.objects.filter(state__in=[MessageState.QUEUED, MessageState.SENDING])
+            .values("kind", "state")
+            .annotate(n=Count("id"))
+        )
+        for row in waiting:
+            families["outbox"].add_metric([row["kind"], row["state"]], row["n"])
+        for cluster in Cluster.objects.filter(enabled=True).only("name", "consecutive_failures", "last_success_at"):
+            families["failures"].add_metric([cluster.name], cluster.consecutive_failures)
+            if cluster.last_success_at is not None:
+                families["success"].add_metric([cluster.name], cluster.last_success_at.timestamp())
+
+
+def scrape_registry(
+    *, include_queues: bool, include_state: bool = False, close_connection: bool = True
+) -> CollectorRegistry:
+    """A registry to serve one scrape: every process's values, plus (for the web role) the
+    broker's queue depths and the state gauges read from PostgreSQL."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_mode():
         multiprocess.MultiProcessCollector(registry)
@@ -142,6 +248,8 @@ def scrape_registry(*, include_queues: bool) -> CollectorRegistry:
         registry.register(_DefaultRegistry())  # type: ignore[arg-type]
     if include_queues:
         registry.register(QueueLengthCollector())  # type: ignore[arg-type]
+    if include_state:
+        registry.register(StateCollector(close_connection=close_connection))  # type: ignore[arg-type]
     return registry
 
 
@@ -149,14 +257,16 @@ def metrics_view(request: Any) -> Any:
     """Django's `/metrics`: the multiprocess files (or this process's registry) and queue depths."""
     from django.http import HttpResponse
 
-    body = prometheus_client.generate_latest(scrape_registry(include_queues=True))
+    # Django closes the request's connection itself (or keeps it for CONN_MAX_AGE).
+    registry = scrape_registry(include_queues=True, include_state=True, close_connection=False)
+    body = prometheus_client.generate_latest(registry)
     return HttpResponse(body, content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
 
-def start_metrics_server(port: int, address: str, *, include_queues: bool, what: str) -> int:
+def start_metrics_server(port: int, address: str, *, web: bool, what: str) -> int:
     """Serve `scrape_registry` on a port of its own (0 picks a free one); return the port bound."""
     server, _thread = prometheus_client.start_http_server(
-        port, addr=address, registry=scrape_registry(include_queues=include_queues)
+        port, addr=address, registry=scrape_registry(include_queues=web, include_state=web)
     )
     bound = int(server.server_address[1])
     log.info("metrics_server_started", process=what, address=address, port=bound)
@@ -185,9 +295,9 @@ def _worker_ready(**_: Any) -> None:
 
     if settings.AIOPS_WORKER_METRICS_PORT:
         # The worker's main process serves the files its prefork children write. Queue depth
-        # is left to the web process, so the gauge has one source and no duplicate series.
+        # and the state gauges are left to the web role, so each has one source.
         start_metrics_server(
-            settings.AIOPS_WORKER_METRICS_PORT, settings.AIOPS_METRICS_ADDRESS, include_queues=False, what="worker"
+            settings.AIOPS_WORKER_METRICS_PORT, settings.AIOPS_METRICS_ADDRESS, web=False, what="worker"
         )
 
 
@@ -202,7 +312,7 @@ def connect_celery_signals() -> None:
 # --- gunicorn (hooks used by deploy/docker/gunicorn.conf.py) -------------------------------
 def gunicorn_when_ready(port: int, address: str) -> None:
     if port:
-        start_metrics_server(port, address, include_queues=True, what="web")
+        start_metrics_server(port, address, web=True, what="web")
 
 
 def gunicorn_child_exit(pid: int) -> None:
