@@ -17,7 +17,7 @@ timeout = env_int("GUNICORN_TIMEOUT", 60, minimum=5)
 graceful_timeout = 30
 accesslog = "-"
 # The heartbeat file goes to memory: the root filesystem is read-only in Kubernetes.
-worker_tmp_dir = "/dev/shm"
+worker_tmp_dir = "/dev/shm"  # noqa: S108  (gunicorn's documented choice; only heartbeat files)
 # Trust X-Forwarded-* only from the proxy in front (an ingress controller, a load balancer).
 forwarded_allow_ips = ",".join(env_list("AIOPS_FORWARDED_ALLOW_IPS", ["127.0.0.1"]))
 
