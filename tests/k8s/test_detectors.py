@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from k8s.detectors import FINDING_TYPES, Finding, detect, primary_type, split_list
+from tests.conftest import ROOT
 
 NOW = datetime(2026, 11, 23, 15, 0, 0, tzinfo=UTC)
 
@@ -354,3 +361,51 @@ def test_split_list_sorts_a_kubectl_dump_by_kind() -> None:
     buckets = split_list([pod(), node(), deployment(), replicaset(), {"kind": "Service"}])
     assert {k: len(v) for k, v in buckets.items()} == {
         "pods": 1, "nodes": 1, "deployments": 1, "replicasets": 1, "hpas": 0, "jobs": 0}
+
+
+# --- manage.py detect --------------------------------------------------------------------------
+
+
+def _detect_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", "detect", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_detect_prints_one_json_line_per_finding_for_a_kubectl_dump(tmp_path: Path) -> None:
+    recent = dict(crashing(), lastState={"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": "2099-01-01T00:00:00Z"}})
+    dump = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+            "items": [pod(container=recent), pod("web-7d9f8b6c5d-zzzzz"), node("node-b", ready="False"), replicaset(),
+                      deployment(), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}]}
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(dump))
+    result = _detect_cli(str(path))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["type"], r["kind"], r["name"], r["owner"]) for r in rows] == [
+        ("not_ready_node", "Node", "node-b", "Node//node-b"),
+        ("crash_loop", "Pod", "web-7d9f8b6c5d-x2k4p", "Deployment/shop/web"),
+    ]
+    assert {"type", "severity", "kind", "namespace", "name", "message", "evidence"} <= set(rows[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "is not JSON"),
+        ('{"kind": "Pod", "metadata": {}}', "is not a Kubernetes List"),
+        ('{"kind": "List", "items": [1]}', "items[0] is not an object"),
+        ('{"kind": "List", "items": [{"kind": "Service"}]}', "holds no pods, nodes"),
+    ],
+)
+def test_detect_refuses_a_bad_dump_with_a_clear_message(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    result = _detect_cli(str(path))
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_detect_names_a_missing_file(tmp_path: Path) -> None:
+    result = _detect_cli(str(tmp_path / "nope.json"))
+    assert result.returncode == 1 and "cannot read" in result.stderr and "nope.json" in result.stderr
