@@ -42,6 +42,7 @@ S = StepRun.State
 R = PlaybookRun.State
 Outcome = PlaybookRun.Outcome
 MUTATING = ("MEDIUM", "HIGH")
+TRANSPORT_ATTEMPTS = 5
 # Minimum quiet time before the reconciler touches a run that has no step in flight.
 STALLED_RUN_GRACE = timedelta(seconds=60)
 
@@ -331,7 +332,7 @@ def _approvers_for(rule: Rule | None) -> list[str] | None:
 
 def _request_approval(run: PlaybookRun, step: StepRun) -> None:
     """In _record's transaction: budget check, then the approval and the waiting state together."""
-    from agents.services import request_approval
+    from agents.services import ApprovalError, request_approval
     from k8s.models import Cluster
 
     # Serialise budget checks of one cluster, so two runs cannot both take the last action.
@@ -352,19 +353,32 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
         _queue_next(run)
         return
     incident = run.incident
-    approval = request_approval(
-        step.tool,
-        step.rendered_args or {},
-        reason=(
-            f"Playbook {run.playbook_name}, step {step.order} ({step.name}) for incident #{incident.pk}: "
-            f"{incident.primary_type or incident.alertname} on {incident.workload_kind} "
-            f"{incident.namespace + '/' if incident.namespace else ''}{incident.workload_name}"
-        ),
-        origin="playbook",
-        origin_ref=str(step.pk),
-        requester=f"playbook:{run.playbook_name}",
-        approvers=_approvers_for(run.rule),
-    )
+    try:
+        approval = request_approval(
+            step.tool,
+            step.rendered_args or {},
+            reason=(
+                f"Playbook {run.playbook_name}, step {step.order} ({step.name}) for incident #{incident.pk}: "
+                f"{incident.primary_type or incident.alertname} on {incident.workload_kind} "
+                f"{incident.namespace + '/' if incident.namespace else ''}{incident.workload_name}"
+            ),
+            origin="playbook",
+            origin_ref=str(step.pk),
+            requester=f"playbook:{run.playbook_name}",
+            approvers=_approvers_for(run.rule),
+        )
+    except ApprovalError as exc:
+        step.state = S.FAILED
+        step.error = f"approval could not be requested: {exc}"
+        step.finished_at = now
+        step.save(update_fields=["state", "rendered_args", "risk", "output", "error", "finished_at", "updated_at"])
+        metrics.STEPS.labels(step.kind, step.state).inc()
+        log.warning("step_approval_refused", tool=step.tool, error=str(exc))
+        if step.on_failure == Step.OnFailure.STOP:
+            finish_run(run, Outcome.FAILED, f"step {step.order} {step.name}: {step.error}")
+        else:
+            _queue_next(run)
+        return
     step.approval = approval
     step.state = S.WAITING_APPROVAL
     step.save(update_fields=["state", "approval", "rendered_args", "risk", "output", "updated_at"])
@@ -411,7 +425,7 @@ def _tool_step(step: StepRun, run: PlaybookRun) -> Result:
 
 
 def _call(step: StepRun, run: PlaybookRun, args: dict[str, Any], risk: str, approval: Any) -> Result:
-    from agents.services import ToolRefused, call_tool
+    from agents.services import MCPTransportError, ToolRefused, call_tool
 
     incident = run.incident
     try:
@@ -425,6 +439,16 @@ def _call(step: StepRun, run: PlaybookRun, args: dict[str, Any], risk: str, appr
         )
     except ToolRefused as exc:
         return Result(S.FAILED, error=f"refused by the risk gate: {exc}", rendered_args=args, risk=risk)
+    except MCPTransportError as exc:
+        # The server was unreachable: nothing ran (or, idempotent in effect, running again is
+        # harmless). Try again with back-off, keeping the same idempotency key and approval.
+        if step.attempts < TRANSPORT_ATTEMPTS:
+            delay = min(2 ** step.attempts, 60)
+            log.warning("step_tool_unreachable", tool=step.tool, attempt=step.attempts, retry_in=delay, error=str(exc))
+            return Result(S.QUEUED, error=f"attempt {step.attempts}: {exc}", rendered_args=args, risk=risk,
+                          requeue_in=delay)
+        return Result(S.FAILED, error=f"tool server unreachable after {step.attempts} attempts: {exc}",
+                      rendered_args=args, risk=risk)
     if approval is not None and approval.decided_at:
         metrics.DECISION_TO_ACTION.labels(step.tool).observe((timezone.now() - approval.decided_at).total_seconds())
     return Result(

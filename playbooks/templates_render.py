@@ -79,6 +79,23 @@ def _whole(number: float | int) -> float | int:
     return int(number) if float(number).is_integer() else number
 
 
+QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T|)$")
+QUANTITY_FACTORS = {
+    "": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}
+
+
+def scale_quantity(value: Any, factor: Any) -> str:
+    """A Kubernetes memory quantity times a factor, rounded up to whole Mi ("256Mi" x 1.5 -> "384Mi")."""
+    match = QUANTITY.match(str(value).strip())
+    if not match:
+        raise TemplateError(f"filter 'scale_quantity' cannot apply to {value!r} (not a memory quantity like 256Mi)")
+    number = float(match.group(1)) * QUANTITY_FACTORS[match.group(2)] * _number("scale_quantity", factor)
+    mebibytes = -(-int(number) // 2**20)
+    return f"{max(mebibytes, 1)}Mi"
+
+
 FILTERS: dict[str, tuple[bool, Any]] = {
     # name: (takes an argument, function(value, arg))
     "default": (True, lambda value, arg: arg if value is MISSING or value in ("", None, []) else value),
@@ -91,6 +108,7 @@ FILTERS: dict[str, tuple[bool, Any]] = {
     "mul": (True, lambda value, arg: _whole(_to_number(value, "mul") * _number("mul", arg))),
     "min": (True, lambda value, arg: _whole(min(_to_number(value, "min"), _number("min", arg)))),
     "max": (True, lambda value, arg: _whole(max(_to_number(value, "max"), _number("max", arg)))),
+    "scale_quantity": (True, scale_quantity),
 }
 
 
