@@ -7,4 +7,17 @@ from __future__ import annotations
 def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
     # Every entry expires before its next run: a backlog after an outage must not replay
     # a burst of stale polls.
-    return {}
+    schedule: dict[str, dict[str, object]] = {}
+    # Approvals expire on time even if Redis lost their TTL keys: the database is swept.
+    schedule["agents.expire_approvals"] = {
+        "task": "agents.expire_approvals",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    }
+    # The tool registry follows third-party MCP servers (new tools, removed tools).
+    schedule["agents.sync_mcp_servers"] = {
+        "task": "agents.sync_mcp_servers",
+        "schedule": 600.0,
+        "options": {"expires": 600.0},
+    }
+    return schedule

@@ -186,6 +186,8 @@ AIOPS_AUTO_REMEDIATION = env_bool("AIOPS_AUTO_REMEDIATION", True)
 AIOPS_DRY_RUN = env_bool("AIOPS_DRY_RUN", False)
 AIOPS_READ_ONLY = env_bool("AIOPS_READ_ONLY", False)
 AIOPS_APPROVAL_TTL = env_int("AIOPS_APPROVAL_TTL", 300, minimum=10, maximum=86400)
+# Members of this Django group decide approvals (unless a request names its own approvers).
+AIOPS_APPROVER_GROUP = env_str("AIOPS_APPROVER_GROUP", "approvers")
 AIOPS_ACTIONS_PER_HOUR = env_int("AIOPS_ACTIONS_PER_HOUR", 20, minimum=0)
 AIOPS_ALERTMANAGER_TOKEN = env_str("AIOPS_ALERTMANAGER_TOKEN")
 AIOPS_KUBECONFIG = env_str("KUBECONFIG")
