@@ -47,7 +47,8 @@ case "$role" in
       --host "${AIOPS_MCP_HOST:-127.0.0.1}" --port "${AIOPS_MCP_PORT:-8765}" "$@"
     ;;
   migrate)
-    exec python manage.py migrate --no-input "$@"
+    python manage.py migrate --no-input "$@"
+    exec python /app/deploy/docker/register_cluster.py
     ;;
   help|--help|-h)
     sed -n '2,3p' "$0"
