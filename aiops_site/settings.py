@@ -207,6 +207,25 @@ LLM_BASE_URL = env_str("LLM_BASE_URL", "https://models.github.ai/inference")
 LLM_API_KEY = env_str("LLM_API_KEY")
 LLM_DEFAULT_MODEL = env_str("LLM_DEFAULT_MODEL", "gpt-4o-mini")
 LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0)
+# Aliases people type (`/model claude`) -> the provider's model id; the admin's ModelAlias rows
+# add to and override these. Format: "alias=model,alias=model".
+LLM_MODEL_ALIASES = env_str(
+    "LLM_MODEL_ALIASES",
+    "gpt-4o=openai/gpt-4o,gpt-4o-mini=openai/gpt-4o-mini,gpt-4.1=openai/gpt-4.1,"
+    "llama=meta/Llama-3.3-70B-Instruct,mistral=mistral-ai/mistral-medium-2505,deepseek=deepseek/DeepSeek-V3-0324",
+)
+# Channel-kind defaults, between a person's preference and LLM_DEFAULT_MODEL: "slack=gpt-4o,web=llama".
+LLM_CHANNEL_MODELS = env_str("LLM_CHANNEL_MODELS", "")
+LLM_RCA_MODEL = env_str("LLM_RCA_MODEL", "")  # empty = LLM_DEFAULT_MODEL
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3, minimum=0, maximum=10)
+LLM_RETRY_BACKOFF = env_float("LLM_RETRY_BACKOFF", 1.0, minimum=0.0, maximum=60.0)
+LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 30.0, minimum=0.0, maximum=600.0)
+LLM_BREAKER_THRESHOLD = env_int("LLM_BREAKER_THRESHOLD", 5, minimum=1, maximum=1000)
+LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 60.0, minimum=1.0, maximum=3600.0)
+LLM_MAX_TOOL_ROUNDS = env_int("LLM_MAX_TOOL_ROUNDS", 5, minimum=1, maximum=20)
+LLM_TOOL_OUTPUT_BUDGET = env_int("LLM_TOOL_OUTPUT_BUDGET", 24_000, minimum=1000)
+LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 6000, minimum=500)
+LLM_REDACT_RESOURCE_NAMES = env_bool("LLM_REDACT_RESOURCE_NAMES", False)
 
 # Chat platforms: a platform whose secrets are unset is disabled (its endpoints answer 404).
 TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")
