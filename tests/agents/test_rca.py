@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from agents.rca import FAILURE_CLASSES, BundleError, analyze, normalized_events
 from tests.conftest import ROOT
@@ -186,27 +188,27 @@ def test_secrets_in_logs_never_reach_the_llm(fake_llm) -> None:  # type: ignore[
 # --- the command ---------------------------------------------------------------------------
 
 
-def _rca(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", "rca", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**__import__("os").environ, "LLM_API_KEY": ""})
-
-
 def test_the_command_prints_a_report_and_names_a_bad_field(tmp_path: Path) -> None:
     good = tmp_path / "oom.json"
     good.write_text(json.dumps(CASES["oom"][0]))
-    result = _rca(str(good), "--no-llm")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["failure_class"] == "oom_killed"
+    out = io.StringIO()
+    call_command("rca", str(good), "--no-llm", stdout=out)
+    assert json.loads(out.getvalue())["failure_class"] == "oom_killed"
 
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("rca", str(tmp_path / "missing.json"), "--no-llm")
+    (tmp_path / "junk.json").write_text("{pod:")
+    with pytest.raises(CommandError, match="not JSON"):
+        call_command("rca", str(tmp_path / "junk.json"), "--no-llm")
+
+    # As an operator runs it: exit status 1 and the field named, no traceback.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pod": pod(), "events": [{"count": "many"}]}))
-    result = _rca(str(bad), "--no-llm")
+    result = subprocess.run([sys.executable, "manage.py", "rca", str(bad), "--no-llm"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "events[0].count: must be an integer" in result.stderr
     assert "Traceback" not in result.stderr
-
-    result = _rca(str(tmp_path / "missing.json"))
-    assert result.returncode == 1 and "no such file" in result.stderr
 
 
 def test_failure_classes_are_the_issue_vocabulary() -> None:
