@@ -389,12 +389,15 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
 
 
 def _resolve_incident(run: PlaybookRun) -> None:
-    from playbooks import incidents as incident_services
+    from playbooks.models import Incident
+    from playbooks.services.incidents import resolve_incident
 
-    resolve = getattr(incident_services, "resolve_incident", None)
-    if resolve is None:  # pragma: no cover - the watch room's service is the contract
-        raise RuntimeError("playbooks.incidents.resolve_incident is missing")
-    resolve(run.incident, reason=f"verified healthy by playbook run {run.pk} ({run.playbook_name})")
+    incident = Incident.objects.select_for_update().get(pk=run.incident_id)
+    if incident.state == Incident.State.OPEN:
+        resolve_incident(
+            incident, now=timezone.now(), reason=f"verified healthy by playbook run {run.pk} ({run.playbook_name})"
+        )
+        run.incident = incident
 
 
 # --- Step kinds --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+# An expression holds no braces, so "{{ a }} {{ b }}" is two expressions, never one.
+EXPRESSION = re.compile(r"\{\{((?:(?!\{\{|\}\}).)*)\}\}", re.DOTALL)
 PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$")
 
 # Roots of the context and what they are, shown in error messages and the README.
@@ -33,14 +34,16 @@ ROOTS: dict[str, str] = {
     "pod": "the first affected pod",
     "node": "the node (node incidents) or the node of the first affected pod",
     "container": "the failing container named in the evidence",
+    "hpa": "the HorizontalPodAutoscaler at its maximum (from the evidence; else the workload's name)",
     "evidence": "the incident's evidence (any key)",
+    "rca": "the incident's RCA report once an rca step ran (root_cause, failure_class, ...)",
     "incident": "the incident's fields",
     "run": "id, playbook",
 }
 WORKLOAD_KEYS = ("kind", "namespace", "name")
 RUN_KEYS = ("id", "playbook")
 # Roots whose sub-keys are free-form data, not checked at save time.
-OPEN_ROOTS = ("evidence",)
+OPEN_ROOTS = ("evidence", "rca")
 MISSING = object()
 
 
@@ -233,6 +236,16 @@ def _lookup(context: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def evaluate(expression: Expression, context: dict[str, Any]) -> Any:
     value = _lookup(context, expression.path)
+    if value is MISSING and expression.path[0] == "evidence" and len(expression.path) > 1:
+        # Evidence is grouped by finding type; `evidence.memory_limit` means the key in the
+        # primary type's evidence, else in any type's.
+        evidence = context.get("evidence") or {}
+        primary = (context.get("incident") or {}).get("primary_type") or ""
+        for group in sorted(evidence, key=lambda key: key != primary):
+            if isinstance(evidence[group], dict):
+                value = _lookup(evidence[group], expression.path[1:])
+                if value is not MISSING:
+                    break
     for name, arg in expression.filters:
         if value is MISSING and name != "default":
             break
@@ -292,6 +305,19 @@ def _find(evidence: Any, key: str) -> Any:
     return MISSING
 
 
+def _hpa_name(incident: Any, evidence: dict[str, Any]) -> Any:
+    for key in ("hpa", "hpa_name"):
+        found = _find(evidence, key)
+        if found is not MISSING:
+            return found
+    # The watch loop records where each finding was seen ("HorizontalPodAutoscaler/ns/name").
+    seen_on = (evidence.get("hpa_maxed") or {}).get("seen_on") if isinstance(evidence.get("hpa_maxed"), dict) else None
+    for where in seen_on or []:
+        if str(where).startswith("HorizontalPodAutoscaler/"):
+            return str(where).rsplit("/", 1)[-1]
+    return incident.workload_name or MISSING
+
+
 def incident_context(incident: Any, run: Any = None) -> dict[str, Any]:
     """The context templates see: plain data only, built from the incident's fields."""
     evidence = incident.evidence if isinstance(incident.evidence, dict) else {}
@@ -320,7 +346,9 @@ def incident_context(incident: Any, run: Any = None) -> dict[str, Any]:
         "pod": pods[0] if pods else MISSING,
         "node": node,
         "container": _find(evidence, "container"),
+        "hpa": _hpa_name(incident, evidence),
         "evidence": evidence,
+        "rca": incident.rca_report if isinstance(incident.rca_report, dict) else {},
         "incident": fields,
         "run": {"id": run.pk, "playbook": run.playbook_name} if run is not None else {"id": 0, "playbook": ""},
     }
