@@ -8,6 +8,12 @@ def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
     # Every entry expires before its next run: a backlog after an outage must not replay
     # a burst of stale polls.
     schedule: dict[str, dict[str, object]] = {}
+    # The watch loop: every enabled cluster that is due gets one poll task.
+    schedule["playbooks.watch_clusters"] = {
+        "task": "playbooks.watch_clusters",
+        "schedule": float(poll_interval),
+        "options": {"expires": float(poll_interval)},
+    }
     # Approvals expire on time even if Redis lost their TTL keys: the database is swept.
     schedule["agents.expire_approvals"] = {
         "task": "agents.expire_approvals",

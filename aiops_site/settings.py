@@ -182,6 +182,8 @@ AIOPS_METRICS_QUEUES = env_list("AIOPS_METRICS_QUEUES", [])
 AIOPS_POLL_INTERVAL = env_int("AIOPS_POLL_INTERVAL", 30, minimum=1, maximum=3600)
 AIOPS_RESOLVE_AFTER = env_int("AIOPS_RESOLVE_AFTER", 2, minimum=1, maximum=100)
 AIOPS_UNREACHABLE_AFTER = env_int("AIOPS_UNREACHABLE_AFTER", 3, minimum=1, maximum=100)
+# Polls of an unreachable cluster back off (interval x 2^(failures-1)) up to this many seconds.
+AIOPS_POLL_BACKOFF_MAX = env_int("AIOPS_POLL_BACKOFF_MAX", 600, minimum=1, maximum=86400)
 AIOPS_AUTO_REMEDIATION = env_bool("AIOPS_AUTO_REMEDIATION", True)
 AIOPS_DRY_RUN = env_bool("AIOPS_DRY_RUN", False)
 AIOPS_READ_ONLY = env_bool("AIOPS_READ_ONLY", False)

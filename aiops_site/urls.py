@@ -10,6 +10,7 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("admin/", admin.site.urls),
+    path("api/", include("playbooks.urls")),  # POST /api/webhooks/alertmanager
     # Ahead of django-prometheus's /metrics: ours adds the Celery queue depths to the multiprocess files.
     path("metrics", metrics_view, name="metrics"),
     path("", include("django_prometheus.urls")),  # /metrics

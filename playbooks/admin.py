@@ -1,0 +1,77 @@
+"""Admin for incidents (the event timeline inline) and the append-only cluster event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from playbooks.models import ClusterEvent, Incident
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class EventTimeline(ReadOnlyMixin, admin.TabularInline):
+    model = ClusterEvent
+    fk_name = "incident"
+    fields = ["created_at", "kind", "finding_type", "alertname", "severity", "message"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+    extra = 0
+    show_change_link = True
+    verbose_name_plural = "timeline"
+
+
+class FindingTypeFilter(admin.SimpleListFilter):
+    title = "finding type"
+    parameter_name = "finding_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        from k8s.detectors import PRIMARY_ORDER
+
+        return [(t, t) for t in PRIMARY_ORDER]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Incident]) -> QuerySet[Incident]:
+        if self.value():
+            return queryset.filter(finding_types__contains=[self.value()]) | queryset.filter(primary_type=self.value())
+        return queryset
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    list_display = ["id", "state", "primary_type", "alertname", "severity", "cluster", "workload_kind", "namespace",
+                    "workload_name", "count", "opened_at", "last_seen_at", "resolved_at"]
+    list_filter = ["state", "severity", "source", "cluster", FindingTypeFilter, "alertname", "namespace", "workload_kind"]
+    search_fields = ["workload_name", "namespace", "alertname", "title", "fingerprint"]
+    date_hierarchy = "opened_at"
+    list_select_related = ["cluster"]
+    inlines = [EventTimeline]
+    readonly_fields = [f.name for f in Incident._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # incidents come from the watch loop and Alertmanager
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ClusterEvent)
+class ClusterEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["created_at", "kind", "cluster", "finding_type", "alertname", "workload_kind", "namespace",
+                    "workload_name", "severity", "incident"]
+    list_filter = ["kind", "cluster", "finding_type", "severity", "namespace"]
+    search_fields = ["workload_name", "namespace", "alertname", "message"]
+    date_hierarchy = "created_at"
+    list_select_related = ["cluster", "incident"]
+    readonly_fields = [f.name for f in ClusterEvent._meta.fields]

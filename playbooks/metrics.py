@@ -1,0 +1,50 @@
+"""Metrics of the watch loop: polls, unreachable clusters, incidents, Alertmanager deliveries."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POLLS = Counter(
+    "aiops_watch_polls_total",
+    "Cluster polls by cluster and outcome (ok, unreachable, skipped_locked, skipped_backoff, error).",
+    ["cluster", "outcome"],
+)
+POLL_DURATION = Histogram(
+    "aiops_watch_poll_duration_seconds",
+    "Wall time of one successful poll (list calls, detectors, ingest), by cluster.",
+    ["cluster"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+POLL_OBJECTS = Gauge(
+    "aiops_watch_poll_objects",
+    "Objects seen by the last poll of a cluster, by kind (pods, nodes, deployments, ...).",
+    ["cluster", "kind"],
+    multiprocess_mode="livemax",
+)
+CLUSTER_CONSECUTIVE_FAILURES = Gauge(
+    "aiops_watch_cluster_consecutive_failures",
+    "Polls in a row that could not reach the cluster (0 when the last poll worked).",
+    ["cluster"],
+    multiprocess_mode="livemax",
+)
+FINDINGS = Counter(
+    "aiops_watch_findings_total",
+    "Findings reported by the detectors, by type (counted every poll while they last).",
+    ["type"],
+)
+INCIDENTS_OPENED = Counter(
+    "aiops_incidents_opened_total", "Incidents opened, by source (poll, alertmanager) and primary type.", ["source", "type"]
+)
+INCIDENTS_RESOLVED = Counter(
+    "aiops_incidents_resolved_total", "Incidents resolved, by source and primary type.", ["source", "type"]
+)
+ALERTS_RECEIVED = Counter(
+    "aiops_alertmanager_alerts_total",
+    "Alerts received on the Alertmanager webhook, by status (firing, resolved) and outcome (stored, duplicate).",
+    ["status", "outcome"],
+)
+WEBHOOK_REJECTED = Counter(
+    "aiops_alertmanager_rejected_total",
+    "Alertmanager deliveries refused, by reason (disabled, unauthorized, invalid).",
+    ["reason"],
+)

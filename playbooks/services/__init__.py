@@ -1,0 +1,1 @@
+"""Services of the watch loop: incident ingest (poll findings and alerts) and the cluster poll."""

@@ -1,0 +1,206 @@
+"""Alertmanager alerts join the same Incident/ClusterEvent path as poll findings.
+
+An alert whose labels name a workload (``deployment``, ``statefulset``, ``daemonset``,
+``cronjob``, ``job_name``, ``pod``, ``node``; ``namespace``; ``cluster``) lands on that
+workload's incident, so a KubePodCrashLooping alert and the poll's crash_loop finding are one
+incident. An alert that names no workload gets an incident keyed by its fingerprint.
+
+Idempotent per fingerprint + startsAt (+ status): each delivery is recorded as a ClusterEvent
+whose unique ``dedup_key`` says so, and an alert whose key is already stored changes nothing,
+so Alertmanager's redelivery of a batch is a no-op. A batch is one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from k8s.models import Cluster
+from playbooks import metrics
+from playbooks.models import ClusterEvent, Incident
+from playbooks.services.incidents import _event, announce_opened, open_incident, resolve_incident, worst_severity
+
+log = structlog.get_logger(__name__)
+
+# Generated names use Kubernetes' "safe" alphabet (no vowels, no 0/1/3): <deployment>-<pod-template-hash>-<suffix>.
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"
+_DEPLOYMENT_POD = re.compile(rf"^(?P<owner>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-[{_SAFE}]{{6,10}}-[{_SAFE}]{{5}}$")
+_SEVERITIES = {"critical": "critical", "error": "critical", "page": "critical", "warning": "warning",
+               "warn": "warning", "info": "info", "none": "info"}
+
+
+def dedup_key(alert: dict[str, Any]) -> str:
+    starts = alert["startsAt"]
+    starts_text = starts.isoformat() if isinstance(starts, datetime) else str(starts)
+    return f"{alert['fingerprint']}:{starts_text}:{alert['status']}"
+
+
+def alert_workload(labels: dict[str, str]) -> tuple[str, str, str] | None:
+    """The workload an alert's labels name (kube-state-metrics conventions), or None."""
+    namespace = labels.get("namespace", "")
+    for label, kind in (("deployment", "Deployment"), ("statefulset", "StatefulSet"), ("daemonset", "DaemonSet"),
+                        ("cronjob", "CronJob"), ("job_name", "Job")):
+        if labels.get(label) and namespace:
+            return kind, namespace, labels[label]
+    pod = labels.get("pod")
+    if pod and namespace:
+        match = _DEPLOYMENT_POD.match(pod)
+        if match:
+            return "Deployment", namespace, match.group("owner")
+        return "Pod", namespace, pod
+    if labels.get("node"):
+        return "Node", "", labels["node"]
+    return None
+
+
+def alert_severity(labels: dict[str, str]) -> str:
+    return _SEVERITIES.get(labels.get("severity", "").lower(), "warning")
+
+
+@dataclass
+class AlertIngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    opened: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+
+
+class _Clusters:
+    """Cluster by the alert's `cluster` label; the default cluster when it has none."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Cluster | None] = {}
+        self._default: Cluster | None | bool = False
+
+    def get(self, name: str) -> Cluster | None:
+        if not name:
+            if self._default is False:
+                self._default = Cluster.objects.filter(is_default=True).first()
+            return self._default  # type: ignore[return-value]
+        if name not in self._by_name:
+            self._by_name[name] = Cluster.objects.filter(name=name).first()
+        return self._by_name[name]
+
+
+def ingest_alerts(alerts: list[dict[str, Any]], *, now: datetime | None = None) -> AlertIngestResult:
+    """Record a validated Alertmanager batch; one transaction for the whole batch."""
+    try:
+        return _ingest(alerts, now or timezone.now())
+    except IntegrityError:
+        # The same batch delivered twice at the same moment: the other delivery stored these
+        # alerts first (unique dedup_key). Replaying ours now finds them and changes nothing.
+        log.info("alert_batch_replayed", alerts=len(alerts))
+        return _ingest(alerts, now or timezone.now())
+
+
+def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
+    result = AlertIngestResult()
+    with transaction.atomic():
+        keys = [dedup_key(alert) for alert in alerts]
+        seen = set(ClusterEvent.objects.filter(dedup_key__in=keys).values_list("dedup_key", flat=True))
+        fresh: list[tuple[str, dict[str, Any]]] = []
+        for key, alert in zip(keys, alerts, strict=True):
+            if key in seen:
+                result.duplicates += 1
+                metrics.ALERTS_RECEIVED.labels(alert["status"], "duplicate").inc()
+                continue
+            seen.add(key)
+            fresh.append((key, alert))
+        if not fresh:
+            return result
+        clusters = _Clusters()
+        resolved_targets = [(key, alert, clusters.get(alert["labels"].get("cluster", ""))) for key, alert in fresh]
+        incidents = _lock_open_incidents(resolved_targets)
+        events: list[ClusterEvent] = []
+        for key, alert, cluster in resolved_targets:
+            labels = alert["labels"]
+            workload = alert_workload(labels)
+            fingerprint = "" if workload else alert["fingerprint"]
+            lookup = (cluster.pk if cluster else None, *(workload or ("", "", "")), fingerprint)
+            incident = incidents.get(lookup)
+            alertname = labels["alertname"]
+            kind = ClusterEvent.Kind.ALERT_FIRED if alert["status"] == "firing" else ClusterEvent.Kind.ALERT_RESOLVED
+            if alert["status"] == "firing":
+                incident = _fire(incident, cluster, workload, alert, now, result)
+                incidents[lookup] = incident
+            elif incident is not None:
+                incident.alerts = {fp: name for fp, name in (incident.alerts or {}).items() if fp != alert["fingerprint"]}
+                incident.last_seen_at = now
+                if not incident.alerts and not incident.finding_types:
+                    ClusterEvent.objects.bulk_create(events)
+                    events = []
+                    resolve_incident(incident, now=now, reason=f"alert {alertname} resolved")
+                    result.resolved.append(incident.pk)
+                    incidents.pop(lookup)
+                else:
+                    incident.save(update_fields=["alerts", "last_seen_at"])
+            events.append(_event(
+                incident, cluster, kind, alertname=alertname, severity=alert_severity(labels),
+                message=_summary(alert), workload=workload or ("", "", ""), dedup_key=key,
+                data={"fingerprint": alert["fingerprint"], "labels": labels, "annotations": alert.get("annotations") or {},
+                      "startsAt": alert["startsAt"].isoformat(), "generatorURL": alert.get("generatorURL", "")},
+            ))
+            result.stored += 1
+            metrics.ALERTS_RECEIVED.labels(alert["status"], "stored").inc()
+        ClusterEvent.objects.bulk_create(events)
+    log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
+             resolved=len(result.resolved))
+    return result
+
+
+def _summary(alert: dict[str, Any]) -> str:
+    annotations = alert.get("annotations") or {}
+    return annotations.get("summary") or annotations.get("description") or annotations.get("message") or alert["labels"]["alertname"]
+
+
+def _lock_open_incidents(targets: list[tuple[str, dict[str, Any], Cluster | None]]) -> dict[tuple[Any, ...], Incident]:
+    """All open incidents this batch may touch, locked in one query (in id order: no deadlocks)."""
+    names: set[str] = set()
+    fingerprints: set[str] = set()
+    for _, alert, _cluster in targets:
+        workload = alert_workload(alert["labels"])
+        if workload:
+            names.add(workload[2])
+        else:
+            fingerprints.add(alert["fingerprint"])
+    if not names and not fingerprints:
+        return {}
+    query = Q(fingerprint="", workload_name__in=names) | Q(fingerprint__in=fingerprints) if fingerprints else Q(
+        fingerprint="", workload_name__in=names)
+    found = Incident.objects.select_for_update().filter(query, state=Incident.State.OPEN).order_by("pk")
+    return {(i.cluster_id, i.workload_kind, i.namespace, i.workload_name, i.fingerprint): i for i in found}
+
+
+def _fire(incident: Incident | None, cluster: Cluster | None, workload: tuple[str, str, str] | None,
+          alert: dict[str, Any], now: datetime, result: AlertIngestResult) -> Incident:
+    labels = alert["labels"]
+    alertname = labels["alertname"]
+    evidence_entry = {"labels": labels, "annotations": alert.get("annotations") or {},
+                      "startsAt": alert["startsAt"].isoformat(), "fingerprint": alert["fingerprint"]}
+    severity = alert_severity(labels)
+    if incident is None:
+        incident, created = open_incident(
+            cluster, workload or ("", "", ""), now=now, source=Incident.Source.ALERTMANAGER,
+            fingerprint="" if workload else alert["fingerprint"],
+            fields={"alertname": alertname, "alerts": {alert["fingerprint"]: alertname}, "severity": severity,
+                    "title": _summary(alert)[:500], "evidence": {f"alert:{alertname}": evidence_entry}},
+        )
+        if created:
+            result.opened.append(incident.pk)
+            announce_opened(incident)
+            return incident
+    incident.alerts = {**(incident.alerts or {}), alert["fingerprint"]: alertname}
+    incident.alertname = incident.alertname or alertname
+    incident.severity = worst_severity([incident.severity, severity])
+    incident.evidence = {**(incident.evidence or {}), f"alert:{alertname}": evidence_entry}
+    incident.last_seen_at = now
+    incident.count += 1
+    incident.save(update_fields=["alerts", "alertname", "severity", "evidence", "last_seen_at", "count"])
+    return incident
