@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
@@ -5,3 +7,8 @@ class ChannelsConfig(AppConfig):
     name = "channels"
     verbose_name = "Chat channels"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from channels import receivers
+
+        receivers.connect()

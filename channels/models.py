@@ -169,7 +169,8 @@ class InboundUpdate(models.Model):
     platform = models.CharField(max_length=16, choices=Kind.choices)
     external_id = models.CharField(max_length=100)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    address = models.CharField(max_length=500, blank=True)
+    address = models.CharField(max_length=500, blank=True, help_text="Where replies go.")
+    reply_to = models.CharField(max_length=100, blank=True, help_text="Thread: Telegram message id, Slack thread ts.")
     text = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 

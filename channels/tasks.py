@@ -17,3 +17,10 @@ def deliver_message(message_id: int) -> str:
 @shared_task(name="channels.requeue_stalled_messages", ignore_result=True, expires=50)
 def requeue_stalled_messages() -> int:
     return services.requeue_stalled()
+
+
+@shared_task(name="channels.run_chat_tool", ignore_result=True)
+def run_chat_tool(update_id: int, tool: str, args: dict[str, object]) -> str:
+    from channels.commands import run_read_tool
+
+    return run_read_tool(update_id, tool, dict(args))

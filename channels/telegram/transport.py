@@ -111,7 +111,9 @@ class TelegramTransport(Transport):
             return  # a redelivered edit: the message already says this
 
     def answer_callback(self, callback_id: str, text: str, *, alert: bool) -> None:
-        self._run(lambda bot: bot.answer_callback_query(callback_id, text=text[:200], show_alert=alert))
+        # Callback answers are plain text (no parse mode): drop the neutral markup's markers.
+        plain = text.replace("**", "").replace("`", "")[:200]
+        self._run(lambda bot: bot.answer_callback_query(callback_id, text=plain, show_alert=alert))
 
 
 class _NotModified(Exception):

@@ -1,0 +1,94 @@
+"""POST /api/webhooks/telegram: Telegram's webhook, authenticated by the secret token that
+setWebhook registered (header X-Telegram-Bot-Api-Secret-Token), deduplicated by update_id."""
+
+from __future__ import annotations
+
+import hmac
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from telegram import Update
+
+from channels import router
+from channels.inbound import Inbound, identify, record_update
+from channels.models import Kind, Operation
+from channels.services import queue_message
+from channels.transport import parse_callback_data
+from channels.webhooks import bad_request, duplicate, json_body, unauthorized, webhook
+
+log = structlog.get_logger(__name__)
+
+
+@webhook(Kind.TELEGRAM)
+def telegram_webhook(request: HttpRequest) -> HttpResponse:
+    secret = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+    if not secret or not hmac.compare_digest(secret.encode(), settings.TELEGRAM_WEBHOOK_SECRET.encode()):
+        raise unauthorized("missing or wrong X-Telegram-Bot-Api-Secret-Token")
+    data = json_body(request)
+    try:
+        update = Update.de_json(data, None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad_request(f"not a Telegram update: {exc}") from None
+    if update is None or not isinstance(data.get("update_id"), int):
+        raise bad_request("not a Telegram update: update_id is missing")
+
+    with transaction.atomic(durable=True):
+        if update.callback_query is not None:
+            if not _callback(update):
+                return duplicate(JsonResponse({"ok": True, "duplicate": True}))
+        elif update.effective_message is not None and update.effective_message.text and update.effective_user:
+            message = update.effective_message
+            user = identify(Kind.TELEGRAM, str(update.effective_user.id))
+            stored = record_update(Kind.TELEGRAM, str(update.update_id), user=user, address=str(message.chat_id),
+                                   reply_to=str(message.message_id), text=message.text)
+            if stored is None:
+                return duplicate(JsonResponse({"ok": True, "duplicate": True}))
+            router.handle(Inbound(
+                kind=Kind.TELEGRAM,
+                address=str(message.chat_id),
+                conversation=str(message.chat_id),
+                platform_user_id=str(update.effective_user.id),
+                user=user,
+                text=message.text,
+                reply_to=str(message.message_id),
+                display_name=update.effective_user.full_name,
+                update_id=stored.pk,
+            ))
+        else:
+            # Joins, edits, stickers...: acknowledged and remembered so a redelivery is cheap.
+            if record_update(Kind.TELEGRAM, str(update.update_id)) is None:
+                return duplicate(JsonResponse({"ok": True, "duplicate": True}))
+    return JsonResponse({"ok": True})
+
+
+def _callback(update: Update) -> bool:
+    """A button press: decide as the presser, answer the callback query (the spinner on their
+    button), and on refusal say why in the message's thread. False for a redelivery."""
+    query = update.callback_query
+    assert query is not None
+    user = identify(Kind.TELEGRAM, str(query.from_user.id))
+    message = query.message
+    chat_id = str(message.chat.id) if message is not None else ""
+    stored = record_update(Kind.TELEGRAM, str(update.update_id), user=user, address=chat_id,
+                           text=f"[button] {query.data or ''}")
+    if stored is None:
+        return False
+    parsed = parse_callback_data(query.data or "")
+    if parsed is None:
+        queue_message(kind=Kind.TELEGRAM, address=chat_id, text="This button is not one of mine.",
+                      operation=Operation.ANSWER_CALLBACK, callback_id=query.id, alert=True)
+        return True
+    approval_id, decision = parsed
+    inbound = Inbound(kind=Kind.TELEGRAM, address=chat_id, conversation=chat_id,
+                      platform_user_id=str(query.from_user.id), user=user, text=query.data or "",
+                      reply_to=str(message.message_id) if message is not None else "",
+                      display_name=query.from_user.full_name, update_id=stored.pk)
+    outcome = router.decide(inbound, approval_id, decision)
+    refused = outcome.startswith("Refused")
+    queue_message(kind=Kind.TELEGRAM, address=chat_id, text=outcome, operation=Operation.ANSWER_CALLBACK,
+                  callback_id=query.id, alert=refused)
+    if refused and chat_id:
+        router.reply(inbound, f"{inbound.who}: {outcome}")
+    return True

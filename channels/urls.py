@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from channels.discord.views import discord_interactions
+from channels.slack.views import slack_events, slack_interactions
+from channels.telegram.views import telegram_webhook
+from channels.web import views as web
+
+app_name = "channels"
+
+urlpatterns = [
+    path("api/webhooks/telegram", telegram_webhook, name="telegram"),
+    path("api/webhooks/slack/events", slack_events, name="slack-events"),
+    path("api/webhooks/slack/interactions", slack_interactions, name="slack-interactions"),
+    path("api/webhooks/discord/interactions", discord_interactions, name="discord-interactions"),
+    path("console/", web.home, name="console"),
+    path("console/incidents/<int:incident_id>", web.incident, name="console-incident"),
+    path("console/approvals/<int:approval_id>/decide", web.decide, name="console-decide"),
+    path("console/chat", web.chat, name="console-chat"),
+    path("console/chat/messages", web.chat_messages, name="console-chat-messages"),
+]
