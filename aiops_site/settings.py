@@ -240,6 +240,12 @@ DISCORD_APPLICATION_ID = env_str("DISCORD_APPLICATION_ID")
 DISCORD_PUBLIC_KEY = env_str("DISCORD_PUBLIC_KEY")
 DISCORD_BOT_TOKEN = env_str("DISCORD_BOT_TOKEN")
 DISCORD_API_BASE_URL = env_str("DISCORD_API_BASE_URL", "https://discord.com/api/v10")
+# Outbox delivery: attempts per message before it is marked failed, and the exponential
+# back-off for 5xx/network errors (a 429's own Retry-After is honoured instead).
+AIOPS_CHAT_MAX_ATTEMPTS = env_int("AIOPS_CHAT_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+AIOPS_CHAT_RETRY_BASE = env_float("AIOPS_CHAT_RETRY_BASE", 2.0, minimum=0.05, maximum=600.0)
+AIOPS_CHAT_RETRY_MAX = env_float("AIOPS_CHAT_RETRY_MAX", 300.0, minimum=1.0, maximum=3600.0)
+AIOPS_CHAT_HTTP_TIMEOUT = env_float("AIOPS_CHAT_HTTP_TIMEOUT", 15.0, minimum=1.0, maximum=120.0)
 
 from aiops_site.schedule import beat_schedule  # noqa: E402
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("ready", views.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/", include("playbooks.urls")),  # POST /api/webhooks/alertmanager
+    path("", include("channels.urls")),  # /api/webhooks/{telegram,slack/*,discord/*}, /console/
     # Ahead of django-prometheus's /metrics: ours adds the Celery queue depths to the multiprocess files.
     path("metrics", metrics_view, name="metrics"),
     path("", include("django_prometheus.urls")),  # /metrics
