@@ -178,6 +178,11 @@ def _field_errors(checker: _Checker, located: Located, where: str, errors: dict[
             checker.error(located.at(key), f"{where}.{key}", message)
 
 
+def _label(kind: str, value: Any, fallback: str) -> str:
+    name = value.get("name") if isinstance(value, dict) else None
+    return f"{kind} {name!r}" if isinstance(name, str) else fallback
+
+
 def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     checker = _Checker()
     if not checker.keys(document, "(top)", {"playbooks", "rules"}, set()):
@@ -192,7 +197,7 @@ def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, An
     else:
         for index, item in enumerate(raw_playbooks.value):
             located = raw_playbooks.at(index)
-            where = f"playbooks[{index}]"
+            where = _label("playbook", located.value, f"playbooks[{index}]")
             if not checker.keys(located, where, PLAYBOOK_KEYS, {"name", "steps"}):
                 continue
             name = checker.typed(located, where, "name", (str,), "a string")
@@ -250,7 +255,7 @@ def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, An
         groups = set(Group.objects.values_list("name", flat=True))
         for index, _item in enumerate(raw_rules.value):
             located = raw_rules.at(index)
-            where = f"rules[{index}]"
+            where = _label("rule", located.value, f"rules[{index}]")
             if not checker.keys(located, where, RULE_KEYS, {"name", "playbook"}):
                 continue
             value = located.value
