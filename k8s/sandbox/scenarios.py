@@ -1,0 +1,109 @@
+"""What a sandbox holds at start: `demo`, `empty`, and the scale generator."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from k8s.sandbox import faults
+from k8s.sandbox import objects as o
+from k8s.sandbox.store import copy
+
+if TYPE_CHECKING:
+    from k8s.sandbox.simulation import Simulation
+
+SCENARIOS = ("demo", "empty")
+
+# The demo's workloads: (namespace, name, runtime, image, replicas, memory limit, empty dir).
+DEMO_APPS = (
+    ("shop", "frontend", "node", "registry.example.com/shop/frontend:2.4.1", 3, "256Mi", True),
+    ("shop", "cart", "go", "ghcr.io/example/cart:1.8.2", 2, "256Mi", False),
+    ("shop", "checkout", "python", "registry.example.com/shop/checkout:1.4.0", 2, "256Mi", False),
+    ("payments", "payments-api", "java", "registry.example.com/payments/payments-api:3.2.1", 2, "768Mi", False),
+    ("payments", "ledger", "python", "registry.example.com/payments/ledger:0.9.3", 1, "256Mi", False),
+    ("data", "report-builder", "java", "registry.example.com/data/report-builder:5.0.2", 1, "256Mi", False),
+)
+DEMO_NODES = ("node-1", "node-2", "node-3", "node-4")
+DEMO_NOT_READY_NODE = "node-4"
+DEMO_CRASH_LOOP = "payments/ledger"
+DEMO_OOM = "data/report-builder"
+
+
+def load(sim: Simulation, scenario: str) -> None:
+    if scenario not in SCENARIOS:
+        raise faults.FaultError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    with sim.lock:
+        sim.faults.clear()
+        sim.cleared.clear()
+        sim.hpa_demand.clear()
+        sim.store.clear()
+        sim._pod_keys.clear()
+        sim._event_index.clear()
+        sim._ip_next.clear()
+        sim._config_cache.clear()
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            sim.store.create("namespaces", o.namespace(ns))
+        sim.store.create("services", o.service("default", "kubernetes", {}, 443, 0))
+        if scenario == "demo":
+            _demo(sim)
+        sim.reconcile()
+
+
+def _demo(sim: Simulation) -> None:
+    for ns in ("shop", "payments", "data", "monitoring"):
+        sim.store.create("namespaces", o.namespace(ns))
+    for i, name in enumerate(DEMO_NODES):
+        sim.store.create("nodes", o.node(name, i + 1, zone="zone-a" if i % 2 == 0 else "zone-b"))
+    sim.reconcile()
+    sim.store.create("daemonsets", o.daemonset("monitoring", "node-exporter", "quay.io/prometheus/node-exporter:v1.8.2"))
+    for i, (ns, name, runtime, image, replicas, memory, empty_dir) in enumerate(DEMO_APPS):
+        c = o.container(name, image, memory_limit=memory, memory_request="128Mi" if memory == "256Mi" else "512Mi")
+        sim.store.create("deployments", o.deployment(ns, name, [c], replicas=replicas, runtime=runtime, empty_dir=empty_dir))
+        sim.store.create("services", o.service(ns, name, {"app.kubernetes.io/name": name}, 8080, i + 1))
+    sim.store.create("horizontalpodautoscalers", o.hpa("shop", "cart", "cart", min_replicas=2, max_replicas=6))
+    sim.store.create("poddisruptionbudgets", o.pdb("payments", "payments-api", {"app.kubernetes.io/name": "payments-api"}, min_available=1))
+    sim.store.create("jobs", o.job("data", "nightly-export", "registry.example.com/data/exporter:2.1.0"))
+    sim.reconcile()
+    # Revision history for `rollout history|undo`: checkout went 1.4.0 -> 1.5.0 -> 1.5.1.
+    for version in ("1.5.0", "1.5.1"):
+        deploy = copy(sim.store.get("deployments", "shop", "checkout"))  # type: ignore[arg-type]
+        image = f"registry.example.com/shop/checkout:{version}"
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        deploy["metadata"]["annotations"][o.CHANGE_CAUSE] = f"kubectl set image deployment/checkout checkout={image}"
+        sim.store.put("deployments", deploy)
+        sim.reconcile()
+    faults.inject(sim, "crash_loop", DEMO_CRASH_LOOP, transient=True)
+    faults.inject(sim, "oom_killed", DEMO_OOM, need="384Mi")
+    faults.inject(sim, "not_ready_node", DEMO_NOT_READY_NODE, status="Unknown")
+
+
+def generate(sim: Simulation, *, pods: int, nodes: int | None = None, deployments: int | None = None,
+             namespaces: int = 10) -> dict[str, int]:
+    """Add `pods` healthy pods (in deployments across namespaces) on enough nodes to hold them."""
+    if pods < 1:
+        raise faults.FaultError(f"pods={pods} must be at least 1")
+    n_deploy = deployments or max(1, pods // 10)
+    n_nodes = nodes or max(3, -(-pods // 200))
+    per_node = max(110, -(-pods // n_nodes) + 10)
+    with sim.lock:
+        sim.bulk = True
+        try:
+            base = len(sim.store.all("nodes"))
+            for i in range(n_nodes):
+                sim.store.create("nodes", o.node(f"scale-node-{base + i:04d}", base + i + 1, cpu="256", memory="1024Gi", pods=per_node))
+            sim.reconcile()
+            for n in range(namespaces):
+                if sim.store.get("namespaces", "", f"scale-{n:02d}") is None:
+                    sim.store.create("namespaces", o.namespace(f"scale-{n:02d}"))
+            remaining = pods
+            for d in range(n_deploy):
+                replicas = remaining // (n_deploy - d)
+                remaining -= replicas
+                ns = f"scale-{d % namespaces:02d}"
+                runtime = ("python", "go", "node", "java")[d % 4]
+                c = o.container(f"svc-{d:05d}", f"registry.example.com/scale/svc-{d:05d}:1.0.{d % 7}",
+                                cpu="10m", memory_request="32Mi", memory_limit="128Mi")
+                sim.store.create("deployments", o.deployment(ns, f"svc-{d:05d}", [c], replicas=replicas, runtime=runtime))
+            sim.reconcile()
+        finally:
+            sim.bulk = False
+    return {"pods": pods, "nodes": n_nodes, "deployments": n_deploy}

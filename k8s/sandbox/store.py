@@ -1,0 +1,323 @@
+"""In-memory object store with resourceVersions, selectors, paginated lists and a watch log.
+
+Stored objects are never mutated in place: a writer takes `copy()` of an object, changes the
+copy and `put()`s it back. A reader (a list being serialised, a watch event in flight) may
+therefore hold a stored dict without the lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from k8s.sandbox.errors import ApiError
+from k8s.sandbox.resources import BY_PLURAL, Resource
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+WATCH_LOG_SIZE = 20_000
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def copy(obj: Obj) -> Obj:
+    # orjson round-trips plain JSON trees several times faster than copy.deepcopy.
+    return orjson.loads(orjson.dumps(obj))
+
+
+class Store:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.objects: dict[str, dict[Key, Obj]] = {plural: {} for plural in BY_PLURAL}
+        self.rv = 1000
+        # (rv, plural, event type, object) for watchers; old entries fall off the left.
+        self.log: deque[tuple[int, str, str, Obj]] = deque(maxlen=WATCH_LOG_SIZE)
+        # plural -> owner uid -> keys of the objects it owns (controllers look these up constantly).
+        self.by_owner: dict[str, dict[str, dict[Key, None]]] = {plural: {} for plural in BY_PLURAL}
+
+    # --- reads -----------------------------------------------------------------------------
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        return self.objects[plural].get((namespace, name))
+
+    def require(self, resource: Resource, namespace: str, name: str) -> Obj:
+        obj = self.objects[resource.plural].get((namespace if resource.namespaced else "", name))
+        if obj is None:
+            raise ApiError.not_found(resource, name)
+        return obj
+
+    def all(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        items = self.objects[plural]
+        if namespace is None:
+            return list(items.values())
+        return [obj for (ns, _), obj in items.items() if ns == namespace]
+
+    def owned_by(self, plural: str, owner_uid: str, namespace: str) -> list[Obj]:
+        table = self.objects[plural]
+        return [table[key] for key in self.by_owner[plural].get(owner_uid, ()) if key[0] == namespace and key in table]
+
+    def _index(self, plural: str, key: Key, old: Obj | None, new: Obj | None) -> None:
+        old_uids = {ref.get("uid") for ref in (old or {}).get("metadata", {}).get("ownerReferences") or ()}
+        new_uids = {ref.get("uid") for ref in (new or {}).get("metadata", {}).get("ownerReferences") or ()}
+        index = self.by_owner[plural]
+        for uid in old_uids - new_uids:
+            index.get(uid, {}).pop(key, None)
+            if uid in index and not index[uid]:
+                del index[uid]
+        for uid in new_uids - old_uids:
+            index.setdefault(uid, {})[key] = None
+
+    # --- writes ----------------------------------------------------------------------------
+    def _bump(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def create(self, plural: str, obj: Obj) -> Obj:
+        with self.lock:
+            meta = obj.setdefault("metadata", {})
+            key = (meta.get("namespace", ""), meta["name"])
+            if key in self.objects[plural]:
+                raise ApiError.already_exists(BY_PLURAL[plural], meta["name"])
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", now_iso())
+            meta.setdefault("generation", 1) if "spec" in obj else None
+            meta["resourceVersion"] = self._bump()
+            self.objects[plural][key] = obj
+            self._index(plural, key, None, obj)
+            self._record(plural, "ADDED", obj)
+            return obj
+
+    def put(self, plural: str, obj: Obj) -> Obj:
+        """Replace a stored object with a changed copy; a spec change bumps metadata.generation."""
+        with self.lock:
+            meta = obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            old = self.objects[plural].get(key)
+            if old is None:
+                raise ApiError.not_found(BY_PLURAL[plural], meta["name"])
+            if old.get("spec") != obj.get("spec") and "generation" in old["metadata"]:
+                meta["generation"] = old["metadata"]["generation"] + 1
+            meta["resourceVersion"] = self._bump()
+            self.objects[plural][key] = obj
+            if old["metadata"].get("ownerReferences") != meta.get("ownerReferences"):
+                self._index(plural, key, old, obj)
+            self._record(plural, "MODIFIED", obj)
+            return obj
+
+    def delete(self, plural: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self.objects[plural].pop((namespace, name), None)
+            if obj is not None:
+                self._index(plural, (namespace, name), obj, None)
+                gone = copy(obj)
+                gone["metadata"]["resourceVersion"] = self._bump()
+                self._record(plural, "DELETED", gone)
+            return obj
+
+    def clear(self) -> None:
+        with self.lock:
+            for plural in self.objects:
+                for (ns, name) in list(self.objects[plural]):
+                    self.delete(plural, ns, name)
+
+    def _record(self, plural: str, kind: str, obj: Obj) -> None:
+        self.log.append((self.rv, plural, kind, obj))
+        self.changed.notify_all()
+
+    # --- lists -----------------------------------------------------------------------------
+    def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> tuple[list[Obj], str, str, int | None]:
+        """(items, resourceVersion, continue, remainingItemCount) as the API server answers a list."""
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector, resource)
+        start: Key | None = None
+        if continue_token:
+            start = decode_continue(continue_token)
+        with self.lock:
+            rv = str(self.rv)
+            keys = sorted(self.objects[resource.plural])
+            table = self.objects[resource.plural]
+            selected: list[Obj] = []
+            remaining = 0
+            for key in keys:
+                if start is not None and key <= start:
+                    continue
+                if namespace is not None and key[0] != namespace:
+                    continue
+                obj = table[key]
+                if not matches(obj, labels, fields):
+                    continue
+                if limit and len(selected) >= limit:
+                    remaining += 1
+                    continue
+                selected.append(obj)
+        token = ""
+        if limit and remaining:
+            last = selected[-1]["metadata"]
+            token = encode_continue((last.get("namespace", ""), last["name"]), rv)
+        return selected, rv, token, (remaining if token else None)
+
+    def events_since(self, rv: int) -> Iterable[tuple[int, str, str, Obj]]:
+        return [entry for entry in list(self.log) if entry[0] > rv]
+
+    def oldest_logged_rv(self) -> int:
+        return self.log[0][0] if self.log else self.rv
+
+
+# --- continue tokens --------------------------------------------------------------------------
+def encode_continue(key: Key, rv: str) -> str:
+    payload = orjson.dumps({"v": "sandbox/1", "rv": int(rv), "start": f"{key[0]}/{key[1]}"})
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> Key:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        namespace, name = data["start"].split("/", 1)
+        if data.get("v") != "sandbox/1":
+            raise ValueError("version")
+    except Exception:
+        raise ApiError.bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)") from None
+    return namespace, name
+
+
+# --- selectors --------------------------------------------------------------------------------
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_SET_RE = re.compile(rf"^\s*({_LABEL_NAME})\s+(in|notin)\s+\(([^)]*)\)\s*$")
+_EQ_RE = re.compile(rf"^\s*({_LABEL_NAME})\s*(==|=|!=)\s*([-A-Za-z0-9_.]*)\s*$")
+_EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_LABEL_NAME})\s*$")
+
+LabelReq = tuple[str, str, tuple[str, ...]]  # (key, op, values); op in =, !=, in, notin, exists, !exists
+
+
+def _split_requirements(selector: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current)
+    return parts
+
+
+def parse_label_selector(selector: str) -> list[LabelReq]:
+    requirements: list[LabelReq] = []
+    for part in _split_requirements(selector or ""):
+        if m := _SET_RE.match(part):
+            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
+            requirements.append((m.group(1), m.group(2), values))
+        elif m := _EQ_RE.match(part):
+            requirements.append((m.group(1), "!=" if m.group(2) == "!=" else "=", (m.group(3),)))
+        elif m := _EXISTS_RE.match(part):
+            requirements.append((m.group(2), "!exists" if m.group(1) else "exists", ()))
+        else:
+            raise ApiError.bad_request(f"unable to parse requirement: found '{part.strip()}', expected: label selector")
+    return requirements
+
+
+FieldReq = tuple[str, bool, str]  # (path, equal?, value)
+
+
+def parse_field_selector(selector: str, resource: Resource) -> list[FieldReq]:
+    requirements: list[FieldReq] = []
+    allowed = {"metadata.name", "metadata.namespace", *resource.fields}
+    for part in (selector or "").split(","):
+        if not part.strip():
+            continue
+        m = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
+        if not m:
+            raise ApiError.bad_request(f"invalid selector: '{selector}'; can't understand '{part}'")
+        if m.group(1) not in allowed:
+            raise ApiError.bad_request(
+                f'field label not supported: {m.group(1)}', reason="BadRequest"
+            )
+        requirements.append((m.group(1), m.group(2) != "!=", m.group(3)))
+    return requirements
+
+
+def field_value(obj: Obj, path: str) -> str:
+    node: Any = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            break
+    if path == "involvedObject.namespace" and node is None:
+        return ""
+    if path == "source":
+        return (obj.get("source") or {}).get("component", "")
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return "" if node is None else str(node)
+
+
+def matches(obj: Obj, labels: list[LabelReq], fields: list[FieldReq]) -> bool:
+    if labels:
+        have = obj["metadata"].get("labels") or {}
+        for key, op, values in labels:
+            present = key in have
+            if op == "=" and have.get(key) != values[0]:
+                return False
+            if op == "!=" and present and have[key] == values[0]:
+                return False
+            if op == "in" and have.get(key) not in values:
+                return False
+            if op == "notin" and present and have[key] in values:
+                return False
+            if op == "exists" and not present:
+                return False
+            if op == "!exists" and present:
+                return False
+    for path, equal, value in fields:
+        if (field_value(obj, path) == value) != equal:
+            return False
+    return True
+
+
+def selector_to_string(selector: dict[str, Any]) -> str:
+    """A LabelSelector object (matchLabels/matchExpressions) as selector text."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or ():
+        op = expr["operator"]
+        if op == "In":
+            parts.append(f"{expr['key']} in ({','.join(expr.get('values', []))})")
+        elif op == "NotIn":
+            parts.append(f"{expr['key']} notin ({','.join(expr.get('values', []))})")
+        elif op == "Exists":
+            parts.append(expr["key"])
+        elif op == "DoesNotExist":
+            parts.append(f"!{expr['key']}")
+    return ",".join(parts)
+
+
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if not selector:
+        return False
+    requirements = parse_label_selector(selector_to_string(selector))
+    return matches({"metadata": {"labels": labels}}, requirements, [])

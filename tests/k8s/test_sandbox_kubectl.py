@@ -1,0 +1,130 @@
+"""The real kubectl 1.32 against the sandbox: the commands issue 3 lists, with their results."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from k8s.sandbox import Sandbox
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (.ci/run installs it)"),
+]
+
+
+def kubectl(sandbox: Sandbox, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", sandbox.kubeconfig, "--request-timeout", "20s", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    if ok:
+        assert result.returncode == 0, f"kubectl {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def pod_of(sandbox: Sandbox, namespace: str, prefix: str) -> str:
+    names = sorted(p["metadata"]["name"] for p in sandbox.sim.store.all("pods", namespace)
+                   if p["metadata"]["name"].startswith(prefix + "-") and p["status"].get("phase") != "Failed")
+    assert names, f"no pod of {namespace}/{prefix}"
+    return names[0]
+
+
+@pytest.fixture
+def demo(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset("demo")
+    return sandbox
+
+
+def test_it_lists_pods_in_all_namespaces_with_their_status(demo: Sandbox) -> None:
+    out = kubectl(demo, "get", "pods", "-A").stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:6] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    ledger = next(line for line in lines if " ledger-" in line)
+    assert ledger.split()[0] == "payments"
+    assert "CrashLoopBackOff" in ledger and "0/1" in ledger
+    assert "CrashLoopBackOff" in next(line for line in lines if "report-builder-" in line)
+    assert sum("Running" in line for line in lines) >= 10
+
+
+def test_it_describes_a_crash_looping_pod_with_last_state_and_events(demo: Sandbox) -> None:
+    pod = pod_of(demo, "payments", "ledger")
+    out = kubectl(demo, "describe", "pod", "-n", "payments", pod).stdout
+    assert "Controlled By:  ReplicaSet/ledger-" in out
+    assert "Reason:       CrashLoopBackOff" in out
+    assert "Last State:     Terminated" in out and "Exit Code:    1" in out
+    assert "Restart Count:  4" in out
+    assert "Back-off restarting failed container ledger" in out
+
+
+def test_it_serves_the_previous_logs_of_a_crashed_container(demo: Sandbox) -> None:
+    pod = pod_of(demo, "payments", "ledger")
+    out = kubectl(demo, "logs", "-n", "payments", pod, "--previous").stdout
+    assert "Traceback (most recent call last):" in out
+    assert "Connection refused" in out
+    tail = kubectl(demo, "logs", "-n", "payments", pod, "--previous", "--tail", "2").stdout
+    assert len(tail.splitlines()) == 2
+    healthy = pod_of(demo, "shop", "checkout")
+    refused = kubectl(demo, "logs", "-n", "shop", healthy, "--previous", ok=False)
+    assert refused.returncode != 0
+    assert f'previous terminated container "checkout" in pod "{healthy}" not found' in refused.stderr
+
+
+def test_it_cordons_and_drains_the_not_ready_node_so_its_pods_run_elsewhere(demo: Sandbox) -> None:
+    on_node = [p for p in demo.sim.store.all("pods") if p["spec"].get("nodeName") == "node-4"
+               and not p["metadata"]["namespace"] == "monitoring"]
+    assert on_node, "the demo puts workload pods on the NotReady node"
+    kubectl(demo, "cordon", "node-4")
+    assert "Ready,SchedulingDisabled" in kubectl(demo, "get", "node", "node-4").stdout or \
+        "NotReady,SchedulingDisabled" in kubectl(demo, "get", "node", "node-4").stdout
+    out = kubectl(demo, "drain", "node-4", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout", "30s")
+    assert "node/node-4 drained" in out.stdout
+    remaining = [p for p in demo.sim.store.all("pods") if p["spec"].get("nodeName") == "node-4"]
+    assert all(p["metadata"]["namespace"] == "monitoring" for p in remaining)  # DaemonSet pods stay
+    wide = kubectl(demo, "get", "pods", "-n", "shop", "-o", "wide").stdout
+    assert "node-4" not in wide
+    deploys = kubectl(demo, "get", "deploy", "-n", "shop", "cart", "-o", "jsonpath={.status.readyReplicas}").stdout
+    assert deploys == "2"
+
+
+def test_it_scales_a_deployment(demo: Sandbox) -> None:
+    out = kubectl(demo, "scale", "deployment", "frontend", "-n", "shop", "--replicas=5")
+    assert "deployment.apps/frontend scaled" in out.stdout
+    ready = kubectl(demo, "get", "deploy", "frontend", "-n", "shop", "-o", "jsonpath={.spec.replicas} {.status.readyReplicas}").stdout
+    assert ready == "5 5"
+    assert len([p for p in demo.sim.store.all("pods", "shop") if p["metadata"]["name"].startswith("frontend-")]) == 5
+
+
+def test_it_keeps_rollout_history_and_undoes_to_the_previous_revision(demo: Sandbox) -> None:
+    history = kubectl(demo, "rollout", "history", "deployment/checkout", "-n", "shop").stdout
+    assert "checkout=registry.example.com/shop/checkout:1.5.0" in history
+    assert [line.split()[0] for line in history.splitlines() if line[:1].isdigit()] == ["1", "2", "3"]
+    out = kubectl(demo, "rollout", "undo", "deployment/checkout", "-n", "shop")
+    assert "deployment.apps/checkout rolled back" in out.stdout
+    image = kubectl(demo, "get", "deploy", "checkout", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "registry.example.com/shop/checkout:1.5.0"
+    history = kubectl(demo, "rollout", "history", "deployment/checkout", "-n", "shop").stdout
+    assert [line.split()[0] for line in history.splitlines() if line[:1].isdigit()] == ["1", "3", "4"]
+    status = kubectl(demo, "rollout", "status", "deployment/checkout", "-n", "shop", "--timeout", "10s")
+    assert 'deployment "checkout" successfully rolled out' in status.stdout
+
+
+def test_it_restarts_a_deployment_with_new_pods(demo: Sandbox) -> None:
+    before = {p["metadata"]["name"] for p in demo.sim.store.all("pods", "payments") if p["metadata"]["name"].startswith("ledger-")}
+    kubectl(demo, "rollout", "restart", "deployment/ledger", "-n", "payments")
+    after = {p["metadata"]["name"] for p in demo.sim.store.all("pods", "payments") if p["metadata"]["name"].startswith("ledger-")}
+    assert after and not (before & after)
+    # The demo's crash loop is transient: the restarted pod runs.
+    assert "Running" in kubectl(demo, "get", "pods", "-n", "payments", *sorted(after)).stdout
+    assert not [f for f in demo.faults() if f["target"] == "payments/ledger"]
+
+
+def test_it_answers_unknown_resources_and_missing_objects_like_the_api_server(demo: Sandbox) -> None:
+    missing = kubectl(demo, "get", "pod", "nope", "-n", "shop", ok=False)
+    assert missing.returncode == 1
+    assert 'Error from server (NotFound): pods "nope" not found' in missing.stderr
+    unknown = kubectl(demo, "get", "widgets", ok=False)
+    assert unknown.returncode == 1
+    assert 'the server doesn\'t have a resource type "widgets"' in unknown.stderr
