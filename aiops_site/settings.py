@@ -152,6 +152,9 @@ REST_FRAMEWORK = {
 # --- Celery ------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+# The queue tasks are published to and workers consume by default. Two deployments sharing one
+# Redis (or a test session beside a dev stack) keep their work apart with different names.
+CELERY_TASK_DEFAULT_QUEUE = env_str("AIOPS_CELERY_QUEUE", "celery")
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("AIOPS_TASK_SOFT_TIME_LIMIT", 120, minimum=5)
 CELERY_TASK_TIME_LIMIT = env_int("AIOPS_TASK_TIME_LIMIT", 150, minimum=10)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
