@@ -62,7 +62,8 @@ def _first_error(errors: Any, path: str = "") -> str:
     if isinstance(errors, dict):
         for key, value in errors.items():
             if value:
-                return _first_error(value, f"{path}.{key}" if path else str(key))
+                step = f"[{key}]" if str(key).isdigit() else (f".{key}" if path else str(key))
+                return _first_error(value, f"{path}{step}")
     if isinstance(errors, list):
         for index, value in enumerate(errors):
             if isinstance(value, (dict, list)) and value:

@@ -126,33 +126,41 @@ def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
             lookup = (cluster.pk if cluster else None, *(workload or ("", "", "")), fingerprint)
             incident = incidents.get(lookup)
             alertname = labels["alertname"]
-            kind = ClusterEvent.Kind.ALERT_FIRED if alert["status"] == "firing" else ClusterEvent.Kind.ALERT_RESOLVED
+
             if alert["status"] == "firing":
                 incident = _fire(incident, cluster, workload, alert, now, result)
                 incidents[lookup] = incident
-            elif incident is not None:
-                incident.alerts = {fp: name for fp, name in (incident.alerts or {}).items() if fp != alert["fingerprint"]}
-                incident.last_seen_at = now
-                if not incident.alerts and not incident.finding_types:
-                    ClusterEvent.objects.bulk_create(events)
-                    events = []
-                    resolve_incident(incident, now=now, reason=f"alert {alertname} resolved")
-                    result.resolved.append(incident.pk)
-                    incidents.pop(lookup)
-                else:
-                    incident.save(update_fields=["alerts", "last_seen_at"])
-            events.append(_event(
-                incident, cluster, kind, alertname=alertname, severity=alert_severity(labels),
-                message=_summary(alert), workload=workload or ("", "", ""), dedup_key=key,
-                data={"fingerprint": alert["fingerprint"], "labels": labels, "annotations": alert.get("annotations") or {},
-                      "startsAt": alert["startsAt"].isoformat(), "generatorURL": alert.get("generatorURL", "")},
-            ))
+                events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_FIRED, alert, key, cluster, workload))
+            else:
+                events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_RESOLVED, alert, key, cluster, workload))
+                if incident is not None:
+                    incident.alerts = {fp: n for fp, n in (incident.alerts or {}).items() if fp != alert["fingerprint"]}
+                    incident.last_seen_at = now
+                    if not incident.alerts and not incident.finding_types:
+                        ClusterEvent.objects.bulk_create(events)  # the alert's own event goes first on the timeline
+                        events = []
+                        resolve_incident(incident, now=now, reason=f"alert {alertname} resolved")
+                        result.resolved.append(incident.pk)
+                        incidents.pop(lookup)
+                    else:
+                        incident.save(update_fields=["alerts", "last_seen_at"])
             result.stored += 1
             metrics.ALERTS_RECEIVED.labels(alert["status"], "stored").inc()
         ClusterEvent.objects.bulk_create(events)
     log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
              resolved=len(result.resolved))
     return result
+
+
+def _alert_event(incident: Incident | None, kind: str, alert: dict[str, Any], key: str, cluster: Cluster | None,
+                 workload: tuple[str, str, str] | None) -> ClusterEvent:
+    labels = alert["labels"]
+    return _event(
+        incident, cluster, kind, alertname=labels["alertname"], severity=alert_severity(labels), message=_summary(alert),
+        workload=workload or ("", "", ""), dedup_key=key,
+        data={"fingerprint": alert["fingerprint"], "labels": labels, "annotations": alert.get("annotations") or {},
+              "startsAt": alert["startsAt"].isoformat(), "generatorURL": alert.get("generatorURL", "")},
+    )
 
 
 def _summary(alert: dict[str, Any]) -> str:

@@ -1,0 +1,163 @@
+"""The Alertmanager webhook through Django's test client: auth, validation, idempotency, lifecycle."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from playbooks.models import ClusterEvent, Incident
+
+pytestmark = pytest.mark.django_db
+URL = "/api/webhooks/alertmanager"
+TOKEN = "am-secret-token"
+
+
+def alert(name: str = "KubePodCrashLooping", status: str = "firing", fingerprint: str = "a1b2c3d4e5f60718",
+          starts: str = "2026-11-23T14:55:00.123Z", **labels: str) -> dict[str, Any]:
+    labels = labels or {"namespace": "shop", "pod": "web-7d9f8b6c5d-x2k4p", "container": "app", "severity": "critical"}
+    return {
+        "status": status,
+        "labels": {"alertname": name, **labels},
+        "annotations": {"summary": f"{name} fired", "runbook_url": "https://runbooks.example/x"},
+        "startsAt": starts,
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-23T15:05:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+        "fingerprint": fingerprint,
+    }
+
+
+def batch(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "receiver": "aiops", "status": alerts[0]["status"], "alerts": list(alerts),
+        "groupLabels": {"alertname": alerts[0]["labels"]["alertname"]},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "version": "4", "groupKey": '{}:{alertname="x"}', "truncatedAlerts": 0,
+    }
+
+
+@pytest.fixture
+def post(client, settings):  # type: ignore[no-untyped-def]
+    settings.AIOPS_ALERTMANAGER_TOKEN = TOKEN
+
+    def send(body: Any, token: str | None = TOKEN, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+        data = raw if raw is not None else json.dumps(body)
+        return client.post(URL, data=data, content_type="application/json", **headers)
+
+    return send
+
+
+def test_the_webhook_is_disabled_without_a_token(client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIOPS_ALERTMANAGER_TOKEN = ""
+    response = client.post(URL, data=json.dumps(batch(alert())), content_type="application/json",
+                           HTTP_AUTHORIZATION="Bearer anything")
+    assert response.status_code == 404
+    assert "disabled" in response.json()["error"]
+    assert not ClusterEvent.objects.exists()
+
+
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
+def test_a_missing_or_wrong_token_is_refused_and_nothing_stored(post, token) -> None:  # type: ignore[no-untyped-def]
+    response = post(batch(alert()), token=token)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert not ClusterEvent.objects.exists() and not Incident.objects.exists()
+
+
+def test_a_firing_alert_opens_an_incident_on_its_workload_and_resolved_closes_it(post, fake_cluster, signal_log) -> None:  # type: ignore[no-untyped-def]
+    response = post(batch(alert()))
+    assert response.status_code == 200, response.content
+    incident = Incident.objects.get()
+    # The pod label names a Deployment's pod: the incident is the Deployment's, on the default cluster.
+    assert incident.workload_key == "Deployment/shop/web"
+    assert incident.cluster == fake_cluster
+    assert (incident.alertname, incident.severity, incident.source) == ("KubePodCrashLooping", "critical", "alertmanager")
+    assert incident.alerts == {"a1b2c3d4e5f60718": "KubePodCrashLooping"}
+    assert incident.evidence["alert:KubePodCrashLooping"]["labels"]["container"] == "app"
+    assert signal_log.opened == [incident.pk]
+
+    assert post(batch(alert(status="resolved"))).status_code == 200
+    incident.refresh_from_db()
+    assert incident.state == "resolved" and signal_log.resolved == [incident.pk]
+    assert list(incident.events.order_by("id").values_list("kind", flat=True)) == ["alert_fired", "alert_resolved", "resolved"]
+
+
+def test_a_redelivered_batch_changes_nothing(post, fake_cluster, signal_log) -> None:  # type: ignore[no-untyped-def]
+    body = batch(alert(), alert("NodeDown", fingerprint="ffff000011112222", node="node-b", severity="warning"))
+    first = post(body).json()
+    events = list(ClusterEvent.objects.values_list("id", flat=True))
+    incident_state = list(Incident.objects.order_by("id").values("id", "count", "last_seen_at"))
+    again = post(body).json()
+    assert first["stored"] == 2 and first["duplicates"] == 0
+    assert again == {"stored": 0, "duplicates": 2, "opened": [], "resolved": []}
+    assert list(ClusterEvent.objects.values_list("id", flat=True)) == events
+    assert list(Incident.objects.order_by("id").values("id", "count", "last_seen_at")) == incident_state
+    assert len(signal_log.opened) == 2
+    # The same alert firing again later (a new startsAt) is news.
+    assert post(batch(alert(starts="2026-11-23T16:00:00Z"))).json()["stored"] == 1
+
+
+def test_an_alert_naming_no_workload_is_keyed_by_its_fingerprint(post, db) -> None:  # type: ignore[no-untyped-def]
+    post(batch(alert("Watchdog", fingerprint="00aa", severity="none")))
+    post(batch(alert("Watchdog", fingerprint="00aa", starts="2026-11-23T15:00:00Z", severity="none")))
+    incident = Incident.objects.get()
+    assert (incident.fingerprint, incident.workload_key, incident.cluster) == ("00aa", "Alert//00aa", None)
+    assert incident.count == 2 and incident.severity == "info"
+
+
+def test_alert_and_poll_findings_share_one_incident(post, fake_cluster_api, fake_cluster, signal_log, settings) -> None:  # type: ignore[no-untyped-def]
+    from playbooks.tasks import poll_cluster
+    from tests.playbooks.test_watch import crashing_web
+
+    settings.AIOPS_RESOLVE_AFTER = 1
+    fake_cluster_api.set(pods=crashing_web(1))
+    poll_cluster(fake_cluster.pk)
+    post(batch(alert(deployment="web", namespace="shop", severity="warning")))
+    incident = Incident.objects.get()
+    assert incident.alertname == "KubePodCrashLooping" and incident.finding_types == ["crash_loop"]
+    # The poll no longer sees it, but the alert still fires: it stays open.
+    fake_cluster_api.set(pods=[])
+    poll_cluster(fake_cluster.pk)
+    incident.refresh_from_db()
+    assert incident.state == "open" and incident.finding_types == []
+    post(batch(alert(status="resolved", deployment="web", namespace="shop")))
+    incident.refresh_from_db()
+    assert incident.state == "resolved" and len(signal_log.opened) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b["alerts"][1].pop("fingerprint"), "alerts[1].fingerprint"),
+        (lambda b: b["alerts"][0].update(status="burning"), "alerts[0].status"),
+        (lambda b: b["alerts"][0]["labels"].pop("alertname"), "alerts[0].labels"),
+        (lambda b: b["alerts"][0].update(startsAt="yesterday"), "alerts[0].startsAt"),
+        (lambda b: b["alerts"][1].update(fingerprint="ZZ; DROP"), "alerts[1].fingerprint"),
+        (lambda b: b["alerts"][0]["labels"].update({"bad-name": "x"}), "alerts[0].labels"),
+        (lambda b: b.update(alerts=[]), "alerts"),
+        (lambda b: b.update(version="3"), "version"),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_the_field_and_nothing_is_half_written(post, db, mutate, field) -> None:  # type: ignore[no-untyped-def]
+    body = batch(alert(), alert("Other", fingerprint="0badc0de"))
+    body = copy.deepcopy(body)
+    mutate(body)
+    response = post(body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(field), response.json()
+    assert not ClusterEvent.objects.exists() and not Incident.objects.exists()
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
+def test_a_body_that_is_not_a_payload_is_refused(post, db, raw) -> None:  # type: ignore[no-untyped-def]
+    response = post(None, raw=raw)
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+def test_only_post_is_accepted(client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIOPS_ALERTMANAGER_TOKEN = TOKEN
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 405
