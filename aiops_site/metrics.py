@@ -319,3 +319,76 @@ def gunicorn_child_exit(pid: int) -> None:
     if multiprocess_mode():
         # Without this, a restarted gunicorn worker's live gauges linger in the sums forever.
         multiprocess.mark_process_dead(pid)
+
+
+# --- Inventory (README "Metrics", and the test that dashboards and alerts name real metrics) ---
+_APPS = ("aiops_site", "k8s", "agents", "playbooks", "channels")
+
+
+def metric_modules() -> list[str]:
+    """Every `<app>/metrics*.py` (and `<app>/<package>/metrics*.py`): where metrics are defined."""
+    from pathlib import Path
+
+    base = Path(__file__).resolve().parent.parent
+    modules = []
+    for app in _APPS:
+        for path in sorted((base / app).rglob("metrics*.py")):
+            if "migrations" in path.parts or "tests" in path.parts:
+                continue
+            modules.append(".".join(path.relative_to(base).with_suffix("").parts))
+    return modules
+
+
+def inventory() -> list[dict[str, Any]]:
+    """Name (as scraped), type, labels and help of every `aiops_*` metric the code defines."""
+    import importlib
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    found: dict[str, dict[str, Any]] = {}
+    for module_name in metric_modules():
+        module = importlib.import_module(module_name)
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                family = value.describe()[0]
+                labels = tuple(getattr(value, "_labelnames", ()))
+                found[family.name] = {
+                    "family": family.name,
+                    "type": family.type,
+                    "labels": labels,
+                    "help": family.documentation,
+                    "module": module_name,
+                }
+    for collector in (QueueLengthCollector(queues=[]), StateCollector(close_connection=False)):
+        for family in collector.describe():
+            found[family.name] = {
+                "family": family.name,
+                "type": family.type,
+                "labels": tuple(getattr(family, "_labelnames", ())),
+                "help": family.documentation,
+                "module": __name__,
+            }
+    rows = []
+    for family_name, row in sorted(found.items()):
+        if not family_name.startswith("aiops_"):
+            continue
+        suffixes = {
+            "counter": ["_total"],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "summary": ["_sum", "_count"],
+            "info": ["_info"],
+        }.get(row["type"], [""])
+        row["samples"] = [family_name + suffix for suffix in suffixes]
+        row["name"] = row["samples"][0] if row["type"] != "histogram" else family_name
+        rows.append(row)
+    return rows
+
+
+def inventory_markdown() -> str:
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for row in inventory():
+        labels = ", ".join(f"`{label}`" for label in row["labels"]) or "-"
+        meaning = row["help"].replace("|", "\\|")
+        lines.append(f"| `{row['name']}` | {row['type']} | {labels} | {meaning} |")
+    return "\n".join(lines)
+

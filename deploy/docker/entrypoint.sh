@@ -1,11 +1,13 @@
 #!/bin/sh
 # The image's roles. Compose services and Kubernetes containers name one as their argument:
-#   web | worker | beat | flower | mcp | migrate | help | any other command (run as given)
+#   web | worker | beat | flower | mcp | worker-with-mcp | migrate | help
+# or any other command, run as given.
 set -eu
 
 # prometheus_client's multiprocess files of a previous run of this container are stale.
+# (worker-with-mcp prepares the directory once for both of its processes.)
 prepare_metrics_dir() {
-  if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ] && [ -z "${AIOPS_METRICS_DIR_READY:-}" ]; then
     rm -rf "$PROMETHEUS_MULTIPROC_DIR"
     mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   fi
@@ -38,13 +40,30 @@ case "$role" in
       --basic-auth="$FLOWER_BASIC_AUTH" "$@"
     ;;
   mcp)
+    # The Kubernetes MCP server on loopback (it refuses any other address): the worker beside
+    # it, in the same container (compose) or pod (Kubernetes), is its only client.
     prepare_metrics_dir
-    if [ -z "${AIOPS_MCP_TOKEN:-}" ] && [ -z "${AIOPS_MCP_TOKEN_FILE:-}" ]; then
+    if [ -z "${AIOPS_MCP_TOKEN:-}" ] && [ -n "${AIOPS_MCP_TOKEN_FILE:-}" ]; then
+      AIOPS_MCP_TOKEN=$(cat "$AIOPS_MCP_TOKEN_FILE")
+      export AIOPS_MCP_TOKEN
+    fi
+    if [ -z "${AIOPS_MCP_TOKEN:-}" ]; then
       echo "AIOPS_MCP_TOKEN (or AIOPS_MCP_TOKEN_FILE) is required: the MCP server holds write access" >&2
       exit 2
     fi
-    exec python -m k8s.mcp_server --transport streamable-http \
-      --host "${AIOPS_MCP_HOST:-127.0.0.1}" --port "${AIOPS_MCP_PORT:-8765}" "$@"
+    set -- --http --host 127.0.0.1 --port "${AIOPS_MCP_PORT:-8765}" --django "$@"
+    if [ "${AIOPS_MCP_METRICS_PORT:-0}" != "0" ]; then
+      # A sidecar's metrics files are its own container's: serve them on a port of their own.
+      exec python /app/deploy/docker/serve_with_metrics.py --port "$AIOPS_MCP_METRICS_PORT" k8s.mcp_server -- "$@"
+    fi
+    exec python -m k8s.mcp_server "$@"
+    ;;
+  worker-with-mcp)
+    # Compose: the worker and its MCP server in one container, so the server can stay on
+    # loopback. honcho stops both when either exits, and the restart policy brings both back.
+    prepare_metrics_dir
+    export AIOPS_METRICS_DIR_READY=1
+    exec honcho start --no-prefix --no-colour -f /app/deploy/docker/Procfile.worker
     ;;
   migrate)
     python manage.py migrate --no-input "$@"

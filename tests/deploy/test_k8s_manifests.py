@@ -168,8 +168,9 @@ def test_the_mcp_server_is_a_loopback_sidecar_of_the_worker_only() -> None:
     worker = find(objects, "Deployment", "aiops-worker")["spec"]["template"]["spec"]
     mcp = next(c for c in worker["containers"] if c["name"] == "mcp")
     env = {e["name"]: e for e in mcp["env"]}
-    assert env["AIOPS_MCP_HOST"]["value"] == "127.0.0.1"
-    assert "ports" not in mcp
+    assert mcp["args"][0] == "mcp"  # the entrypoint role that binds 127.0.0.1 only
+    assert mcp["ports"] == [{"name": "metrics-mcp", "containerPort": 9101}], "only its metrics are exposed"
+    assert env["AIOPS_MCP_PORT"]["value"] == "8765"
     assert env["AIOPS_MCP_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "aiops-secrets", "key": "AIOPS_MCP_TOKEN"}
     assert find(objects, "ConfigMap", "aiops-config")["data"]["AIOPS_MCP_URL"] == "http://127.0.0.1:8765/mcp"
     for name, spec in pod_specs(objects):
