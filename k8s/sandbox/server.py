@@ -238,6 +238,10 @@ class Sandbox:
     def wait(self) -> None:
         self._stop.wait()
 
+    def request_stop(self) -> None:
+        """Make `wait()` return (safe from a signal handler); call `stop()` afterwards."""
+        self._stop.set()
+
     def __enter__(self) -> Sandbox:
         return self.start()
 
