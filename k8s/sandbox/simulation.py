@@ -164,6 +164,8 @@ class Simulation:
         from k8s.sandbox import faults as fault_rules
 
         with self.lock:
+            # Remediations done by the write that triggered this pass count before statuses are written.
+            fault_rules.resolve(self)
             self._nodes()
             self._hpas()
             self._deployments()
@@ -177,6 +179,7 @@ class Simulation:
             self._daemonset_status()
             self._pdb_status()
             self._endpoints()
+            self._hpas()  # again, to report the replicas the scale-up produced (currentReplicas)
             fault_rules.resolve(self)
 
     def tick(self) -> None:

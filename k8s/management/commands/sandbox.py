@@ -16,11 +16,10 @@ from __future__ import annotations
 import base64
 import signal
 import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import yaml
 from django.conf import settings
@@ -42,6 +41,8 @@ class AdminClient:
             cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == "sandbox")
             user = next(u["user"] for u in config["users"] if u["name"] == "sandbox-admin")
             self.url = cluster["server"].rstrip("/")
+            if not self.url.startswith(("http://", "https://")):
+                raise KeyError(f"server {self.url!r} is not an http(s) URL")
             self.token = user["token"]
         except FileNotFoundError:
             raise CommandError(f"no sandbox kubeconfig at {kubeconfig} (is `sandbox serve` running? give --kubeconfig)") from None
@@ -52,21 +53,21 @@ class AdminClient:
             self.context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.url}/sandbox/v1/{path}", method=method, data=orjson.dumps(body) if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
-                return orjson.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = orjson.loads(exc.read()).get("message", str(exc))
-            except orjson.JSONDecodeError:
-                message = str(exc)
-            raise CommandError(message) from None
-        except urllib.error.URLError as exc:
-            raise CommandError(f"the sandbox at {self.url} does not answer ({exc.reason}); is `sandbox serve` running?") from None
+            response = httpx.request(
+                method, f"{self.url}/sandbox/v1/{path}", content=orjson.dumps(body) if body is not None else None,
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+                verify=self.context or True, timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            raise CommandError(f"the sandbox at {self.url} does not answer ({exc}); is `sandbox serve` running?") from None
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise CommandError(f"the sandbox at {self.url} answered {response.status_code}: {response.text[:200]}") from None
+        if response.status_code >= 400:
+            raise CommandError(data.get("message", response.text) if isinstance(data, dict) else response.text)
+        return data
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:

@@ -1,0 +1,278 @@
+"""Each fault writes the status fields a kubelet or controller writes, and each documented
+remediation, done through the Kubernetes API, clears it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from kubernetes import client as k8s
+
+from k8s.sandbox import FaultError, Sandbox
+
+
+@pytest.fixture
+def demo(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset("demo")
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def api(sandbox: Sandbox) -> Iterator[k8s.ApiClient]:
+    api_client = sandbox.api_client()
+    yield api_client
+    api_client.close()
+
+
+def raw(api_client: k8s.ApiClient, path: str) -> Any:
+    """GET as raw JSON, the way the watch loop reads the cluster."""
+    method, url, headers, _, _ = api_client.param_serialize(
+        "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+    response = api_client.call_api(method, url, header_params=headers)
+    response.read()
+    assert response.status == 200, response.data
+    return orjson.loads(response.data)
+
+
+def pods_of(api_client: k8s.ApiClient, namespace: str, app: str) -> list[dict[str, Any]]:
+    return raw(api_client, f"/api/v1/namespaces/{namespace}/pods?labelSelector=app.kubernetes.io%2Fname%3D{app}")["items"]
+
+
+def container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod["status"]["containerStatuses"][0]
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == ctype)
+
+
+def active(sandbox: Sandbox, target: str) -> list[str]:
+    return [f["type"] for f in sandbox.faults() if f["target"] == target]
+
+
+def test_it_crash_loops_and_a_transient_crash_loop_clears_when_the_pod_is_restarted(demo: Sandbox, api: k8s.ApiClient) -> None:
+    [pod] = pods_of(api, "payments", "ledger")
+    cs = container_status(pod)
+    assert pod["status"]["phase"] == "Running"
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert "back-off" in cs["state"]["waiting"]["message"]
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+    assert cs["ready"] is False and cs["restartCount"] == 4
+    assert condition(pod, "Ready")["status"] == "False"
+    assert condition(pod, "Ready")["reason"] == "ContainersNotReady"
+    demo.tick(2)
+    [pod] = pods_of(api, "payments", "ledger")
+    assert container_status(pod)["restartCount"] == 6
+
+    k8s.CoreV1Api(api).delete_namespaced_pod(pod["metadata"]["name"], "payments")
+    [replacement] = pods_of(api, "payments", "ledger")
+    assert replacement["metadata"]["name"] != pod["metadata"]["name"]
+    assert replacement["status"]["phase"] == "Running"
+    assert container_status(replacement)["ready"] is True
+    assert container_status(replacement)["restartCount"] == 0
+    assert active(demo, "payments/ledger") == []
+
+
+def test_it_keeps_a_persistent_crash_loop_through_restarts_until_a_rollback(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("crash_loop", "shop/checkout", transient=False, exit_code=2)
+    apps = k8s.AppsV1Api(api)
+    for pod in pods_of(api, "shop", "checkout"):
+        k8s.CoreV1Api(api).delete_namespaced_pod(pod["metadata"]["name"], "shop")
+    pods = pods_of(api, "shop", "checkout")
+    assert len(pods) == 2
+    assert all(container_status(p)["lastState"]["terminated"]["exitCode"] == 2 for p in pods)
+    assert active(demo, "shop/checkout") == ["crash_loop"]
+    # Roll back to revision 2's template (what rollback_deployment does).
+    rs = next(r for r in apps.list_namespaced_replica_set("shop").items
+              if r.metadata.annotations.get("deployment.kubernetes.io/revision") == "2")
+    template = k8s.ApiClient().sanitize_for_serialization(rs.spec.template)
+    template["metadata"]["labels"].pop("pod-template-hash")
+    apps.patch_namespaced_deployment("checkout", "shop", [{"op": "replace", "path": "/spec/template", "value": template}])
+    assert all(container_status(p)["ready"] for p in pods_of(api, "shop", "checkout"))
+    assert active(demo, "shop/checkout") == []
+
+
+def test_it_oom_kills_until_the_memory_limit_is_raised_above_the_need(demo: Sandbox, api: k8s.ApiClient) -> None:
+    [pod] = pods_of(api, "data", "report-builder")
+    cs = container_status(pod)
+    assert cs["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert cs["lastState"]["terminated"]["exitCode"] == 137
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "256Mi"
+    log = k8s.CoreV1Api(api).read_namespaced_pod_log(pod["metadata"]["name"], "data", previous=True)
+    assert "java.lang.OutOfMemoryError: Java heap space" in log
+
+    apps = k8s.AppsV1Api(api)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "report-builder", "resources": {"limits": {"memory": "320Mi"}}}]}}}}
+    apps.patch_namespaced_deployment("report-builder", "data", patch)  # strategic merge: still below the 384Mi need
+    [pod] = pods_of(api, "data", "report-builder")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "320Mi"
+    assert container_status(pod)["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "128Mi"  # merged, not replaced
+
+    patch["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "512Mi"
+    apps.patch_namespaced_deployment("report-builder", "data", patch)
+    [pod] = pods_of(api, "data", "report-builder")
+    assert container_status(pod)["ready"] is True
+    assert active(demo, "data/report-builder") == []
+    deploy = raw(api, "/apis/apps/v1/namespaces/data/deployments/report-builder")
+    assert deploy["status"]["availableReplicas"] == 1
+    assert condition(deploy, "Available")["status"] == "True"
+
+
+def test_it_fails_image_pulls_with_the_kubelet_reasons(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("image_pull_failure", "shop/frontend")
+    for pod in pods_of(api, "shop", "frontend"):
+        k8s.CoreV1Api(api).delete_namespaced_pod(pod["metadata"]["name"], "shop")
+    pod = pods_of(api, "shop", "frontend")[0]
+    assert pod["status"]["phase"] == "Pending"
+    waiting = container_status(pod)["state"]["waiting"]
+    assert waiting["reason"] in ("ImagePullBackOff", "ErrImagePull")
+    assert "registry.example.com/shop/frontend:2.4.1" in waiting["message"]
+    demo.tick()
+    reasons = {container_status(p)["state"]["waiting"]["reason"] for p in pods_of(api, "shop", "frontend")}
+    assert reasons <= {"ImagePullBackOff", "ErrImagePull"}
+    with pytest.raises(k8s.ApiException) as refused:
+        k8s.CoreV1Api(api).read_namespaced_pod_log(pod["metadata"]["name"], "shop")
+    assert refused.value.status == 400
+    assert "is waiting to start: trying and failing to pull image" in refused.value.body
+    demo.clear("shop/frontend")
+    assert all(container_status(p)["ready"] for p in pods_of(api, "shop", "frontend"))
+
+
+def test_it_leaves_pods_pending_and_unschedulable(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("unschedulable", "shop/cart")
+    pods = pods_of(api, "shop", "cart")
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["status"]["phase"] == "Pending"
+        assert "nodeName" not in pod["spec"]
+        scheduled = condition(pod, "PodScheduled")
+        assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+        assert scheduled["message"].startswith("0/4 nodes are available: 4 Insufficient memory.")
+    events = raw(api, "/api/v1/namespaces/shop/events?fieldSelector=reason%3DFailedScheduling")["items"]
+    assert events and events[0]["type"] == "Warning"
+    # A template change (here a lower request) clears it.
+    k8s.AppsV1Api(api).patch_namespaced_deployment(
+        "cart", "shop", {"spec": {"template": {"spec": {"containers": [{"name": "cart", "resources": {"requests": {"memory": "64Mi"}}}]}}}})
+    assert all(p["status"]["phase"] == "Running" for p in pods_of(api, "shop", "cart"))
+
+
+def test_it_marks_a_node_not_ready_and_only_fault_clear_brings_it_back(demo: Sandbox, api: k8s.ApiClient) -> None:
+    node = raw(api, "/api/v1/nodes/node-4")
+    ready = condition(node, "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+    assert {(t["key"], t["effect"]) for t in node["spec"]["taints"]} == {
+        ("node.kubernetes.io/unreachable", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute")}
+    on_node = [p for p in raw(api, "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-4")["items"]]
+    assert on_node and all(condition(p, "Ready")["status"] == "False" for p in on_node)
+    core = k8s.CoreV1Api(api)
+    core.patch_node("node-4", {"spec": {"unschedulable": True}})
+    assert condition(raw(api, "/api/v1/nodes/node-4"), "Ready")["status"] == "Unknown"
+    demo.clear("node-4")
+    node = raw(api, "/api/v1/nodes/node-4")
+    assert condition(node, "Ready")["status"] == "True"
+    assert node["spec"]["unschedulable"] is True  # the operator's cordon stays
+    assert [t["key"] for t in node["spec"]["taints"]] == ["node.kubernetes.io/unschedulable"]
+    demo.fault("not_ready_node", "node-2", status="False")
+    ready = condition(raw(api, "/api/v1/nodes/node-2"), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "KubeletNotReady")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_it_rolls_out_a_bad_revision_with_zero_available_until_rollout_undo(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("replication_failure", "payments/payments-api")
+    deploy = raw(api, "/apis/apps/v1/namespaces/payments/deployments/payments-api")
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["image"].endswith("3.2.1-rc.1")
+    assert deploy["status"].get("availableReplicas", 0) == 0
+    assert deploy["status"]["unavailableReplicas"] == 2
+    progressing = condition(deploy, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
+    assert condition(deploy, "Available")["status"] == "False"
+    assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    result = subprocess.run(["kubectl", "--kubeconfig", demo.kubeconfig, "rollout", "undo", "deployment/payments-api",
+                             "-n", "payments"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    deploy = raw(api, "/apis/apps/v1/namespaces/payments/deployments/payments-api")
+    assert deploy["status"]["availableReplicas"] == 2
+    assert condition(deploy, "Progressing")["reason"] == "NewReplicaSetAvailable"
+    assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    assert active(demo, "payments/payments-api") == []
+
+
+def test_it_fails_readiness_probes(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("probe_failure", "shop/checkout")
+    for pod in pods_of(api, "shop", "checkout"):
+        cs = container_status(pod)
+        assert pod["status"]["phase"] == "Running"
+        assert "running" in cs["state"] and cs["ready"] is False and cs["started"] is True
+    events = raw(api, "/api/v1/namespaces/shop/events?fieldSelector=reason%3DUnhealthy")["items"]
+    assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in events[0]["message"]
+    demo.clear("shop/checkout")
+    assert all(container_status(p)["ready"] for p in pods_of(api, "shop", "checkout"))
+
+
+def test_it_maxes_an_hpa_until_max_replicas_is_raised_above_the_demand(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("hpa_maxed", "shop/cart", demand=8)
+    hpa = raw(api, "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/cart")
+    assert hpa["status"]["desiredReplicas"] == 6 and hpa["status"]["currentReplicas"] == 6
+    limited = condition(hpa, "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "TooManyReplicas")
+    assert hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"] > 70
+    autoscaling = k8s.AutoscalingV2Api(api)
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler("cart", "shop", {"spec": {"maxReplicas": 8}})
+    assert active(demo, "shop/cart") == ["hpa_maxed"]  # equal to the demand is still maxed out
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler("cart", "shop", {"spec": {"maxReplicas": 10}})
+    hpa = raw(api, "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/cart")
+    assert hpa["status"]["desiredReplicas"] == 8
+    assert condition(hpa, "ScalingLimited")["status"] == "False"
+    assert len(pods_of(api, "shop", "cart")) == 8
+    assert active(demo, "shop/cart") == []
+
+
+def test_it_fails_a_job_past_its_backoff_limit(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("failed_job", "data/nightly-export")
+    job = raw(api, "/apis/batch/v1/namespaces/data/jobs/nightly-export")
+    failed = condition(job, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "BackoffLimitExceeded")
+    assert job["status"]["failed"] == 4  # backoffLimit 3, plus the first try
+    pods = raw(api, "/api/v1/namespaces/data/pods?labelSelector=job-name%3Dnightly-export")["items"]
+    assert len(pods) == 4 and all(p["status"]["phase"] == "Failed" for p in pods)
+    log = k8s.CoreV1Api(api).read_namespaced_pod_log(pods[0]["metadata"]["name"], "data")
+    assert "KeyError: 'EXPORT_BUCKET'" in log
+    demo.clear("data/nightly-export")
+    job = raw(api, "/apis/batch/v1/namespaces/data/jobs/nightly-export")
+    assert condition(job, "Complete")["status"] == "True"
+
+
+def test_it_evicts_a_pod_under_memory_pressure_and_replaces_it(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("evicted", "shop/frontend")
+    pods = pods_of(api, "shop", "frontend")
+    evicted = [p for p in pods if p["status"].get("reason") == "Evicted"]
+    assert len(evicted) == 1 and len(pods) == 4
+    assert evicted[0]["status"]["phase"] == "Failed"
+    assert evicted[0]["status"]["message"].startswith("The node was low on resource: memory.")
+    assert condition(evicted[0], "DisruptionTarget")["reason"] == "TerminationByKubelet"
+    k8s.CoreV1Api(api).delete_namespaced_pod(evicted[0]["metadata"]["name"], "shop")
+    assert active(demo, "shop/frontend") == []
+
+
+def test_it_refuses_bad_fault_requests_by_name(demo: Sandbox) -> None:
+    with pytest.raises(FaultError, match="unknown fault type 'meltdown'"):
+        demo.fault("meltdown", "shop/cart")
+    with pytest.raises(FaultError, match="no deployment"):
+        demo.fault("crash_loop", "shop/nothing")
+    with pytest.raises(FaultError, match="no node named 'node-9'"):
+        demo.fault("not_ready_node", "node-9")
+    with pytest.raises(FaultError, match="must be NAMESPACE/NAME"):
+        demo.fault("oom_killed", "cart")
+    with pytest.raises(FaultError, match="must be above the memory limit"):
+        demo.fault("oom_killed", "shop/cart", need="100Mi")
+    with pytest.raises(FaultError, match="no active fault on 'shop/cart'"):
+        demo.clear("shop/cart")
+    assert sorted(f["type"] for f in demo.faults()) == ["crash_loop", "not_ready_node", "oom_killed"]
