@@ -47,12 +47,12 @@ IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImag
 # runs; kubelet retries it forever, which to an operator is a crash loop with a config cause.
 START_FAILURE_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "StartError"})
 
-# A restart whose container last terminated longer ago than this is history, not a problem.
-RECENT_RESTART_S = 600
-# high_restart_rate: at least this many restarts, at this average rate, the last one recent.
+# A running container "keeps restarting" (high_restart_rate, or oom_killed / probe_failure by the
+# last termination's reason) with at least this many restarts, at this average rate, in a pod at
+# least this old, the last restart within twice the average interval (see _restart_rate).
 HIGH_RESTART_MIN = 5
 HIGH_RESTART_PER_HOUR = 3.0
-HIGH_RESTART_RECENT_S = 3600
+HIGH_RESTART_MIN_AGE_S = 600
 # A deployment younger than this has not had a chance to become available yet.
 DEPLOYMENT_GRACE_S = 60
 
@@ -229,6 +229,26 @@ def _looks_like_liveness_kill(terminated: Mapping[str, Any], container_spec: Map
     )
 
 
+def _restart_rate(restarts: int, last: Mapping[str, Any], start_time: str | None, now: datetime) -> float | None:
+    """Restarts per hour of a container that is still restarting, else None.
+
+    A rate needs a window (a pod younger than HIGH_RESTART_MIN_AGE_S that fails is a crash loop's
+    business), and "still": the last restart came within twice the average interval between
+    restarts. So a container that restarts every 10 minutes stays flagged, and one whose crashes
+    were fixed stops being flagged after twice its old rhythm, with no history kept anywhere.
+    """
+    if restarts < HIGH_RESTART_MIN or not last:
+        return None
+    age = _age_s(start_time, now)
+    since_last = _age_s(last.get("finishedAt"), now)
+    if age is None or since_last is None or age < HIGH_RESTART_MIN_AGE_S:
+        return None
+    rate = restarts / (age / 3600)
+    if rate < HIGH_RESTART_PER_HOUR or since_last > 2 * age / restarts:
+        return None
+    return rate
+
+
 def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> list[Finding]:
     meta = _meta(pod)
     if meta.get("deletionTimestamp"):
@@ -306,18 +326,6 @@ def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> li
 
         if not running:
             continue
-        last_age = _age_s(last.get("finishedAt"), now) if last else None
-        recent_restart = last_age is not None and last_age <= RECENT_RESTART_S
-        if recent_restart and last.get("reason") == "OOMKilled":
-            add("oom_killed", CRITICAL,
-                f"Container {cname} of pod {namespace}/{name} was OOM-killed {int(last_age or 0)}s ago (memory limit {_memory_limit(cspec) or 'none'})",
-                {**base, "last_termination": _terminated_evidence(last), "memory_limit": _memory_limit(cspec)})
-            continue
-        if recent_restart and _looks_like_liveness_kill(last, cspec):
-            add("probe_failure", WARNING,
-                f"Container {cname} of pod {namespace}/{name} was restarted by its liveness probe {int(last_age or 0)}s ago",
-                {**base, "probe": "liveness", "last_termination": _terminated_evidence(last)})
-            continue
         if cstatus.get("ready") is False and cspec and cspec.get("readinessProbe") and cname in {
             c.get("name") for c in (pod.get("spec") or {}).get("containers") or []
         }:
@@ -332,14 +340,22 @@ def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> li
                     f"Container {cname} of pod {namespace}/{name} is running but failing its readiness probe for {int(running_for)}s",
                     {**base, "probe": "readiness", "running_for_s": int(running_for), "allowance_s": allowance})
                 continue
-        if restarts >= HIGH_RESTART_MIN and last_age is not None and last_age <= HIGH_RESTART_RECENT_S:
-            started = _age_s(status.get("startTime"), now)
-            hours = max((started or 0) / 3600, 1 / 60)
-            rate = restarts / hours
-            if rate >= HIGH_RESTART_PER_HOUR:
-                add("high_restart_rate", WARNING,
-                    f"Container {cname} of pod {namespace}/{name} restarted {restarts} times ({rate:.1f}/h)",
-                    {**base, "restarts_per_hour": round(rate, 2), "last_termination": _terminated_evidence(last)})
+        rate = _restart_rate(restarts, last, status.get("startTime"), now)
+        if rate is None:
+            continue  # old restarts, running now: healthy
+        evidence = {**base, "restarts_per_hour": round(rate, 2), "last_termination": _terminated_evidence(last)}
+        # Restarting often while running in between: the last termination says why.
+        if last.get("reason") == "OOMKilled":
+            add("oom_killed", CRITICAL,
+                f"Container {cname} of pod {namespace}/{name} keeps being OOM-killed ({restarts} restarts, {rate:.1f}/h, memory limit {_memory_limit(cspec) or 'none'})",
+                {**evidence, "memory_limit": _memory_limit(cspec)})
+        elif _looks_like_liveness_kill(last, cspec):
+            add("probe_failure", WARNING,
+                f"Container {cname} of pod {namespace}/{name} keeps being restarted by its liveness probe ({restarts} restarts, {rate:.1f}/h)",
+                {**evidence, "probe": "liveness"})
+        else:
+            add("high_restart_rate", WARNING,
+                f"Container {cname} of pod {namespace}/{name} restarted {restarts} times ({rate:.1f}/h)", evidence)
     return findings
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from k8s.detectors import FINDING_TYPES, Finding, detect, primary_type, split_list
 from tests.conftest import ROOT
@@ -188,15 +191,17 @@ def test_an_oom_inside_a_crash_loop_is_an_oom() -> None:
     assert "SIGKILL" in findings[0].evidence["last_termination"]["exit_code_explained"]
 
 
-def test_a_recent_oom_of_a_running_container_is_reported_but_an_old_one_is_not() -> None:
-    def oomed(ago: float) -> dict[str, Any]:
+def test_a_running_container_that_keeps_being_oom_killed_is_an_oom_but_one_old_oom_is_not() -> None:
+    def oomed(restarts: int, ago: float) -> dict[str, Any]:
         return pod(container={
-            "name": "app", "ready": True, "started": True, "restartCount": 1, "image": "web:1",
+            "name": "app", "ready": True, "started": True, "restartCount": restarts, "image": "web:1",
             "state": {"running": {"startedAt": ts(ago - 1)}},
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": ts(ago)}},
         })
-    assert types(run(pods=[oomed(60)])) == ["oom_killed"]
-    assert run(pods=[oomed(7200)]) == []
+    findings = run(pods=[oomed(8, 60)])
+    assert types(findings) == ["oom_killed"] and findings[0].evidence["restarts_per_hour"] == 8.0
+    assert run(pods=[oomed(1, 60)]) == []  # once, and running again
+    assert run(pods=[oomed(8, 1800)]) == []  # no OOM for 4x its old rhythm: fixed
 
 
 def test_an_image_pull_failure_is_reported_with_the_image() -> None:
@@ -234,9 +239,9 @@ def test_a_readiness_probe_failing_past_its_allowance_is_a_probe_failure() -> No
     assert findings[0].evidence["probe"] == "readiness"
 
 
-def test_a_restart_by_the_liveness_probe_is_a_probe_failure() -> None:
+def test_restarts_by_the_liveness_probe_are_a_probe_failure() -> None:
     killed = pod(
-        container={"name": "app", "ready": True, "started": True, "restartCount": 2, "image": "web:1",
+        container={"name": "app", "ready": True, "started": True, "restartCount": 6, "image": "web:1",
                    "state": {"running": {"startedAt": ts(30)}},
                    "lastState": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ts(31)}}},
         spec_extra={"containers": [{"name": "app", "image": "web:1", "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]},
@@ -255,14 +260,17 @@ def test_an_evicted_pod_is_reported_once() -> None:
 
 
 def test_a_container_restarting_often_but_running_now_is_a_high_restart_rate() -> None:
-    flappy = pod(container={
-        "name": "app", "ready": True, "started": True, "restartCount": 9, "image": "web:1",
-        "state": {"running": {"startedAt": ts(400)}},
-        "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "finishedAt": ts(1200)}},
-    })
-    findings = run(pods=[flappy], replicasets=[replicaset()])
+    def flappy(last_ago: float) -> dict[str, Any]:
+        return pod(container={
+            "name": "app", "ready": True, "started": True, "restartCount": 9, "image": "web:1",
+            "state": {"running": {"startedAt": ts(last_ago - 1)}},
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "finishedAt": ts(last_ago)}},
+        })
+    findings = run(pods=[flappy(300)], replicasets=[replicaset()])
     assert types(findings) == ["high_restart_rate"]
     assert findings[0].evidence["restarts_per_hour"] == 9.0
+    # Every ~400 s for an hour, then quiet for 1000 s: it was fixed.
+    assert run(pods=[flappy(1000)], replicasets=[replicaset()]) == []
 
 
 def test_a_not_ready_node_is_critical_and_owned_by_itself() -> None:
@@ -399,13 +407,13 @@ def test_detect_prints_one_json_line_per_finding_for_a_kubectl_dump(tmp_path: Pa
 def test_detect_refuses_a_bad_dump_with_a_clear_message(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
-    result = _detect_cli(str(path))
-    assert result.returncode == 1
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=re.escape(expected)):
+        call_command("detect", str(path), stdout=out, stderr=io.StringIO())
+    assert out.getvalue() == ""
 
 
-def test_detect_names_a_missing_file(tmp_path: Path) -> None:
+def test_detect_names_a_missing_file_and_exits_non_zero(tmp_path: Path) -> None:
     result = _detect_cli(str(tmp_path / "nope.json"))
     assert result.returncode == 1 and "cannot read" in result.stderr and "nope.json" in result.stderr
+    assert "Traceback" not in result.stderr
