@@ -108,6 +108,8 @@ BUNDLE_FIELDS = {
     "collected_at": str, "errors": list,
 }
 _MAX_LOG_LINES_TO_LLM = 150
+# A failing newest revision younger than this, with an older one, is a bad rollout.
+BAD_ROLLOUT_WINDOW_S = 6 * 3600
 
 
 class BundleError(ValueError):
@@ -275,7 +277,7 @@ def _container_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
     spec = pod.get("spec") or {}
     specs = {c.get("name"): c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
     statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-    crashed = False
+    crashed = probe_killed = False
     for index, cstatus in enumerate(statuses):
         name = cstatus.get("name") or "?"
         field_base = f"status.containerStatuses[{index}]"
@@ -305,9 +307,10 @@ def _container_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
             else:
                 case.add("app_crash", 0.5, f"Container {name} fails to start: {message or reason}",
                          {"source": "status", "field": f"{field_base}.state.waiting.reason", "detail": reason})
+        running_ready = bool((cstatus.get("state") or {}).get("running")) and cstatus.get("ready") is not False
         for where, term in (("state.terminated", terminated), ("lastState.terminated", last)):
-            if not term:
-                continue
+            if not term or (where == "lastState.terminated" and running_ready):
+                continue  # a past termination of a container that now runs and is ready is history
             code = term.get("exitCode")
             if term.get("reason") == "OOMKilled":
                 limit = ((specs.get(name) or {}).get("resources") or {}).get("limits", {}).get("memory")
@@ -319,12 +322,15 @@ def _container_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
                     {"source": "status", "field": f"{field_base}.{where}.reason", "detail": f"OOMKilled, exit code {code}"},
                 )
             elif code not in (None, 0):
-                crashed = True
                 liveness = (specs.get(name) or {}).get("livenessProbe")
                 if liveness and code in (137, 143) and term.get("reason") == "Error":
-                    case.add("probe_failure", 0.7, f"Container {name} is restarted by its failing liveness probe",
+                    # Killed from outside by the kubelet, not exited on its own: what the logs say
+                    # about slow dependencies is why the probe fails, the class is the probe's.
+                    probe_killed = True
+                    case.add("probe_failure", 0.85, f"Container {name} is restarted by its failing liveness probe",
                              {"source": "status", "field": f"{field_base}.{where}.exitCode", "detail": f"exit code {code} with a liveness probe"})
                 else:
+                    crashed = True
                     from k8s.log_patterns import explain_exit_code
 
                     meaning = explain_exit_code(int(code)) or f"exit code {code}"
@@ -335,7 +341,7 @@ def _container_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
         if running and ready is False and (specs.get(name) or {}).get("readinessProbe"):
             case.add("probe_failure", 0.55, f"Container {name} runs but fails its readiness probe",
                      {"source": "status", "field": f"{field_base}.ready", "detail": "running, not ready"})
-    if crashed or bundle.get("job"):
+    if (crashed and not probe_killed) or bundle.get("job"):
         context = "The program fails"
         _log_hypotheses(case, bundle.get("previous_logs") or "", "previous_log", context)
         _log_hypotheses(case, bundle.get("logs") or "", "log", context)
@@ -345,7 +351,7 @@ def _container_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
             _scheduling_hypothesis(case, condition.get("message") or "", {"source": "status", "field": "status.conditions[PodScheduled]", "detail": (condition.get("message") or condition.get("reason") or "")[:300]})
     if status.get("reason") == "Evicted":
         message = status.get("message") or ""
-        case.add("resource_exhaustion", 0.8, f"The pod was evicted: {message}",
+        case.add("resource_exhaustion", 0.9, f"The pod was evicted: {message}",
                  {"source": "status", "field": "status.reason", "detail": f"Evicted: {message}"[:300]})
 
 
@@ -377,7 +383,8 @@ def _event_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
         elif reason == "FailedCreate" and _RBAC.search(message):
             case.add("permission_error", 0.8, f"Pods cannot be created: {message}", evidence)
         elif reason in ("Failed", "BackOff") and re.search(r"(?i)pull|image", message):
-            case.add("image_pull_error", 0.85, f"The image cannot be pulled: {message}", evidence)
+            # Events are history (the pod may have pulled since); the waiting state says it now.
+            case.add("image_pull_error", 0.6, f"The image cannot be pulled: {message}", evidence)
         elif reason in ("Evicted", "Evicting"):
             case.add("resource_exhaustion", 0.7, f"Pods are evicted: {message}", evidence)
         elif reason in ("NodeNotReady", "NodeHasDiskPressure", "NodeHasMemoryPressure", "NodeHasInsufficientMemory"):
@@ -392,14 +399,17 @@ def _node_hypotheses(case: _Case, bundle: Mapping[str, Any]) -> None:
     pod_node = ((bundle.get("pod") or {}).get("spec") or {}).get("nodeName")
     if pod_node and pod_node != name:
         return  # context only: not the node the pod runs on
+    # About the node itself, its state is the answer; as the host of a pod whose own container
+    # shows why it fails (an exit code, a log line), it is context that ranks below that.
+    weight = 0.0 if not bundle.get("pod") else 0.3
     for condition in (node.get("status") or {}).get("conditions") or []:
         ctype, cstatus = condition.get("type"), condition.get("status")
         detail = f"{ctype}={cstatus}: {condition.get('reason') or ''} {condition.get('message') or ''}".strip()
         if ctype == "Ready" and cstatus != "True":
-            case.add("node_failure", 0.9, f"Node {name} is NotReady ({condition.get('message') or condition.get('reason') or 'no heartbeat'})",
+            case.add("node_failure", 0.9 - weight, f"Node {name} is NotReady ({condition.get('message') or condition.get('reason') or 'no heartbeat'})",
                      {"source": "node", "field": "status.conditions[Ready]", "detail": detail[:300]})
         elif ctype and ctype.endswith("Pressure") and cstatus == "True":
-            case.add("node_failure", 0.8, f"Node {name} is under {ctype}", {"source": "node", "field": f"status.conditions[{ctype}]", "detail": detail[:300]})
+            case.add("node_failure", 0.8 - weight, f"Node {name} is under {ctype}", {"source": "node", "field": f"status.conditions[{ctype}]", "detail": detail[:300]})
 
 
 def _findings(bundle: Mapping[str, Any]) -> list[Any]:
@@ -411,7 +421,62 @@ def _findings(bundle: Mapping[str, Any]) -> list[Any]:
     return detect(one("pod"), one("node"), one("deployment"), bundle.get("replicasets") or [], one("hpa"), one("job"))
 
 
+def _revision_of(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((_meta(obj).get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
+    except ValueError:
+        return 0
+
+
+# Pod findings that come from the template (what a new revision changes), not from placement.
+_REVISION_FINDINGS = frozenset({"crash_loop", "oom_killed", "image_pull_failure", "probe_failure", "high_restart_rate"})
+
+
+def _rollout_hypothesis(case: _Case, bundle: Mapping[str, Any], failing: bool) -> None:
+    """A failing pod of the newest revision while an older revision still serves: a bad rollout.
+
+    The detectors call it only when nothing is available; mid-rollout the old ReplicaSet keeps
+    serving, and that is exactly when a rollback is the fix.
+    """
+    deployment, pod = bundle.get("deployment"), bundle.get("pod")
+    replicasets = sorted(bundle.get("replicasets") or [], key=_revision_of, reverse=True)
+    if not deployment or not pod or not failing or len(replicasets) < 2:
+        return
+    newest, older = replicasets[0], replicasets[1:]
+    owners = {r.get("name") for r in _meta(pod).get("ownerReferences") or []}
+    if _meta(newest).get("name") not in owners or int((newest.get("status") or {}).get("readyReplicas") or 0) > 0:
+        return
+    serving = [rs for rs in older if int((rs.get("status") or {}).get("readyReplicas") or 0) > 0]
+    if not serving:
+        # The old revision is scaled down already: call it a bad rollout only while the new
+        # revision is recent (a crash long after a rollout is not the rollout's fault).
+        created = _meta(newest).get("creationTimestamp") or ""
+        try:
+            age = (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        except ValueError:
+            return
+        if age > BAD_ROLLOUT_WINDOW_S:
+            return
+        serving = older
+    cause = (_meta(deployment).get("annotations") or {}).get("kubernetes.io/change-cause") or ""
+    underlying = case.best()
+    # Above the single-cause classes: whatever the new revision broke, rolling back is the fix.
+    case.add(
+        "bad_rollout",
+        0.97,
+        f"Revision {_revision_of(newest)} of Deployment {_meta(deployment).get('namespace')}/{_meta(deployment).get('name')} fails "
+        f"where revision {_revision_of(serving[0])} worked" + (f" (change: {cause})" if cause else "")
+        + (f". {underlying[2]}" if underlying[1] != "unknown" else ""),
+        {"source": "replicaset", "field": "metadata.annotations[deployment.kubernetes.io/revision]",
+         "detail": f"{_meta(newest).get('name')} (revision {_revision_of(newest)}) has "
+                   f"{int((newest.get('status') or {}).get('readyReplicas') or 0)} ready; {_meta(serving[0]).get('name')} "
+                   f"(revision {_revision_of(serving[0])}) has {int((serving[0].get('status') or {}).get('readyReplicas') or 0)} ready"},
+    )
+
+
 def _workload_hypotheses(case: _Case, bundle: Mapping[str, Any], findings: list[Any]) -> None:
+    pod_failing = any(f.kind == "Pod" and f.type in _REVISION_FINDINGS for f in findings)
+    _rollout_hypothesis(case, bundle, pod_failing)
     for finding in findings:
         if finding.type == "replication_failure" and finding.evidence.get("bad_rollout"):
             older = [o for o in finding.evidence.get("older_revisions") or [] if o.get("revision")]
@@ -804,6 +869,13 @@ def gather_bundle(cluster: Any, workload: Mapping[str, str]) -> dict[str, Any]:
                 involved.update(_meta(rs).get("name") or "" for rs in bundle["replicasets"])
             listed = attempt("pods", core.list_namespaced_pod, namespace, label_selector=_selector_text(selector)) or {}
             pods = [p for p in listed.get("items") or [] if _matches(_meta(p).get("labels") or {}, selector)]
+            hpas = attempt("hpas", k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler, namespace) or {}
+            hpa = next((h for h in hpas.get("items") or []
+                        if ((h.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == name
+                        and ((h.get("spec") or {}).get("scaleTargetRef") or {}).get("kind") == kind), None)
+            if hpa is not None:
+                bundle["hpa"] = hpa
+                involved.add(_meta(hpa).get("name") or "")
         pods = [p for p in pods if p]
         if pods and kind != "Node":
             pod = max(pods, key=_badness)

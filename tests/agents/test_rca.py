@@ -214,3 +214,40 @@ def test_the_command_prints_a_report_and_names_a_bad_field(tmp_path: Path) -> No
 def test_failure_classes_are_the_issue_vocabulary() -> None:
     assert set(FAILURE_CLASSES) == {"oom_killed", "app_crash", "config_error", "dependency_failure", "image_pull_error",
                                     "resource_exhaustion", "node_failure", "probe_failure", "permission_error", "bad_rollout", "unknown"}
+
+
+# --- against the sandbox cluster, with no LLM ------------------------------------------------
+
+SANDBOX_FAULTS = [
+    # (fault, target, workload kind, namespace, name, expected failure class)
+    ("crash_loop", "shop/cart", "Deployment", "shop", "cart", "app_crash"),  # Go: a nil pointer panic
+    ("crash_loop", "payments/ledger", "Deployment", "payments", "ledger", "dependency_failure"),  # Python: DB refused
+    ("oom_killed", "data/report-builder", "Deployment", "data", "report-builder", "oom_killed"),
+    ("image_pull_failure", "shop/frontend", "Deployment", "shop", "frontend", "image_pull_error"),
+    ("unschedulable", "shop/checkout", "Deployment", "shop", "checkout", "resource_exhaustion"),
+    ("not_ready_node", "node-3", "Node", "", "node-3", "node_failure"),
+    ("replication_failure", "payments/payments-api", "Deployment", "payments", "payments-api", "bad_rollout"),
+    ("probe_failure", "shop/cart", "Deployment", "shop", "cart", "probe_failure"),
+    ("hpa_maxed", "shop/cart", "Deployment", "shop", "cart", "resource_exhaustion"),
+    ("failed_job", "data/nightly-export", "Job", "data", "nightly-export", "config_error"),  # KeyError: EXPORT_BUCKET
+    ("evicted", "shop/frontend", "Deployment", "shop", "frontend", "resource_exhaustion"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("fault", "target", "kind", "namespace", "name", "expected"), SANDBOX_FAULTS,
+                         ids=[f"{f[0]}-{f[1]}" for f in SANDBOX_FAULTS])
+def test_each_sandbox_fault_gets_the_right_failure_class_without_an_llm(
+    sandbox, sandbox_cluster, no_llm, fault, target, kind, namespace, name, expected  # type: ignore[no-untyped-def]
+) -> None:
+    from agents.rca import gather_bundle
+
+    sandbox.reset("demo")
+    sandbox.fault(fault, target)
+    sandbox.tick(3)
+    bundle = gather_bundle(sandbox_cluster, {"kind": kind, "namespace": namespace, "name": name})
+    report = analyze(bundle)
+    assert report["method"] == "deterministic"
+    assert report["failure_class"] == expected, (report["root_cause"], report["evidence"])
+    assert report["confidence"] >= 0.7
+    json.dumps(bundle)  # a bundle is JSON: what `manage.py rca` reads back
