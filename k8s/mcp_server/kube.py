@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
@@ -142,6 +144,10 @@ def _revision(obj: JSON) -> int:
         return int((obj["metadata"].get("annotations") or {}).get(REVISION, "0"))
     except ValueError:
         return 0
+
+
+def _history(obj: JSON) -> list[str]:
+    return [x for x in (obj["metadata"].get("annotations") or {}).get(REVISION_HISTORY, "").split(",") if x]
 
 
 def _ts(obj: JSON) -> str:
@@ -603,7 +609,10 @@ def rollback_deployment(k: Kube, namespace: str, name: str, revision: int | None
             raise ToolFailure(f"deployment {namespace}/{name} has no previous revision to roll back to")
         target = older[-1]
     else:
-        matches = [rs for rs in sets if _revision(rs) == revision]
+        # Rolling back renumbers the target ReplicaSet (it becomes the newest revision) and
+        # Kubernetes keeps its old numbers in revision-history: match those too, so a retry of
+        # the same rollback finds its target and does nothing.
+        matches = [rs for rs in sets if _revision(rs) == revision or str(revision) in _history(rs)]
         if not matches:
             known = ", ".join(str(_revision(rs)) for rs in sets) or "none"
             raise ToolFailure(f"deployment {namespace}/{name} has no revision {revision} (revisions: {known})")
@@ -653,7 +662,7 @@ def patch_memory_limit(k: Kube, namespace: str, memory: str, name: str | None = 
         raise ToolFailure(f"container {target} has no memory limit or request to bound the change against")
     base = parse_quantity(base_text)
     factor = _env_number("AIOPS_MEMORY_LIMIT_MAX_FACTOR", 2.0)
-    if wanted <= 0 or wanted > base * factor:
+    if wanted <= 0 or wanted > base * Decimal(str(factor)):
         raise ToolFailure(f"memory {memory} is outside the allowed range (0, {factor:g} x {base_text}] "
                           "(AIOPS_MEMORY_LIMIT_MAX_FACTOR)")
     if requests.get("memory") and wanted < parse_quantity(requests["memory"]):
