@@ -21,6 +21,10 @@ worker_tmp_dir = "/dev/shm"  # noqa: S108  (gunicorn's documented choice; only h
 # Trust X-Forwarded-* only from the proxy in front (an ingress controller, a load balancer).
 forwarded_allow_ips = ",".join(env_list("AIOPS_FORWARDED_ALLOW_IPS", ["127.0.0.1"]))
 
+# gunicorn 25+ opens a control socket under $HOME by default; the home directory is read-only
+# in the container, and resizing workers at run time is the orchestrator's job, not a socket's.
+control_socket_disable = True
+
 _metrics_port = env_int("AIOPS_WEB_METRICS_PORT", 0, minimum=0, maximum=65535)
 _metrics_address = env_str("AIOPS_METRICS_ADDRESS", "127.0.0.1")
 
