@@ -202,14 +202,17 @@ def _incident_details(incident: Any) -> str:
 
 
 def _close_incident(incident: Any, inbound: Inbound, reason: str) -> str:
-    if not incident.is_open:
-        return f"Incident #{incident.pk} is already {incident.state}."
-    try:
-        from playbooks.incidents import close_incident  # the watch room's service, when present
-    except ImportError:
-        return "Closing incidents from chat is not available in this version."
-    close_incident(incident.pk, by=inbound.who, reason=reason)
-    return f"Closing incident #{incident.pk}: {reason}"
+    from django.utils import timezone
+
+    from playbooks.models import Incident
+    from playbooks.services.incidents import resolve_incident
+
+    # resolve_incident wants the row locked: a poll resolving it at the same moment waits.
+    locked = Incident.objects.select_for_update().get(pk=incident.pk)
+    if not locked.is_open:
+        return f"Incident #{locked.pk} is already {locked.state}."
+    resolve_incident(locked, now=timezone.now(), reason=f"closed from {inbound.kind} by {inbound.who}: {reason}")
+    return f"Closed incident #{locked.pk} ({reason})."
 
 
 def _alert(inbound: Inbound, args: list[str]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.auth.views import LogoutView
 from django.urls import path
 
 from channels.discord.views import discord_interactions
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/webhooks/slack/interactions", slack_interactions, name="slack-interactions"),
     path("api/webhooks/discord/interactions", discord_interactions, name="discord-interactions"),
     path("console/", web.home, name="console"),
+    path("console/login/", web.ConsoleLogin.as_view(), name="console-login"),
+    path("console/logout/", LogoutView.as_view(next_page="/console/login/"), name="console-logout"),
     path("console/incidents/<int:incident_id>", web.incident, name="console-incident"),
     path("console/approvals/<int:approval_id>/decide", web.decide, name="console-decide"),
     path("console/chat", web.chat, name="console-chat"),

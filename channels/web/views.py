@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages as flash
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required as _login_required
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -23,6 +24,17 @@ from channels.models import InboundUpdate, Kind, OutboundMessage
 from channels.web.formatting import to_html
 
 MAX_CHAT_TEXT = 4000
+LOGIN_URL = "/console/login/"
+# Approvers are ordinary users, not staff: they sign in here, not through the admin's login.
+login_required = _login_required(login_url=LOGIN_URL)
+
+
+class ConsoleLogin(auth_views.LoginView):
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self) -> str:
+        return "/console/"
 
 
 def _address(request: HttpRequest) -> str:

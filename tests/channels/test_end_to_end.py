@@ -1,0 +1,118 @@
+"""From a sandbox fault to a decision in chat and in the web console, through the real engine:
+sandbox -> poll -> incident -> playbook run -> approval -> outbox -> platform fakes -> a press
+-> the action on the sandbox -> verify -> the incident resolves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.models import Approval
+from channels.models import ChannelTarget, Identity, MessageState, OutboundMessage
+from playbooks.models import Incident, PlaybookRun, StepRun
+from playbooks.services.poll import poll
+from tests.channels import platforms
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.integration]
+
+TG_CHAT, SLACK_CHANNEL, DISCORD_CHANNEL = "-1009876", "C0PAYMENTS", "334455667788990011"
+
+
+def _approval_for(workload: str) -> Approval:
+    def waiting() -> StepRun | None:
+        return StepRun.objects.filter(run__incident__workload_name=workload, state="waiting_approval") \
+            .select_related("approval").first()
+
+    return wait_for(waiting, timeout=30, message=f"the {workload} run to ask for an approval").approval
+
+
+def _with_code(messages: list[dict[str, Any]], code: str, field: str = "text") -> dict[str, Any]:
+    return next(m for m in messages if code in m[field])
+
+
+@pytest.fixture
+def chat_setup(engine, chat):  # type: ignore[no-untyped-def]
+    alice, carol = engine.approvers.alice, engine.approvers.carol
+    Identity.objects.create(platform="telegram", platform_user_id="5001", user=alice)
+    Identity.objects.create(platform="discord", platform_user_id="6003", user=carol)
+    for name, kind, address in (("tg", "telegram", TG_CHAT), ("slack", "slack", SLACK_CHANNEL),
+                                ("discord", "discord", DISCORD_CHANNEL)):
+        ChannelTarget.objects.create(name=name, kind=kind, address=address, namespace_regex="payments")
+    return engine
+
+
+def test_a_sandbox_fault_is_approved_by_button_and_the_incident_resolves(chat_setup, chat, client) -> None:  # type: ignore[no-untyped-def]
+    engine = chat_setup
+    poll(engine.cluster)
+    approval = _approval_for("ledger")  # crash_loop_remediation: restart_pod in namespace payments
+    assert approval.tool == "restart_pod"
+    wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, state=MessageState.DELIVERED).count() == 3,
+             message="the approval on all three platforms")
+
+    # Routing: only the payments namespace reached these targets (the demo's other faults did not).
+    opened = [m["text"] for m in chat.telegram.chat_messages(TG_CHAT) if "Incident" in m["text"]]
+    assert opened and all("payments" in text for text in opened)
+
+    tg = _with_code(chat.telegram.chat_messages(TG_CHAT), approval.code)
+    assert tg["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"apv:{approval.pk}:approve"
+    assert _with_code(chat.slack.channel_messages(SLACK_CHANNEL), approval.code)["blocks"][1]["type"] == "actions"
+    dc = _with_code(chat.discord.channel_messages(DISCORD_CHANNEL), approval.code, "content")
+
+    # carol (not an approver) presses Approve on Discord: refused, only she sees why.
+    refused = platforms.discord_press(client, chat, dc, f"apv:{approval.pk}:approve", user="6003").json()
+    assert refused["data"]["flags"] == 64 and "may not decide" in refused["data"]["content"]
+    assert Approval.objects.get(pk=approval.pk).state == "pending"
+
+    # alice presses Approve in Telegram: the engine restarts the pod, verifies, resolves.
+    assert platforms.telegram_press(client, tg, f"apv:{approval.pk}:approve", user_id=5001).status_code == 200
+    run = PlaybookRun.objects.get(incident__workload_name="ledger")
+    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=60, message="the run to finish")
+    assert PlaybookRun.objects.get(pk=run.pk).outcome == "resolved"
+    assert Incident.objects.get(pk=run.incident_id).state == "resolved"
+    wait_for(lambda: any("Resolved: incident" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT)),
+             message="the resolution in Telegram")
+    edited = chat.telegram.message(TG_CHAT, tg["message_id"])
+    assert "Approved by alice" in edited["text"] and "reply_markup" not in edited
+    wait_for(lambda: "Approved by alice" in chat.discord.messages[dc["id"]]["content"],
+             message="the Discord message to show the decision")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_console_shows_the_pending_approval_and_approving_it_resolves_the_incident(
+    chat_setup, live_server, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; our DB calls here are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    engine = chat_setup
+    poll(engine.cluster)
+    approval = _approval_for("ledger")
+    incident = Incident.objects.get(workload_name="ledger", state="open")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{live_server.url}/console/")
+            expect(page).to_have_url(f"{live_server.url}/console/login/?next=/console/")
+            page.fill("input[name=username]", "alice")
+            page.fill("input[name=password]", "x")
+            page.click("button[type=submit]")
+            row = page.locator(f"tr.pending-approval[data-code='{approval.code}']")
+            expect(row).to_contain_text("restart_pod")
+            expect(page.locator(f"tr.incident[data-id='{incident.pk}']")).to_have_attribute("data-state", "open")
+            row.locator("button.approve").click()
+            expect(page.locator(".flash.success")).to_contain_text(f"Approved {approval.code}")
+            # The page refreshes itself: the decision, then the incident resolved by the run's verify step.
+            expect(page.locator(f"tr.decided-approval[data-code='{approval.code}']")).to_contain_text("approved by alice")
+            expect(page.locator(f"tr.incident[data-id='{incident.pk}']")).to_have_attribute(
+                "data-state", "resolved", timeout=60_000)
+        finally:
+            browser.close()
+    assert Approval.objects.get(pk=approval.pk).decided_by == engine.approvers.alice
