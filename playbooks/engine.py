@@ -261,7 +261,7 @@ def execute_step(step_run_id: int) -> str:
 def _record(step: StepRun, result: Result) -> None:
     now = timezone.now()
     with transaction.atomic():
-        run = PlaybookRun.objects.select_for_update().select_related("incident", "rule").get(pk=step.run_id)
+        run = PlaybookRun.objects.select_for_update(of=("self",)).select_related("incident", "rule").get(pk=step.run_id)
         current = StepRun.objects.select_for_update().get(pk=step.pk)
         if current.state != S.RUNNING or current.attempts != step.attempts:
             # The reconciler gave this step to another attempt while we worked; that one records.

@@ -56,3 +56,84 @@ def make_incident(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
         return Incident.objects.create(**defaults)
 
     return make
+
+
+# --- The engine's own stack: sandbox + our MCP server + a worker on a queue of its own -------
+
+ENGINE_QUEUE = "engine-tests"
+
+
+class EngineWorker:
+    """A real worker consuming only the engine tests' queue, so a test may SIGKILL it (and no
+    other room's worker takes our steps). Restartable."""
+
+    def __init__(self, log_dir: Any, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.generation = 0
+        self.worker: Any = None
+        self.start()
+
+    def start(self) -> None:
+        from tests.conftest import Worker
+
+        self.generation += 1
+        self.worker = Worker(self.log_dir / f"worker-{self.generation}.log", self.env, concurrency=2)
+
+    @property
+    def process(self) -> Any:
+        return self.worker.process
+
+    def log(self) -> str:
+        return "\n".join(
+            (self.log_dir / f"worker-{n}.log").read_text(errors="replace") for n in range(1, self.generation + 1)
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the main process and its pool children at once (a machine dying)."""
+        import os
+        import signal
+
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        for child in parent.children(recursive=True):
+            os.kill(child.pid, signal.SIGKILL)
+        os.kill(parent.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_factory, kube_mcp) -> Any:  # type: ignore[no-untyped-def]
+    import redis
+    from django.conf import settings
+
+    from aiops_site.celery import app
+    from tests.conftest import worker_env
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(ENGINE_QUEUE)
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = ENGINE_QUEUE  # what this process enqueues goes to our worker
+    worker = EngineWorker(tmp_path_factory.mktemp("engine-worker"),
+                          worker_env({"AIOPS_CELERY_QUEUE": ENGINE_QUEUE, "AIOPS_MCP_TOKEN": kube_mcp.token}))
+    yield worker
+    worker.stop()
+    app.conf.task_default_queue = previous
+
+
+@pytest.fixture
+def engine(transactional_db, sandbox_cluster, sandbox, kube_mcp, engine_worker, approvers, seed_playbooks,  # type: ignore[no-untyped-def]
+           monkeypatch) -> Any:
+    """Everything a playbook run needs, end to end: the sandbox (reset to `demo`) registered as
+    the default cluster, our MCP server in the registry, the seeded rules, approvers alice and
+    bob, and the engine's worker. Returns a namespace with helpers."""
+    from types import SimpleNamespace
+
+    from agents.registry import register_builtin
+
+    monkeypatch.setenv("AIOPS_MCP_TOKEN", kube_mcp.token)
+    register_builtin(kube_mcp.url)
+    return SimpleNamespace(cluster=sandbox_cluster, sandbox=sandbox, worker=engine_worker, approvers=approvers)
