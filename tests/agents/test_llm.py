@@ -121,3 +121,18 @@ def test_a_malformed_alias_setting_names_the_variable(settings) -> None:  # type
     settings.LLM_MODEL_ALIASES = "gpt-4o=openai/gpt-4o,broken"
     with pytest.raises(Exception, match="LLM_MODEL_ALIASES=.*'broken' is not name=value"):
         llm.aliases()
+
+
+def test_the_admin_edits_aliases_and_shows_conversations(admin_client, settings) -> None:  # type: ignore[no-untyped-def]
+    response = admin_client.post(
+        "/admin/agents/modelalias/add/",
+        {"name": "local-llama", "model": "llama3.2", "base_url": "http://127.0.0.1:11434/v1", "api_key_variable": "",
+         "description": "Ollama on the box", "enabled": "on"},
+    )
+    assert response.status_code == 302, response.content
+    assert llm.resolve("local-llama") == llm.Endpoint("local-llama", "llama3.2", "http://127.0.0.1:11434/v1", llm.NO_KEY_NEEDED)
+    bad = admin_client.post("/admin/agents/modelalias/add/", {"name": "bad name!", "model": "x", "api_key_variable": "lower"})
+    assert bad.status_code == 200 and b"what people type after /model" in bad.content
+    assert b"An environment variable name" in bad.content
+    for page in ("modelalias", "conversation", "message", "userpreference"):
+        assert admin_client.get(f"/admin/agents/{page}/").status_code == 200
