@@ -7,6 +7,7 @@ server's code and `Status` body; a bug becomes a 500 Status, never a hang.
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 import time
@@ -102,8 +103,10 @@ class Api:
         return response
 
     def _authorized(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        return bool(self.token) and header == f"Bearer {self.token}"
+        # The scheme is case-insensitive (RFC 7235), as kube-apiserver treats it: the kubernetes
+        # client's in-cluster loader sends "bearer <token>".
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return bool(self.token) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.token)
 
     def _route(self, r: Request) -> Response:
         if r.path in ("/healthz", "/livez", "/readyz"):
