@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 
 from agents.models import Conversation, Message, ModelAlias, UserPreference
@@ -15,6 +16,8 @@ class ModelAliasAdmin(admin.ModelAdmin):
     list_display = ["name", "model", "endpoint", "enabled", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "model", "description"]
+    # The URL is typed in full (local servers are http://); this only silences Django 6's change.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description="endpoint")
     def endpoint(self, obj: ModelAlias) -> str:
