@@ -39,7 +39,11 @@ def with_ingress(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
     # kustomize refuses absolute paths in a kustomization; relative ones may leave its root.
     base = os.path.relpath(K8S_DIR / "overlays" / "default", overlay)
     component = os.path.relpath(K8S_DIR / "components" / "ingress", overlay)
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({"resources": [base], "components": [component]}))
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [base], "components": [component],
+        # The README's "your image in an overlay of your own".
+        "images": [{"name": "aiops-agent", "newName": "registry.example.com/aiops-agent", "newTag": "1.2.3"}],
+    }))
     return render(str(overlay))
 
 
@@ -82,6 +86,8 @@ def test_every_rendered_object_loads_into_the_typed_models_with_no_unknown_field
         assert find(objects, "Ingress", "aiops-web")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
             "name": "aiops-web", "port": {"name": "http"}}
         assert find(objects, "ConfigMap", "aiops-config")["data"]["AIOPS_BEHIND_TLS_PROXY"] == "true"
+        images = {c["image"] for _, spec in pod_specs(objects) for c in containers(spec)}
+        assert images == {"registry.example.com/aiops-agent:1.2.3"}
 
 
 def test_the_strict_check_catches_a_misspelt_field() -> None:
