@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -20,6 +21,7 @@ _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_bytes(quantity: str | int | None) -> int:
     if quantity is None or quantity == "":
         return 0
@@ -29,6 +31,7 @@ def parse_bytes(quantity: str | int | None) -> int:
     return int(float(m.group(1)) * _BINARY[m.group(2)])
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_cpu(quantity: str | int | None) -> int:
     """Millicores."""
     if quantity is None or quantity == "":
@@ -76,6 +79,16 @@ def config_hash(template: Obj) -> str:
     if meta.get("annotations") == {}:
         meta.pop("annotations")
     return safe_hash(clean)
+
+
+def container_id(*parts: str) -> str:
+    return "containerd://" + hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def image_id(image: str) -> str:
+    repo = image.rsplit(":", 1)[0]
+    return f"{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 def owner_ref(owner: Obj, *, controller: bool = True) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import os
 import secrets
+import socket
 import ssl
 import tempfile
 import threading
@@ -36,6 +37,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "aiops-sandbox/1"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; with Nagle on, the second waits for the
+        # client's delayed ACK (40 ms a request).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -390,7 +391,8 @@ class Simulation:
                 self.store.delete("replicasets", ns, rs["metadata"]["name"])
 
     # --- replicasets -----------------------------------------------------------------------
-    def new_pod(self, owner: Obj, template: Obj, *, generate_name: str | None = None, node_name: str = "") -> Obj:
+    def new_pod(self, owner: Obj, template: Obj, *, generate_name: str | None = None, node_name: str = "",
+                running: bool = False) -> Obj:
         ns = owner["metadata"]["namespace"]
         prefix = generate_name or f"{owner['metadata']['name']}-"
         name = prefix + self.suffix()
@@ -410,6 +412,11 @@ class Simulation:
         }
         if not pod["metadata"]["annotations"]:
             del pod["metadata"]["annotations"]
+        if running:
+            # The scale generator's steady state: placed and running from the start, one write.
+            pod["metadata"]["uid"] = str(uuid.uuid4())
+            pod["status"] = self._pod_status(pod, "running", None, True, advance=False)["status"]
+            self._pod_keys[pod["metadata"]["uid"]] = ("running", True)
         return self.store.create("pods", pod)
 
     @staticmethod
@@ -427,11 +434,18 @@ class Simulation:
             ref = o.controller_of(pod)
             if ref and is_active(pod):
                 pods_by_owner.setdefault(ref["uid"], []).append(pod)
+        usage, candidates = (self._usage(), self._candidates()) if self.bulk else ({}, [])
         for rs in self.store.all("replicasets"):
             want = rs["spec"].get("replicas", 1)
             pods = pods_by_owner.get(rs["metadata"]["uid"], [])
             for _ in range(want - len(pods)):
-                pod = self.new_pod(rs, rs["spec"]["template"])
+                node = self._pick_node(rs["spec"]["template"], usage, candidates) if self.bulk and not self.faults else None
+                if node:
+                    cpu, mem = self._requests(rs["spec"]["template"]["spec"])
+                    usage[node][0] += 1
+                    usage[node][1] += cpu
+                    usage[node][2] += mem
+                pod = self.new_pod(rs, rs["spec"]["template"], node_name=node or "", running=bool(node))
                 self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "replicaset-controller")
             if len(pods) > want:
                 # Like the ReplicaSet controller: unscheduled first, then not ready, then the newest.
@@ -504,7 +518,7 @@ class Simulation:
         cname = pod["spec"]["containers"][0]["name"]
         terminated = {"exitCode": 1 if failed else 0, "reason": "Error" if failed else "Completed",
                       "startedAt": _iso(start), "finishedAt": _iso(start + timedelta(seconds=41)),
-                      "containerID": f"containerd://{o.safe_hash(pod['metadata']['uid'], 64)}"}
+                      "containerID": o.container_id(pod["metadata"]["uid"])}
         reason = "PodFailed" if failed else "PodCompleted"
         conds: list[Obj] = []
         for ctype, status, why in (("PodReadyToStartContainers", "False", None), ("Initialized", "True", reason),
@@ -642,10 +656,7 @@ class Simulation:
 
     @staticmethod
     def _image_id(image: str) -> str:
-        repo = image.rsplit(":", 1)[0]
-        if "/" not in repo.split("/")[0] and "." not in repo.split("/")[0]:
-            repo = f"docker.io/{'library/' if '/' not in repo else ''}{repo}"
-        return f"{repo}@sha256:{o.safe_hash(image, 64).encode().hex()[:64]}"
+        return o.image_id(image)
 
     def _kubelet(self, *, tick: bool) -> None:
         from k8s.sandbox.faults import pod_state
@@ -681,7 +692,7 @@ class Simulation:
             cs: Obj = {"name": c["name"], "image": c["image"], "imageID": self._image_id(c["image"]),
                        "started": True, "ready": True, "restartCount": restarts, "lastState": prev.get("lastState") or {}}
             running_since = ((prev.get("state") or {}).get("running") or {}).get("startedAt") or start
-            cid = f"containerd://{o.safe_hash(pod['metadata']['uid'] + c['name'] + str(restarts), 64).encode().hex()[:64]}"
+            cid = o.container_id(pod["metadata"]["uid"], c["name"], str(restarts))
             cs["containerID"] = cid
             cs["state"] = {"running": {"startedAt": running_since}}
             if c["name"] == target and state in ("crash_loop", "oom_killed"):
@@ -693,7 +704,7 @@ class Simulation:
                 cs["lastState"] = {"terminated": {
                     "exitCode": exit_code, "reason": "OOMKilled" if oom else "Error",
                     "startedAt": _iso(finished - timedelta(seconds=12 if oom else 3)), "finishedAt": _iso(finished),
-                    "containerID": f"containerd://{o.safe_hash(pod['metadata']['uid'] + c['name'] + str(restarts - 1), 64).encode().hex()[:64]}",
+                    "containerID": o.container_id(pod["metadata"]["uid"], c["name"], str(restarts - 1)),
                 }}
                 backoff = BACKOFF_STEPS[min(restarts - 1, len(BACKOFF_STEPS) - 1)]
                 cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message":

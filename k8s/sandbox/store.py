@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -27,8 +28,15 @@ Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped obje
 WATCH_LOG_SIZE = 20_000
 
 
+_clock: list[Any] = [0, ""]
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 to the second, as the API writes timestamps (formatted once per second)."""
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock[0], _clock[1] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _clock[1]
 
 
 def copy(obj: Obj) -> Obj:
