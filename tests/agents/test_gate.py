@@ -216,3 +216,25 @@ def test_the_audit_log_is_append_only(fake_mcp) -> None:  # type: ignore[no-unty
         cursor.execute("DELETE FROM agents_auditentry WHERE id = %s", [entry.pk])
     entry.refresh_from_db()
     assert entry.outcome == "ok"
+
+
+def test_calls_refusals_and_approvals_move_the_metrics(fake_mcp, approvers) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    MCPTool.objects.filter(name="fake__echo").update(risk="LOW")
+    before = (value("aiops_tool_calls_total", server="fake", tool="fake__echo", outcome="ok"),
+              value("aiops_tool_gate_refusals_total", tool="fake__set_value", reason="no_approval"),
+              value("aiops_approvals_total", state="approved"),
+              value("aiops_tool_call_duration_seconds_count", server="fake", tool="fake__echo"))
+    call_tool("fake__echo", {"text": "m"}, actor="x", reason="y")
+    with pytest.raises(ToolRefused):
+        call_tool("fake__set_value", {"key": "m", "value": "1"}, actor="x", reason="y")
+    _approved("fake__set_value", {"key": "m", "value": "1"}, approvers)
+    after = (value("aiops_tool_calls_total", server="fake", tool="fake__echo", outcome="ok"),
+             value("aiops_tool_gate_refusals_total", tool="fake__set_value", reason="no_approval"),
+             value("aiops_approvals_total", state="approved"),
+             value("aiops_tool_call_duration_seconds_count", server="fake", tool="fake__echo"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]

@@ -124,3 +124,17 @@ def test_the_admin_approves_with_a_reason_and_cannot_touch_the_audit_log(admin_c
                                     "reason": "x"}, follow=True)
     assert f"is already approved by {admin_user.username}" in again.content.decode()
     assert Approval.objects.get(pk=approval.pk).state == "approved"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_run_start_up_picks_a_kept_port_and_fills_the_registry(tmp_path: Path) -> None:
+    from agents.startup import mcp_port, prepare
+    from tests.conftest import worker_env
+
+    env = {k: v for k, v in worker_env().items() if k not in ("AIOPS_MCP_URL", "AIOPS_MCP_PORT")}
+    prepare(tmp_path, env)
+    port = int((tmp_path / "mcp_port").read_text())
+    assert env["AIOPS_MCP_PORT"] == str(port) and env["AIOPS_MCP_URL"] == f"http://127.0.0.1:{port}/mcp"
+    server = MCPServer.objects.get(name="kubernetes")
+    assert server.url == env["AIOPS_MCP_URL"] and server.tools.count() == len(TOOL_SPECS)
+    assert mcp_port(tmp_path) == port  # the same port across restarts
