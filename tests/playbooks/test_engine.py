@@ -9,7 +9,7 @@ import pytest
 
 from agents.models import Approval, AuditEntry
 from agents.services import decide_approval, expire_due
-from playbooks.models import Incident, PlaybookRun, StepRun
+from playbooks.models import Incident, PlaybookRun, Rule, StepRun
 from playbooks.services.poll import poll
 from tests.conftest import wait_for
 
@@ -116,12 +116,13 @@ def test_it_remediates_the_demo_faults_end_to_end(engine) -> None:  # type: igno
 
 
 def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> None:  # type: ignore[no-untyped-def]
+    Rule.objects.exclude(name="crash_loop").update(enabled=False)
     before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
     poll(engine.cluster)
     run = _run("ledger")
-    waiting = wait_for(lambda: _waiting(run), message="the restart approval")
+    waiting = wait_for(lambda: _waiting(run), timeout=90, message="the restart approval")
     decide_approval(waiting.approval.code, engine.approvers.bob, "reject", "not during the sale")
-    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", message="the run to end")
+    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=30, message="the run to end")
     run.refresh_from_db()
     assert run.outcome == "rejected"
     step = StepRun.objects.get(pk=waiting.pk)
@@ -133,9 +134,10 @@ def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> Non
 
 
 def test_an_expired_approval_ends_the_run_as_expired(engine) -> None:  # type: ignore[no-untyped-def]
+    Rule.objects.exclude(name="oom_killed").update(enabled=False)
     poll(engine.cluster)
     run = _run("report-builder")
-    waiting = wait_for(lambda: _waiting(run), message="the memory approval")
+    waiting = wait_for(lambda: _waiting(run), timeout=90, message="the memory approval")
     Approval.objects.filter(pk=waiting.approval_id).update(expires_at=waiting.approval.requested_at)
     assert expire_due() >= 1
     run.refresh_from_db()
