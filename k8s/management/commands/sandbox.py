@@ -124,6 +124,10 @@ class Command(BaseCommand):
         if action == "serve":
             self._serve(opts, kubeconfig)
             return
+        if action == "fault" and opts["type"] != "clear":
+            if opts["type"] not in FAULT_TYPES:
+                raise CommandError(f"unknown fault type {opts['type']!r}; choose clear or one of: {', '.join(FAULT_TYPES)}")
+            options = _options(opts["option"])
         client = AdminClient(kubeconfig)
         if action == "fault":
             if opts["type"] == "clear":
@@ -131,9 +135,6 @@ class Command(BaseCommand):
                 for f in cleared:
                     self.stdout.write(f"cleared {f['type']} on {f['target']}")
                 return
-            if opts["type"] not in FAULT_TYPES:
-                raise CommandError(f"unknown fault type {opts['type']!r}; choose clear or one of: {', '.join(FAULT_TYPES)}")
-            options = _options(opts["option"])
             if opts["persistent"]:
                 options["transient"] = False
             result = client.call("POST", "faults", {"type": opts["type"], "target": opts["target"], "options": options})
