@@ -5,16 +5,13 @@ from __future__ import annotations
 import copy
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError, call_command, execute_from_command_line
 
 from agents.rca import FAILURE_CLASSES, BundleError, analyze, normalized_events
-from tests.conftest import ROOT
 from tests.fakes.openai_server import error, json_reply, text
 
 NOW = "2026-11-23T10:00:00Z"
@@ -188,7 +185,7 @@ def test_secrets_in_logs_never_reach_the_llm(fake_llm) -> None:  # type: ignore[
 # --- the command ---------------------------------------------------------------------------
 
 
-def test_the_command_prints_a_report_and_names_a_bad_field(tmp_path: Path) -> None:
+def test_the_command_prints_a_report_and_names_a_bad_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "oom.json"
     good.write_text(json.dumps(CASES["oom"][0]))
     out = io.StringIO()
@@ -201,14 +198,14 @@ def test_the_command_prints_a_report_and_names_a_bad_field(tmp_path: Path) -> No
     with pytest.raises(CommandError, match="not JSON"):
         call_command("rca", str(tmp_path / "junk.json"), "--no-llm")
 
-    # As an operator runs it: exit status 1 and the field named, no traceback.
+    # As an operator runs it (the CLI entry point, in this process): exit status 1, the field named.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pod": pod(), "events": [{"count": "many"}]}))
-    result = subprocess.run([sys.executable, "manage.py", "rca", str(bad), "--no-llm"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "events[0].count: must be an integer" in result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exited:
+        execute_from_command_line(["manage.py", "rca", str(bad), "--no-llm"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "events[0].count: must be an integer" in err and "Traceback" not in err
 
 
 def test_failure_classes_are_the_issue_vocabulary() -> None:
