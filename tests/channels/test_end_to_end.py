@@ -25,7 +25,7 @@ def _approval_for(workload: str) -> Approval:
         return StepRun.objects.filter(run__incident__workload_name=workload, state="waiting_approval") \
             .select_related("approval").first()
 
-    return wait_for(waiting, timeout=30, message=f"the {workload} run to ask for an approval").approval
+    return wait_for(waiting, timeout=60, message=f"the {workload} run to ask for an approval").approval
 
 
 def _with_code(messages: list[dict[str, Any]], code: str, field: str = "text") -> dict[str, Any]:
@@ -34,6 +34,9 @@ def _with_code(messages: list[dict[str, Any]], code: str, field: str = "text") -
 
 @pytest.fixture
 def chat_setup(engine, chat):  # type: ignore[no-untyped-def]
+    # One fault (the ledger's crash loop) instead of the demo's three: one run to wait for.
+    engine.sandbox.clear("data/report-builder")
+    engine.sandbox.clear("node-4")
     alice, carol = engine.approvers.alice, engine.approvers.carol
     Identity.objects.create(platform="telegram", platform_user_id="5001", user=alice)
     Identity.objects.create(platform="discord", platform_user_id="6003", user=carol)
@@ -68,7 +71,7 @@ def test_a_sandbox_fault_is_approved_by_button_and_the_incident_resolves(chat_se
     # alice presses Approve in Telegram: the engine restarts the pod, verifies, resolves.
     assert platforms.telegram_press(client, tg, f"apv:{approval.pk}:approve", user_id=5001).status_code == 200
     run = PlaybookRun.objects.get(incident__workload_name="ledger")
-    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=60, message="the run to finish")
+    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=90, message="the run to finish")
     assert PlaybookRun.objects.get(pk=run.pk).outcome == "resolved"
     assert Incident.objects.get(pk=run.incident_id).state == "resolved"
     wait_for(lambda: any("Resolved: incident" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT)),
@@ -116,3 +119,19 @@ def test_the_console_shows_the_pending_approval_and_approving_it_resolves_the_in
         finally:
             browser.close()
     assert Approval.objects.get(pk=approval.pk).decided_by == engine.approvers.alice
+
+
+def test_k8s_reads_run_as_tasks_through_the_tools_and_come_back_as_tables(chat_setup, chat, client) -> None:  # type: ignore[no-untyped-def]
+    assert platforms.telegram_message(client, "/k8s pods payments", user_id=5001, chat_id=int(TG_CHAT)).status_code == 200
+    reply = wait_for(lambda: next((m for m in chat.telegram.chat_messages(TG_CHAT) if "list_pods" in m["text"]), None),
+                     message="the pod list in Telegram")
+    assert "namespace=payments" in reply["text"] and "<pre>" in reply["text"] and "ledger-" in reply["text"]
+    from agents.models import AuditEntry
+
+    call = AuditEntry.objects.get(action="tool_call", tool="list_pods")
+    assert (call.actor, call.outcome, call.arguments) == ("telegram:alice", "ok", {"namespace": "payments"})
+
+    platforms.telegram_message(client, "/k8s logs payments/nonexistent-pod", user_id=5001, chat_id=int(TG_CHAT))
+    failed = wait_for(lambda: next((m for m in chat.telegram.chat_messages(TG_CHAT) if "get_pod_logs" in m["text"]), None),
+                      message="the failed log read in Telegram")
+    assert "failed" in failed["text"]
