@@ -144,3 +144,155 @@ def test_an_expired_approval_ends_the_run_as_expired(engine) -> None:  # type: i
     assert (run.state, run.outcome) == ("finished", "expired")
     assert StepRun.objects.get(pk=waiting.pk).state == "expired"
     assert not AuditEntry.objects.filter(action="tool_call", tool="patch_memory_limit").exists()
+
+
+def _only_playbook(steps: list[dict[str, Any]], finding_type: str = "crash_loop") -> None:
+    """Disable the seeded rules; one rule for `finding_type` running these steps."""
+    from playbooks.models import Playbook, Step
+
+    Rule.objects.update(enabled=False)
+    playbook = Playbook.objects.create(name="test_playbook")
+    for order, step in enumerate(steps, start=1):
+        Step.objects.create(playbook=playbook, order=order, **step)
+    Rule.objects.create(name="test_rule", playbook=playbook, finding_types=[finding_type], priority=1000)
+
+
+RESTART = {"name": "restart pod", "kind": "tool", "tool": "restart_pod",
+           "args": {"namespace": "{{ namespace }}", "name": "{{ pod }}"}, "timeout_seconds": 2}
+DESCRIBE = {"name": "describe pod", "kind": "tool", "tool": "describe_pod",
+            "args": {"namespace": "{{ namespace }}", "name": "{{ pod }}"}, "timeout_seconds": 2}
+VERIFY_FAST = {"name": "verify", "kind": "verify", "args": {"checks": 10, "interval": 1}, "timeout_seconds": 5}
+
+
+def test_a_worker_killed_mid_step_completes_the_step_once_after_a_restart(engine) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from playbooks.engine import reconcile
+
+    _only_playbook([RESTART, VERIFY_FAST])
+    pods_before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
+    poll(engine.cluster)
+    run = _run("ledger")
+    waiting = wait_for(lambda: _waiting(run), timeout=60, message="the restart approval")
+    decide_approval(waiting.approval.pk, engine.approvers.alice, "approve")
+    # SIGKILL the whole worker (main process and pool) the moment it has claimed the step.
+    wait_for(lambda: StepRun.objects.get(pk=waiting.pk).state in ("running", "succeeded"), timeout=30, interval=0.01,
+             message="the step to be claimed")
+    engine.worker.kill()
+    step = StepRun.objects.get(pk=waiting.pk)
+    killed_in = step.state
+    engine.worker.start()
+    # Its message died with the worker (acked late, but Redis returns it only after the
+    # visibility timeout); the reconciler sees the row quiet past its time limit instead.
+    def finished() -> bool:
+        reconcile()
+        return PlaybookRun.objects.get(pk=run.pk).state == "finished"
+
+    wait_for(finished, timeout=90, interval=1, message="the run to finish after the restart")
+    time.sleep(0.5)
+    run.refresh_from_db()
+    step.refresh_from_db()
+    assert run.outcome == "resolved", (killed_in, _describe([run]))
+    assert step.state == "succeeded" and step.attempts >= (2 if killed_in == "running" else 1)
+    pods_after = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
+    # The effect happened once: exactly the one approved pod was replaced, however many attempts.
+    assert pods_before - pods_after == {waiting.rendered_args["name"]}
+    assert len(pods_after) == len(pods_before)
+
+
+def test_a_flushed_redis_delays_the_run_but_it_still_finishes(engine) -> None:  # type: ignore[no-untyped-def]
+    import redis
+    from django.conf import settings
+
+    from playbooks.engine import reconcile
+
+    _only_playbook([DESCRIBE, DESCRIBE | {"name": "describe again"}, VERIFY_FAST | {"args": {"checks": 1}}],
+                   finding_type="oom_killed")
+    poll(engine.cluster)
+    run = _run("report-builder")
+    wait_for(lambda: run.steps.filter(state="succeeded").exists(), timeout=60, interval=0.02, message="a first step")
+    redis.Redis.from_url(settings.REDIS_URL).flushall()
+
+    def finished() -> bool:
+        reconcile()
+        return PlaybookRun.objects.get(pk=run.pk).state == "finished"
+
+    wait_for(finished, timeout=90, interval=1, message="the run to finish after FLUSHALL")
+    run.refresh_from_db()
+    assert [s.state for s in run.steps.order_by("order")] == ["succeeded", "succeeded", "failed"]
+    # Nothing was changed, so the OOM goes on and verify says so.
+    assert run.outcome == "fix_did_not_hold"
+
+
+def _drive(run: PlaybookRun, limit: int = 40) -> PlaybookRun:
+    """Run the queued steps in this process, as the worker would (countdowns skipped)."""
+    from playbooks.engine import execute_step
+
+    for _ in range(limit):
+        run.refresh_from_db()
+        if run.state == "finished":
+            return run
+        queued = run.steps.filter(state="queued").first()
+        if queued is None:
+            return run
+        execute_step(queued.pk)
+    return run
+
+
+def test_dry_run_records_every_step_and_calls_no_tool(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIOPS_DRY_RUN = True
+    Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    with _no_enqueue():
+        poll(engine.cluster)
+        run = _drive(_run("ledger"))
+    assert (run.state, run.outcome, run.dry_run) == ("finished", "dry_run", True)
+    restart = run.steps.get(name="restart pod")
+    assert restart.state == "skipped" and restart.output.startswith("dry run: restart_pod [MEDIUM]")
+    assert restart.rendered_args["namespace"] == "payments" and restart.approval is None
+    assert not AuditEntry.objects.filter(action="tool_call").exists()
+
+
+def test_without_auto_remediation_diagnostics_run_and_no_approval_is_requested(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIOPS_AUTO_REMEDIATION = False
+    Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    with _no_enqueue():
+        poll(engine.cluster)
+        run = _drive(_run("ledger"))
+    steps = {s.name: s for s in run.steps.all()}
+    assert steps["describe pod"].state == "succeeded"
+    assert steps["restart pod"].state == "skipped" and "AIOPS_AUTO_REMEDIATION is off" in steps["restart pod"].output
+    assert not Approval.objects.exists()
+    assert run.outcome == "not_remediated", run.summary
+
+
+def test_the_hourly_action_budget_stops_requests(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIOPS_ACTIONS_PER_HOUR = 0
+    Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    with _no_enqueue():
+        poll(engine.cluster)
+        run = _drive(_run("ledger"))
+    restart = run.steps.get(name="restart pod")
+    assert restart.state == "skipped" and "budget of 0 automatic actions per hour" in restart.output
+    assert not Approval.objects.exists()
+
+
+class _no_enqueue:  # noqa: N801 - reads as a statement
+    """Route this process's messages to a queue no worker reads: the test drives the steps
+    itself, in-process, through the same `execute_step` the task calls."""
+
+    QUEUE = "engine-tests-parked"
+
+    def __enter__(self) -> None:
+        from aiops_site.celery import app
+
+        self._previous = app.conf.task_default_queue
+        app.conf.task_default_queue = self.QUEUE
+
+    def __exit__(self, *exc: object) -> None:
+        import redis
+        from django.conf import settings
+
+        from aiops_site.celery import app
+
+        app.conf.task_default_queue = self._previous
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(self.QUEUE)
