@@ -207,9 +207,9 @@ def _build(sim: Simulation, ftype: str, target: str, opts: dict[str, Any]) -> Fa
         return Fault(ftype, canonical, {"image": image, "mode": mode}, bad_configs={current_config(sim, updated)})
     if ftype in CONFIG_FAULTS:
         fault = Fault(ftype, canonical, {}, bad_configs={current_config(sim, deploy)})
-        if ftype == "unschedulable":
-            # Pods already placed keep running; the fault shows on the pods created next,
-            # as after a reschedule or a rollout.
+        if ftype in ("unschedulable", "image_pull_failure"):
+            # A running container neither re-pulls nor gets unscheduled: the fault shows on
+            # replacement pods, so the current ones are replaced (as by a reschedule).
             for pod in pods:
                 sim.delete_pod(pod)
         return fault

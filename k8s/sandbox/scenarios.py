@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from k8s.sandbox import faults
 from k8s.sandbox import objects as o
@@ -27,6 +29,10 @@ DEMO_NODES = ("node-1", "node-2", "node-3", "node-4")
 DEMO_NOT_READY_NODE = "node-4"
 DEMO_CRASH_LOOP = "payments/ledger"
 DEMO_OOM = "data/report-builder"
+# The demo cluster has been up a while: objects seeded "now" would sit inside every detector's
+# grace period (a deployment younger than a minute is still rolling out).
+DEMO_AGE_S = 3 * 24 * 3600
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def load(sim: Simulation, scenario: str) -> None:
@@ -47,6 +53,7 @@ def load(sim: Simulation, scenario: str) -> None:
         if scenario == "demo":
             _demo(sim)
         sim.reconcile()
+        _backdate(sim, DEMO_AGE_S)
 
 
 def _demo(sim: Simulation) -> None:
@@ -75,6 +82,30 @@ def _demo(sim: Simulation) -> None:
     faults.inject(sim, "crash_loop", DEMO_CRASH_LOOP, transient=True)
     faults.inject(sim, "oom_killed", DEMO_OOM, need="384Mi")
     faults.inject(sim, "not_ready_node", DEMO_NOT_READY_NODE, status="Unknown")
+
+
+def _shift(node: Any, seconds: int, *, key: str = "") -> Any:
+    if isinstance(node, dict):
+        # Last terminations and event times stay recent: the demo's crash loops are happening now.
+        return {k: v if k in ("lastState", "lastTimestamp", "lastHeartbeatTime") else _shift(v, seconds, key=k)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_shift(v, seconds, key=key) for v in node]
+    if isinstance(node, str) and _STAMP.match(node):
+        then = datetime.strptime(node, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - timedelta(seconds=seconds)
+        return then.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return node
+
+
+def _backdate(sim: Simulation, seconds: int) -> None:
+    """Move every timestamp of the seeded objects `seconds` into the past."""
+    for plural in sim.store.objects:
+        if plural == "events":
+            continue
+        for obj in sim.store.all(plural):
+            aged = _shift(obj, seconds)
+            if aged != obj:
+                sim.store.put(plural, aged)
 
 
 def generate(sim: Simulation, *, pods: int, nodes: int | None = None, deployments: int | None = None,

@@ -737,8 +737,8 @@ class Simulation:
                 cs["ready"] = False
                 self.event(pod, "Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503",
                            "kubelet", host=pod["spec"]["nodeName"], field_path=f"spec.containers{{{c['name']}}}")
-            if not node_ok:
-                cs["ready"] = False
+            # A lost node's kubelet cannot report: container statuses stay as they were; only the
+            # node controller's Ready=False condition on the pod changes (below).
             all_ready = all_ready and cs["ready"]
             statuses.append(cs)
         unready = [cs["name"] for cs in statuses if not cs["ready"]]
@@ -748,7 +748,8 @@ class Simulation:
         conds = set_condition(conds, "Initialized", "True", None, None, probe_time=True)
         if not node_ok:
             conds = set_condition(conds, "Ready", "False", "NodeNotReady", None, probe_time=True)
-            conds = set_condition(conds, "ContainersReady", "True" if not unready else "False", None, None, probe_time=True)
+            conds = set_condition(conds, "ContainersReady", "True" if not unready else "False",
+                                  None if not unready else "ContainersNotReady", None, probe_time=True)
         elif unready:
             message = f"containers with unready status: [{' '.join(unready)}]"
             conds = set_condition(conds, "Ready", "False", "ContainersNotReady", message, probe_time=True)

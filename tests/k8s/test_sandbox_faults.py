@@ -276,3 +276,35 @@ def test_it_refuses_bad_fault_requests_by_name(demo: Sandbox) -> None:
     with pytest.raises(FaultError, match="no active fault on 'shop/cart'"):
         demo.clear("shop/cart")
     assert sorted(f["type"] for f in demo.faults()) == ["crash_loop", "not_ready_node", "oom_killed"]
+
+
+@pytest.mark.parametrize(
+    ("ftype", "target", "workload"),
+    [
+        ("crash_loop", "shop/checkout", "Deployment/shop/checkout"),
+        ("oom_killed", "shop/cart", "Deployment/shop/cart"),
+        ("image_pull_failure", "shop/frontend", "Deployment/shop/frontend"),
+        ("unschedulable", "shop/cart", "Deployment/shop/cart"),
+        ("not_ready_node", "node-2", "Node//node-2"),
+        ("replication_failure", "payments/payments-api", "Deployment/payments/payments-api"),
+        ("probe_failure", "shop/checkout", "Deployment/shop/checkout"),
+        ("hpa_maxed", "shop/cart", "Deployment/shop/cart"),
+        ("failed_job", "data/nightly-export", "Job/data/nightly-export"),
+        ("evicted", "shop/frontend", "Deployment/shop/frontend"),
+    ],
+)
+def test_the_detectors_find_each_fault_as_its_own_type(demo: Sandbox, ftype: str, target: str, workload: str) -> None:
+    """The contract with the watch loop: what a fault writes is what `k8s.detectors` reads."""
+    from k8s.detectors import detect
+
+    def findings() -> set[tuple[str, str]]:
+        store = demo.sim.store
+        return {(f.type, f.workload_key()) for f in detect(
+            store.all("pods"), store.all("nodes"), store.all("deployments"), store.all("replicasets"),
+            store.all("horizontalpodautoscalers"), store.all("jobs"))}
+
+    assert (ftype, workload) not in findings()
+    demo.fault(ftype, target)
+    assert (ftype, workload) in findings()
+    demo.clear(target if ftype != "hpa_maxed" else "shop/cart")
+    assert (ftype, workload) not in findings()
