@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+OPEN_TIMEOUT_FLOOR = 30.0
 _CONNECTION_CLOSED = -32000
 _REQUEST_TIMEOUT = -32001
 
@@ -179,14 +180,15 @@ class ClientManager:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def _run(self, factory: Callable[[], Awaitable[T]], timeout: float) -> T:
+    def _run(self, factory: Callable[[], Awaitable[T]], timeout: float, server: str = "") -> T:
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(factory(), loop)  # type: ignore[arg-type]
         try:
             return future.result(timeout)
         except TimeoutError:
+            # A safety net: the loop itself is stuck or overloaded; the inner timeouts did not fire.
             future.cancel()
-            raise
+            raise MCPTimeout(server or "?", f"no answer within {timeout:g} s (client loop)") from None
 
     # --- sessions --------------------------------------------------------------------
     async def _open(self, config: ServerConfig) -> _Session:
@@ -212,8 +214,15 @@ class ClientManager:
                     log.info("mcp_session_closed_with_error", server=config.name, error=_flatten(exc))
 
         task = asyncio.create_task(owner(), name=f"mcp-session-{config.name}")
+        # Starting a stdio server (imports, a cluster client) can take seconds on a busy host,
+        # longer than a short per-call timeout: opening has a floor of its own.
+        open_timeout = max(config.timeout, OPEN_TIMEOUT_FLOOR)
         try:
-            client = await asyncio.wait_for(asyncio.shield(ready), config.timeout)
+            client = await asyncio.wait_for(asyncio.shield(ready), open_timeout)
+        except TimeoutError:
+            stop.set()
+            task.cancel()
+            raise MCPTransportError(config.name, f"could not open a session within {open_timeout:g} s") from None
         except BaseException:
             stop.set()
             task.cancel()
@@ -285,7 +294,7 @@ class ClientManager:
                 structured=result.structured_content,
             )
 
-        return self._run(lambda: self._with_session(config, operation), config.timeout * 2 + 15)
+        return self._run(lambda: self._with_session(config, operation), self._deadline(config), config.name)
 
     def list_tools(self, config: ServerConfig) -> list[Any]:
         async def operation(client: Any) -> list[Any]:
@@ -298,7 +307,12 @@ class ClientManager:
                 if not cursor:
                     return tools
 
-        return self._run(lambda: self._with_session(config, operation), config.timeout * 2 + 15)
+        return self._run(lambda: self._with_session(config, operation), self._deadline(config), config.name)
+
+    @staticmethod
+    def _deadline(config: ServerConfig) -> float:
+        """Outer bound for a whole call from the caller's thread: two opens and two sends."""
+        return 2 * (max(config.timeout, OPEN_TIMEOUT_FLOOR) + config.timeout) + 5
 
     def close(self, name: str | None = None) -> None:
         """Close one server's session (or all); the next call opens a fresh one."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+import anyio
+
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -45,6 +47,13 @@ def fail(message: str) -> str:
 def pid() -> int:
     """The server's process id (one per session)."""
     return os.getpid()
+
+
+@server.tool()
+async def sleep(seconds: float) -> str:
+    """Answer after `seconds` (to exceed a client's timeout)."""
+    await anyio.sleep(seconds)
+    return "slept"
 
 
 @server.tool()

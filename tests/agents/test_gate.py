@@ -29,7 +29,7 @@ def _refusals(tool: str) -> list[AuditEntry]:
 
 def test_it_registers_third_party_tools_as_high_until_an_admin_lowers_them(fake_mcp) -> None:  # type: ignore[no-untyped-def]
     tools = {t.remote_name: t for t in fake_mcp.tools.all()}
-    assert set(tools) == {"echo", "set_value", "big_output", "fail", "pid", "crash"}
+    assert set(tools) == {"echo", "set_value", "big_output", "fail", "pid", "sleep", "crash"}
     assert {t.risk for t in tools.values()} == {"HIGH"}
     assert tools["echo"].name == "fake__echo"
 
@@ -238,3 +238,33 @@ def test_calls_refusals_and_approvals_move_the_metrics(fake_mcp, approvers) -> N
              value("aiops_approvals_total", state="approved"),
              value("aiops_tool_call_duration_seconds_count", server="fake", tool="fake__echo"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_call_tool_task_runs_in_the_worker_and_reports_refusals(fake_mcp, fake_calls, approvers,
+                                                                    celery_worker) -> None:  # type: ignore[no-untyped-def]
+    from agents.tasks import call_tool_task
+
+    args = {"key": "task", "value": "1"}
+    refused = call_tool_task.delay("fake__set_value", args, "chat:carol", "try").get(timeout=30)
+    assert refused["refused"] and "needs an approved approval" in refused["output"]
+    approval = _approved("fake__set_value", args, approvers)
+    done = call_tool_task.delay("fake__set_value", args, "playbook:9", "fix", approval.pk, "steprun:9").get(timeout=30)
+    assert done == {"ok": True, "refused": False, "output": "set task=1", "data": {"result": "set task=1"}, "truncated": False,
+                    "audit_id": done["audit_id"]}
+    assert fake_calls("task") == 1
+    assert AuditEntry.objects.get(pk=done["audit_id"]).idempotency_key == "steprun:9"
+
+
+def test_a_call_that_outlives_its_timeout_is_cut_and_audited(fake_mcp) -> None:  # type: ignore[no-untyped-def]
+    from agents.mcp_client import MCPTimeout
+
+    MCPTool.objects.filter(name="fake__sleep").update(risk="LOW")
+    fake_mcp.timeout = 1.0
+    fake_mcp.save(update_fields=["timeout"])
+    MCPTool.objects.filter(name="fake__echo").update(risk="LOW")
+    assert call_tool("fake__echo", {"text": "open"}, actor="x", reason="y").ok  # the session is open
+    with pytest.raises(MCPTimeout, match="no answer within 1 s"):
+        call_tool("fake__sleep", {"seconds": 5}, actor="x", reason="y")
+    entry = AuditEntry.objects.filter(tool="fake__sleep").latest("id")
+    assert entry.outcome == "timeout" and entry.duration_ms >= 1000
