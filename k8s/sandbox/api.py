@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+import prometheus_client
 import structlog
 
 from k8s.sandbox import faults as fault_rules
@@ -113,6 +114,9 @@ class Api:
             return Response(200, b"ok", "text/plain; charset=utf-8")
         if r.path == "/version":
             return json_response(200, SERVER_VERSION)
+        if r.path == "/metrics":
+            # This process's own metrics (under `make run` the web's /metrics also serves them).
+            return Response(200, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST)
         parts = [p for p in r.path.split("/") if p]
         if (self.api_needs_token or parts[:1] == ["sandbox"]) and not self._authorized(r):
             raise ApiError.unauthorized()

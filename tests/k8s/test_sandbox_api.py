@@ -244,3 +244,25 @@ def test_it_lists_ten_thousand_pods_whole_and_paginated(big: Sandbox) -> None:
         assert time.monotonic() - started < 60
     finally:
         api_client.close()
+
+
+def test_it_exports_metrics_that_move(demo: Sandbox) -> None:
+    def sample(name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = http(demo, "GET", "/metrics", token=False).text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and s.labels == labels:
+                    return float(s.value)
+        return 0.0
+
+    before = sample("aiops_sandbox_requests_total", code="404", verb="GET")
+    http(demo, "GET", "/api/v1/namespaces/shop/pods/nope")
+    assert sample("aiops_sandbox_requests_total", code="404", verb="GET") == before + 1
+    assert sample("aiops_sandbox_faults_active", type="crash_loop") == 1
+    cleared = sample("aiops_sandbox_faults_cleared_total", type="crash_loop", by="fault clear")
+    demo.clear("payments/ledger")
+    assert sample("aiops_sandbox_faults_active", type="crash_loop") == 0
+    assert sample("aiops_sandbox_faults_cleared_total", type="crash_loop", by="fault clear") == cleared + 1
+    assert sample("aiops_sandbox_objects", resource="pods") == 16
