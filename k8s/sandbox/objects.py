@@ -121,6 +121,7 @@ def namespace(name: str) -> Obj:
 
 def node(name: str, index: int, *, cpu: str = "4", memory: str = "16Gi", pods: int = 110, zone: str = "zone-a") -> Obj:
     address = f"10.0.{index // 250}.{index % 250 + 10}"
+    cidr = f"10.{244 + index // 256}.{index % 256}.0/24"  # a /24 per node, from 10.244.0.0/14
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -137,7 +138,7 @@ def node(name: str, index: int, *, cpu: str = "4", memory: str = "16Gi", pods: i
             },
             "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
         },
-        "spec": {"podCIDR": f"10.244.{index}.0/24", "podCIDRs": [f"10.244.{index}.0/24"], "providerID": f"sandbox://{name}"},
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "providerID": f"sandbox://{name}"},
         "status": {
             "capacity": {"cpu": cpu, "memory": memory, "pods": str(pods), "ephemeral-storage": "102400Mi"},
             "allocatable": {"cpu": cpu, "memory": memory, "pods": str(pods), "ephemeral-storage": "94000Mi"},
