@@ -26,4 +26,11 @@ def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
         "schedule": 600.0,
         "options": {"expires": 600.0},
     }
+    # The chat outbox: rows whose delivery task was lost (broker restart, worker killed mid-send)
+    # are enqueued again, so a lost message delays a notification, never drops it.
+    schedule["channels.requeue_stalled_messages"] = {
+        "task": "channels.requeue_stalled_messages",
+        "schedule": 60.0,
+        "options": {"expires": 50.0},
+    }
     return schedule
