@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test lint check-compose clean-run
+.PHONY: run test lint check-compose check-deploy clean-run
 
 $(VENV)/.run-deps: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(VENV)/.test-deps
 
 check-compose:
 	docker-compose -f docker-compose.yml config --quiet
+
+## Check the deployment files without Docker or a cluster: compose config (with .env.example filled
+## in), both kustomize overlays against the kubernetes client's models and the tools' RBAC,
+## promtool/amtool on the monitoring configs, the dashboard's metric names.
+check-deploy: $(VENV)/.test-deps
+	$(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest -q tests/deploy -m "not integration"
 
 clean-run:
 	rm -rf .run
