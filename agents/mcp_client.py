@@ -60,13 +60,19 @@ class MCPConfigError(ValueError):
 
 
 def expand_env(value: str, *, where: str) -> str:
-    """Replace ${VAR} with the environment's value, so secrets stay out of the database."""
+    """Replace ${VAR} with the environment's value, so secrets stay out of the database. A
+    setting of that name counts too: AIOPS_MCP_TOKEN may come from the run directory's file."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name not in os.environ:
-            raise MCPConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
-        return os.environ[name]
+        if name in os.environ:
+            return os.environ[name]
+        from django.conf import settings
+
+        setting = getattr(settings, name, None) if settings.configured and name.isupper() else None
+        if isinstance(setting, str) and setting:
+            return setting
+        raise MCPConfigError(f"{where} refers to ${{{name}}}, which is not set in the environment")
 
     return _ENV_REF.sub(replace, value)
 

@@ -43,14 +43,8 @@ def expire_approvals() -> int:
     return expire_due()
 
 
-@shared_task(
-    name="agents.execute_approval",
-    autoretry_for=(MCPTransportError,),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=4,
-)
-def execute_approval(approval_id: int) -> str:
+@shared_task(bind=True, name="agents.execute_approval", max_retries=4)
+def execute_approval(self: Any, approval_id: int) -> str:
     """Carry out an approved chat/LLM approval and announce the outcome (`tool_call_finished`).
     Idempotent: the call runs under the approval's own key, so a redelivered message retries
     the same bound call, and the announcement is claimed once by `finished_at`."""
@@ -69,12 +63,20 @@ def execute_approval(approval_id: int) -> str:
         ok, output, audit_id = result.ok, result.output, result.audit_id
     except ToolRefused as exc:
         ok, output, audit_id = False, f"refused: {exc.reason}", exc.audit_id
+    except MCPTransportError as exc:
+        if self.request.retries < self.max_retries:
+            # Same key on the retry: the bound approval lets it through, and nobody else.
+            raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1))) from None
+        # Out of retries: the requester still hears back, with the failure.
+        ok, output = False, f"the tool server could not be reached: {exc}"
+        audit_id = (AuditEntry.objects.filter(approval=approval, action=AuditEntry.Action.TOOL_CALL)
+                    .order_by("-id").values_list("id", flat=True).first())
     with transaction.atomic():
         claimed = Approval.objects.filter(pk=approval.pk, finished_at__isnull=True).update(finished_at=timezone.now())
         if not claimed:
             return "already finished"
         approval.refresh_from_db()
-        audit = AuditEntry.objects.get(pk=audit_id)
+        audit = AuditEntry.objects.filter(pk=audit_id).first() if audit_id else None
         tool_call_finished.send(sender=Approval, approval=approval, audit=audit, ok=ok, output=output)
     log.info("approval_executed", approval=approval.pk, code=approval.code, ok=ok)
     return "ok" if ok else "failed"

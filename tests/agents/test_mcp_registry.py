@@ -138,3 +138,13 @@ def test_make_run_start_up_picks_a_kept_port_and_fills_the_registry(tmp_path: Pa
     server = MCPServer.objects.get(name="kubernetes")
     assert server.url == env["AIOPS_MCP_URL"] and server.tools.count() == len(TOOL_SPECS)
     assert mcp_port(tmp_path) == port  # the same port across restarts
+
+
+def test_a_secret_reference_may_name_a_setting(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In embedded mode the MCP token lives in the run directory and reaches the settings, not
+    the environment of a `manage.py shell`; the registry's ${AIOPS_MCP_TOKEN} still resolves."""
+    from agents.registry import server_config
+
+    monkeypatch.delenv("AIOPS_MCP_TOKEN", raising=False)
+    settings.AIOPS_MCP_TOKEN = "from-the-run-directory"
+    assert dict(server_config(register_builtin()).headers) == {"Authorization": "Bearer from-the-run-directory"}
