@@ -473,6 +473,41 @@ def _detect_job(job: Mapping[str, Any], owners: OwnerIndex) -> list[Finding]:
                      "since": failed.get("lastTransitionTime")})]
 
 
+def replicasets_by_deployment(replicasets: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    by_owner: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for rs in replicasets:
+        ref = _controller_ref(rs)
+        if ref and ref.get("kind") == "Deployment":
+            by_owner.setdefault((_ns_name(rs)[0], ref.get("name") or ""), []).append(rs)
+    return by_owner
+
+
+# Per-kind entry points, so a caller can stream pages through them (the poll holds only the
+# ReplicaSets and Jobs that owner resolution needs, never all pods at once).
+def detect_pods(pods: Iterable[Mapping[str, Any]], owners: OwnerIndex, *, now: datetime | None = None) -> list[Finding]:
+    now = now or datetime.now(UTC)
+    return [finding for pod in pods for finding in _detect_pod(pod, owners, now)]
+
+
+def detect_nodes(nodes: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    return [finding for node in nodes for finding in _detect_node(node)]
+
+
+def detect_deployments(deployments: Iterable[Mapping[str, Any]],
+                       rs_by_deployment: Mapping[tuple[str, str], list[Mapping[str, Any]]], *,
+                       now: datetime | None = None) -> list[Finding]:
+    now = now or datetime.now(UTC)
+    return [finding for deployment in deployments for finding in _detect_deployment(deployment, rs_by_deployment, now)]
+
+
+def detect_hpas(hpas: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    return [finding for hpa in hpas for finding in _detect_hpa(hpa)]
+
+
+def detect_jobs(jobs: Iterable[Mapping[str, Any]], owners: OwnerIndex) -> list[Finding]:
+    return [finding for job in jobs for finding in _detect_job(job, owners)]
+
+
 def detect(
     pods: Iterable[Mapping[str, Any]],
     nodes: Iterable[Mapping[str, Any]],
@@ -488,24 +523,13 @@ def detect(
     replicasets = list(replicasets)
     jobs = list(jobs)
     owners = OwnerIndex(replicasets, jobs)
-    rs_by_owner: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for rs in replicasets:
-        ref = _controller_ref(rs)
-        if ref and ref.get("kind") == "Deployment":
-            rs_by_owner.setdefault((_ns_name(rs)[0], ref.get("name") or ""), []).append(rs)
-
-    findings: list[Finding] = []
-    for node in nodes:
-        findings.extend(_detect_node(node))
-    for pod in pods:
-        findings.extend(_detect_pod(pod, owners, now))
-    for deployment in deployments:
-        findings.extend(_detect_deployment(deployment, rs_by_owner, now))
-    for hpa in hpas:
-        findings.extend(_detect_hpa(hpa))
-    for job in jobs:
-        findings.extend(_detect_job(job, owners))
-    return findings
+    return [
+        *detect_nodes(nodes),
+        *detect_pods(pods, owners, now=now),
+        *detect_deployments(deployments, replicasets_by_deployment(replicasets), now=now),
+        *detect_hpas(hpas),
+        *detect_jobs(jobs, owners),
+    ]
 
 
 def split_list(items: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

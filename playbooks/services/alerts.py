@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg import errors as psycopg_errors
 
 from k8s.models import Cluster
 from playbooks import metrics
@@ -91,13 +92,20 @@ class _Clusters:
 
 def ingest_alerts(alerts: list[dict[str, Any]], *, now: datetime | None = None) -> AlertIngestResult:
     """Record a validated Alertmanager batch; one transaction for the whole batch."""
-    try:
-        return _ingest(alerts, now or timezone.now())
-    except IntegrityError:
-        # The same batch delivered twice at the same moment: the other delivery stored these
-        # alerts first (unique dedup_key). Replaying ours now finds them and changes nothing.
-        log.info("alert_batch_replayed", alerts=len(alerts))
-        return _ingest(alerts, now or timezone.now())
+    for attempt in range(1, 4):
+        try:
+            return _ingest(alerts, now or timezone.now())
+        except IntegrityError:
+            # The same batch delivered twice at the same moment: the other delivery stored these
+            # alerts first (unique dedup_key). Replaying ours now finds them and changes nothing.
+            log.info("alert_batch_replayed", alerts=len(alerts), attempt=attempt)
+        except OperationalError as exc:
+            # Two batches opening and touching the same incidents in different orders: PostgreSQL
+            # breaks the deadlock by aborting one; the batch rolled back whole, so run it again.
+            if not isinstance(exc.__cause__, psycopg_errors.DeadlockDetected) or attempt == 3:
+                raise
+            log.info("alert_batch_deadlock_retried", alerts=len(alerts), attempt=attempt)
+    return _ingest(alerts, now or timezone.now())
 
 
 def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:

@@ -167,7 +167,10 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
         groups = group_findings(findings, locked.ignored_namespaces or [])
         open_by_key = {
             (i.workload_kind, i.namespace, i.workload_name): i
-            for i in Incident.objects.select_for_update().filter(cluster=locked, state=Incident.State.OPEN, fingerprint="")
+            # Locked in id order, as the alert ingest does: two writers never wait on each other crosswise.
+            for i in Incident.objects.select_for_update()
+            .filter(cluster=locked, state=Incident.State.OPEN, fingerprint="")
+            .order_by("pk")
         }
         events: list[ClusterEvent] = []
         for key, group in groups.items():

@@ -2,9 +2,10 @@
 
 The poll is the hot path (10k pods is ~13 MB of JSON): lists are fetched with
 ``_preload_content=False`` (no model deserialisation, ~8x cheaper), paginated with
-``limit``/``continue`` so no single response is huge, parsed with orjson, and each item is
-cut down at once to the fields the detectors read (managedFields, env, volumes... go), so the
-process holds one page of full objects at a time and never the whole cluster's.
+``limit``/``continue`` so no single response is huge, and parsed with orjson. Detection streams:
+ReplicaSets and Jobs (what owner resolution needs) are read first and kept, cut down to the
+fields the detectors read; every other kind goes through its detector one page at a time and is
+dropped, so the process never holds the cluster's pods at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from django.conf import settings
 from kubernetes import client as k8s_client
 
 from k8s.client import ClusterConfigError, api_client_for
-from k8s.detectors import detect
+from k8s.detectors import (
+    Finding,
+    OwnerIndex,
+    detect_deployments,
+    detect_hpas,
+    detect_jobs,
+    detect_nodes,
+    detect_pods,
+    replicasets_by_deployment,
+)
 from k8s.models import Cluster
 from playbooks import metrics
 from playbooks.services.incidents import IngestResult, ingest_findings, record_poll_failure, record_poll_success
@@ -40,53 +50,23 @@ def _pick(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 _META_KEYS = ("name", "namespace", "ownerReferences", "creationTimestamp", "deletionTimestamp")
-_CONTAINER_KEYS = ("name", "image", "readinessProbe", "livenessProbe")
+REVISION = "deployment.kubernetes.io/revision"
 
 
-def _slim_meta(meta: dict[str, Any], annotation: str | None = None, label: str | None = None) -> dict[str, Any]:
+def _slim_meta(meta: dict[str, Any], annotation: str | None = None) -> dict[str, Any]:
     slim = _pick(meta, _META_KEYS)
-    if label and label in (meta.get("labels") or {}):
-        slim["labels"] = {label: meta["labels"][label]}
     if annotation and annotation in (meta.get("annotations") or {}):
         slim["annotations"] = {annotation: meta["annotations"][annotation]}
     return slim
 
 
-def _slim_container(container: dict[str, Any]) -> dict[str, Any]:
-    slim = _pick(container, _CONTAINER_KEYS)
-    memory = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-    if memory:
-        slim["resources"] = {"limits": {"memory": memory}}
-    return slim
-
-
-def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    spec = pod.get("spec") or {}
-    return {
-        "metadata": _slim_meta(pod.get("metadata") or {}, label="pod-template-hash"),
-        "spec": {
-            **_pick(spec, ("nodeName", "restartPolicy")),
-            "containers": [_slim_container(c) for c in spec.get("containers") or []],
-            "initContainers": [_slim_container(c) for c in spec.get("initContainers") or []],
-        },
-        "status": pod.get("status") or {},
-    }
-
-
-REVISION = "deployment.kubernetes.io/revision"
+# What the poll keeps for the whole scan, cut to the fields the detectors read.
 SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "pods": slim_pod,
-    "nodes": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}),
-                        "spec": _pick(o.get("spec") or {}, ("unschedulable",)),
-                        "status": {"conditions": (o.get("status") or {}).get("conditions") or []}},
-    "deployments": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}, annotation=REVISION),
-                              "spec": _pick(o.get("spec") or {}, ("replicas", "paused")),
-                              "status": o.get("status") or {}},
     "replicasets": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}, annotation=REVISION),
-                              "status": o.get("status") or {}},
-    "hpas": lambda o: o,
+                              "status": _pick(o.get("status") or {}, ("readyReplicas", "replicas"))},
     "jobs": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}),
-                       "spec": _pick(o.get("spec") or {}, ("backoffLimit",)), "status": o.get("status") or {}},
+                       "spec": _pick(o.get("spec") or {}, ("backoffLimit",)),
+                       "status": _pick(o.get("status") or {}, ("conditions", "failed"))},
 }
 
 
@@ -119,15 +99,33 @@ def fetch_raw_pages(call: Callable[..., Any], *, page_size: int = PAGE_SIZE, tim
             return
 
 
-def fetch_snapshot(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE, slim: bool = True) -> dict[str, list[dict[str, Any]]]:
-    snapshot: dict[str, list[dict[str, Any]]] = {}
-    for kind, call in list_calls(api).items():
-        slimmer = SLIMMERS[kind] if slim else (lambda o: o)
-        items: list[dict[str, Any]] = []
-        for body in fetch_raw_pages(call, page_size=page_size):
-            items.extend(slimmer(item) for item in body.get("items") or [])
-        snapshot[kind] = items
-    return snapshot
+def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tuple[list[Finding], dict[str, int]]:
+    """Run every detector over the cluster, streaming pages; returns findings and object counts."""
+    calls = list_calls(api)
+    counts: dict[str, int] = {}
+
+    def pages(kind: str, slim: bool = False) -> Any:
+        counts[kind] = 0
+        for body in fetch_raw_pages(calls[kind], page_size=page_size):
+            items = body.get("items") or []
+            counts[kind] += len(items)
+            yield [SLIMMERS[kind](item) for item in items] if slim else items
+
+    replicasets = [rs for page in pages("replicasets", slim=True) for rs in page]
+    jobs = [job for page in pages("jobs", slim=True) for job in page]
+    owners = OwnerIndex(replicasets, jobs)
+    rs_by_deployment = replicasets_by_deployment(replicasets)
+    findings: list[Finding] = []
+    for page in pages("nodes"):
+        findings.extend(detect_nodes(page))
+    for page in pages("deployments"):
+        findings.extend(detect_deployments(page, rs_by_deployment))
+    for page in pages("hpas"):
+        findings.extend(detect_hpas(page))
+    findings.extend(detect_jobs(jobs, owners))
+    for page in pages("pods"):
+        findings.extend(detect_pods(page, owners))
+    return findings, counts
 
 
 @dataclass
@@ -145,30 +143,53 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# One ApiClient per cluster per worker process, reused across polls: its connection pool keeps
+# the TLS connection to the API server alive instead of a handshake (and a kubeconfig parse) every
+# poll. Rebuilt when the cluster's credentials change, after a failed poll, and every few minutes
+# so rotated tokens and certificates are picked up.
+_CLIENT_TTL_S = 300.0
+_clients: dict[int, tuple[tuple[Any, ...], float, k8s_client.ApiClient]] = {}
+
+
+def _client_for(cluster: Cluster) -> k8s_client.ApiClient:
+    identity = (cluster.kubeconfig_path, cluster.context, cluster.in_cluster, cluster.updated_at)
+    cached = _clients.get(cluster.pk)
+    if cached and cached[0] == identity and time.monotonic() - cached[1] < _CLIENT_TTL_S:
+        return cached[2]
+    _drop_client(cluster.pk)
+    api = api_client_for(cluster)
+    _clients[cluster.pk] = (identity, time.monotonic(), api)
+    return api
+
+
+def _drop_client(cluster_id: int) -> None:
+    cached = _clients.pop(cluster_id, None)
+    if cached:
+        cached[2].close()
+
+
 def poll(cluster: Cluster) -> PollOutcome:
     """Poll one cluster once (the caller holds its poll lock)."""
     started = time.monotonic()
     try:
-        api = api_client_for(cluster)
+        api = _client_for(cluster)
     except ClusterConfigError as exc:
         return _failed(cluster, started, str(exc))
     try:
-        snapshot = fetch_snapshot(api)
+        findings, counts = scan_cluster(api)
     except Exception as exc:  # noqa: BLE001 -- any failure to list is "unreachable": counted, backed off, reported
+        _drop_client(cluster.pk)
         return _failed(cluster, started, _describe(exc))
-    finally:
-        api.close()
-    fetched = time.monotonic()
-    findings = detect(**snapshot)
+    scanned = time.monotonic()
     record_poll_success(cluster)
     result = ingest_findings(cluster, findings)
     seconds = time.monotonic() - started
-    for kind, items in snapshot.items():
-        metrics.POLL_OBJECTS.labels(cluster.name, kind).set(len(items))
+    for kind, count in counts.items():
+        metrics.POLL_OBJECTS.labels(cluster.name, kind).set(count)
     metrics.POLL_DURATION.labels(cluster.name).observe(seconds)
     metrics.POLLS.labels(cluster.name, "ok").inc()
-    log.info("cluster_polled", cluster=cluster.name, seconds=round(seconds, 3), fetch_seconds=round(fetched - started, 3),
-             objects={k: len(v) for k, v in snapshot.items()}, findings=len(findings), opened=len(result.opened),
+    log.info("cluster_polled", cluster=cluster.name, seconds=round(seconds, 3), scan_seconds=round(scanned - started, 3),
+             objects=counts, findings=len(findings), opened=len(result.opened),
              updated=len(result.updated), resolved=len(result.resolved))
     interval = cluster.effective_poll_interval()
     if seconds > interval:

@@ -1,0 +1,190 @@
+"""Alertmanager batches of 50 posted to the webhook served by gunicorn, as Alertmanager would.
+
+gunicorn runs as the Procfile runs it (2 workers x 4 threads) on a free loopback port, with the
+bearer token set; `--senders` client threads post batches of `--batch` alerts over keep-alive
+connections. Alerts are KubePodCrashLooping-style (namespace + pod labels) spread over
+`--workloads` deployments, so most alerts land on an incident another batch opened. Each batch is
+then posted a second time (Alertmanager's redelivery): it must store nothing new.
+
+Run:
+  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-watch -- .venv/bin/python bench/alerts.py
+Last line: one JSON object with alerts_per_s, p50_ms, p99_ms, sent, stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TOKEN = "bench-alertmanager-token"
+SAFE = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_batches(total: int, size: int, workloads: int, seed: int = 11) -> list[bytes]:
+    rng = random.Random(seed)
+    batches = []
+    for b in range(0, total, size):
+        alerts = []
+        for i in range(b, min(b + size, total)):
+            d = rng.randrange(workloads)
+            pod = f"svc-{d:04d}-{''.join(rng.choices(SAFE, k=9))}-{''.join(rng.choices(SAFE, k=5))}"
+            alerts.append({
+                "status": "firing",
+                "labels": {"alertname": "KubePodCrashLooping", "namespace": f"team-{d % 20:02d}", "pod": pod,
+                           "container": "app", "severity": "warning", "job": "kube-state-metrics"},
+                "annotations": {"summary": f"Pod {pod} is crash looping", "runbook_url": "https://runbooks.example/crashloop"},
+                "startsAt": f"2026-11-23T15:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 100:03d}Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=kube_pod_container_status_waiting_reason",
+                "fingerprint": f"{i:016x}",
+            })
+        batches.append(json.dumps({
+            "receiver": "aiops", "status": "firing", "alerts": alerts, "groupLabels": {"alertname": "KubePodCrashLooping"},
+            "commonLabels": {"alertname": "KubePodCrashLooping"}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093", "version": "4", "groupKey": f"{{}}:{{batch=\"{b}\"}}",
+            "truncatedAlerts": 0,
+        }).encode())
+    return batches
+
+
+def send_all(port: int, batches: list[bytes], senders: int) -> tuple[list[float], list[int], list[dict]]:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    bodies: list[dict] = []
+    lock = threading.Lock()
+    queue = list(enumerate(batches))
+
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                _, body = queue.pop()
+            started = time.perf_counter()
+            conn.request("POST", "/api/webhooks/alertmanager", body=body,
+                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+            response = conn.getresponse()
+            payload = response.read()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                statuses.append(response.status)
+                if response.status == 200:
+                    bodies.append(json.loads(payload))
+        conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, statuses, bodies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--workloads", type=int, default=500)
+    args = parser.parse_args()
+
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiops_site.settings")
+    import django
+
+    django.setup()
+    from playbooks.models import ClusterEvent, Incident
+
+    ClusterEvent.objects.all().delete()
+    Incident.objects.all().delete()
+
+    port = free_port()
+    env = dict(os.environ, AIOPS_ALERTMANAGER_TOKEN=TOKEN, AIOPS_LOG_FORMAT="json")
+    log_path = ROOT / ".run" / "bench-alerts-gunicorn.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "aiops_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--threads", "4", "--timeout", "60"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(f"gunicorn did not come up:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.3)
+            batches = make_batches(args.alerts, args.batch, args.workloads)
+            send_all(port, batches[:4], 2)  # warm both workers' connections and imports, untimed
+            ClusterEvent.objects.all().delete()
+            Incident.objects.all().delete()
+
+            started = time.perf_counter()
+            latencies, statuses, bodies = send_all(port, batches, args.senders)
+            wall = time.perf_counter() - started
+            stored_reported = sum(b["stored"] for b in bodies)
+            # Alertmanager redelivers a batch it is unsure about: every alert is a duplicate now.
+            re_started = time.perf_counter()
+            re_latencies, re_statuses, re_bodies = send_all(port, batches, args.senders)
+            re_wall = time.perf_counter() - re_started
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    stored = ClusterEvent.objects.filter(kind="alert_fired").count()
+    summary = {
+        "sent": args.alerts,
+        "batch": args.batch,
+        "senders": args.senders,
+        "wall_s": round(wall, 3),
+        "alerts_per_s": round(args.alerts / wall, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "non_200": sum(1 for s in statuses if s != 200),
+        "stored": stored,
+        "stored_reported": stored_reported,
+        "lost": args.alerts - stored,
+        "incidents": Incident.objects.count(),
+        "cluster_events": ClusterEvent.objects.count(),
+        "redelivery_alerts_per_s": round(args.alerts / re_wall, 1),
+        "redelivery_p99_ms": round(percentile(re_latencies, 0.99) * 1000, 1),
+        "redelivery_stored": sum(b["stored"] for b in re_bodies),
+        "redelivery_non_200": sum(1 for s in re_statuses if s != 200),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
