@@ -133,27 +133,29 @@ def request_approval(
             raise ApprovalError(f"unknown approvers: {', '.join(unknown)}")
     now = timezone.now()
     requester = requester or (_user_label(requested_by) if requested_by is not None else origin)
-    for _attempt in range(5):
-        try:
-            with transaction.atomic():
-                approval = Approval.objects.create(
-                    tool=tool,
-                    arguments=args,
-                    risk=registered.risk,
-                    reason=reason,
-                    origin=origin,
-                    origin_ref=origin_ref[:200],
-                    requested_by=requested_by,
-                    requester=requester[:200],
-                    approvers=sorted(set(approvers or [])),
-                    expires_at=now + timedelta(seconds=settings.AIOPS_APPROVAL_TTL),
-                )
-                break
-        except IntegrityError:  # a code collision (1 in ~900M); draw another
-            continue
-    else:
-        raise ApprovalError("could not allocate an approval code; try again")
+    # One transaction: the approval, its audit entry and what the signal's receivers write
+    # (outbox rows) commit together or not at all.
     with transaction.atomic():
+        for _attempt in range(5):
+            try:
+                with transaction.atomic():  # a savepoint: a code collision must not spoil the outer block
+                    approval = Approval.objects.create(
+                        tool=tool,
+                        arguments=args,
+                        risk=registered.risk,
+                        reason=reason,
+                        origin=origin,
+                        origin_ref=origin_ref[:200],
+                        requested_by=requested_by,
+                        requester=requester[:200],
+                        approvers=sorted(set(approvers or [])),
+                        expires_at=now + timedelta(seconds=settings.AIOPS_APPROVAL_TTL),
+                    )
+                break
+            except IntegrityError:  # a code collision (1 in ~900M); draw another
+                continue
+        else:
+            raise ApprovalError("could not allocate an approval code; try again")
         _audit(approval, actor=requester, action=AuditEntry.Action.APPROVAL_REQUESTED, outcome="pending")
         approval_requested.send(sender=Approval, approval=approval)
         transaction.on_commit(lambda: _set_ttl_key(approval))
@@ -267,19 +269,30 @@ def _expire(approval: Approval, now: Any) -> None:
 
 def expire_due(limit: int = 500) -> int:
     """Expire pending approvals past their time, and approved ones nobody used in their window.
-    Rows another process holds (being decided right now) are skipped and taken next sweep."""
+    One transaction per approval, so one failing signal receiver cannot hold back the rest;
+    rows another process holds (being decided right now) are skipped and taken next sweep."""
     now = timezone.now()
+    due = list(
+        Approval.objects.filter(expires_at__lte=now, used_at__isnull=True,
+                                state__in=[Approval.State.PENDING, Approval.State.APPROVED])
+        .order_by("expires_at").values_list("pk", flat=True)[:limit]
+    )
     expired = 0
-    with transaction.atomic():
-        due = list(
-            Approval.objects.select_for_update(skip_locked=True)
-            .filter(expires_at__lte=now, used_at__isnull=True,
-                    state__in=[Approval.State.PENDING, Approval.State.APPROVED])
-            .order_by("expires_at")[:limit]
-        )
-        for approval in due:
-            _expire(approval, now)
+    for pk in due:
+        try:
+            with transaction.atomic():
+                approval = (
+                    Approval.objects.select_for_update(skip_locked=True)
+                    .filter(pk=pk, expires_at__lte=now, used_at__isnull=True,
+                            state__in=[Approval.State.PENDING, Approval.State.APPROVED])
+                    .first()
+                )
+                if approval is None:
+                    continue
+                _expire(approval, now)
             expired += 1
+        except Exception:  # noqa: BLE001  (logged; the next sweep tries again)
+            log.exception("approval_expiry_failed", approval=pk)
     if expired:
         metrics.APPROVALS.labels("expired").inc(expired)
         log.info("approvals_expired", count=expired)
