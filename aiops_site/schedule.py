@@ -33,4 +33,11 @@ def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
         "schedule": 60.0,
         "options": {"expires": 50.0},
     }
+    # Playbook steps whose rows say queued or running but went quiet past their time limit (a
+    # lost broker message, a killed worker) are enqueued again: Redis may lose a step, never a run.
+    schedule["playbooks.reconcile_runs"] = {
+        "task": "playbooks.reconcile_runs",
+        "schedule": 30.0,
+        "options": {"expires": 25.0},
+    }
     return schedule

@@ -48,3 +48,5 @@ WEBHOOK_REJECTED = Counter(
     "Alertmanager deliveries refused, by reason (disabled, unauthorized, invalid).",
     ["reason"],
 )
+
+from playbooks import metrics_engine  # noqa: E402,F401  (the engine room's metrics)
