@@ -51,20 +51,20 @@ PATTERNS: tuple[LogPattern, ...] = (
     ),
     LogPattern(
         "panic", "crash", "critical",
-        r"^panic: |^fatal error: |goroutine \d{1,10} \[running\]|thread '[^'\n]{0,100}' panicked at|Kernel panic",
+        r"(?:^|\s)panic: |(?:^|\s)fatal error: |goroutine \d{1,10} \[running\]|thread '[^'\n]{0,100}' panicked at|Kernel panic",
         "The program panicked (Go or Rust): the stack trace after this line names the failing code.",
         ("panic: ", "fatal error: ", "goroutine ", "panicked at", "kernel panic"),
     ),
     LogPattern(
         "java_stack_trace", "exception", "error",
-        r"Exception in thread \"|^\s{1,16}at [\w$.<>]{1,300}\((?:[\w$]{1,200}\.(?:java|kt|scala):\d{1,7}|Native Method|Unknown Source)\)"
-        r"|^Caused by: [\w$.]{1,300}(?:Exception|Error)",
+        r"Exception in thread \"|(?:^|\s)at [\w$.<>]{1,300}\((?:[\w$]{1,200}\.(?:java|kt|scala):\d{1,7}|Native Method|Unknown Source)\)"
+        r"|(?:^|\s)Caused by: [\w$.]{1,300}(?:Exception|Error)",
         "A Java/JVM exception with its stack trace: the first 'at' line in application code is the culprit.",
         ('exception in thread "', ".java:", ".kt:", ".scala:", "native method", "unknown source", "caused by: "),
     ),
     LogPattern(
         "python_traceback", "exception", "error",
-        r"^Traceback \(most recent call last\):",
+        r"Traceback \(most recent call last\):",
         "An uncaught Python exception: the last line of the traceback names it.",
         ("traceback (most recent call last):",),
     ),
