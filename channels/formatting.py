@@ -101,15 +101,26 @@ def _wrap_long_lines(lines: list[str], limit: int, measure: Callable[[str], int]
     budget = max(limit - 40, 1)
     out: list[str] = []
     for line in lines:
-        pending = [line]
-        while pending:
-            piece = pending.pop(0)
-            if measure(piece) <= budget or len(piece) <= 1:
-                out.append(piece)
-            else:
-                half = len(piece) // 2
-                pending[:0] = [piece[:half], piece[half:]]
+        while measure(line) > budget and len(line) > 1:
+            cut = _longest_prefix(line, budget, measure)
+            space = line.rfind(" ", int(cut * 0.8), cut)
+            cut = space + 1 if space > 0 else cut  # prefer to break between words
+            out.append(line[:cut])
+            line = line[cut:]
+        out.append(line)
     return out
+
+
+def _longest_prefix(text: str, budget: int, measure: Callable[[str], int]) -> int:
+    """The most characters of `text` whose rendering fits `budget` (escaping may grow it)."""
+    low, high = 1, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if measure(text[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def shorten(text: str, limit: int) -> str:

@@ -22,6 +22,7 @@ from nacl.signing import SigningKey
 from tests.fakes.http_fake import FakeHTTPServer
 
 _CHANNEL = re.compile(r"^/api/v10/channels/(?P<channel>\d+)/messages(?:/(?P<message>\d+))?$")
+_COMMANDS = re.compile(r"^/api/v10/applications/(?P<app>\d+)/commands$")
 _WEBHOOK = re.compile(r"^/api/v10/webhooks/(?P<app>\d+)/(?P<token>[^/]+)(?:/messages/(?P<message>@original|\d+))?$")
 
 
@@ -45,6 +46,7 @@ class FakeDiscord(FakeHTTPServer):
     def reset_state(self) -> None:
         self.messages: dict[str, dict[str, Any]] = {}
         self.followups: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []
 
     def sign(self, body: bytes, timestamp: str | None = None, key: SigningKey | None = None) -> dict[str, str]:
         """Headers Discord sends with an interaction whose raw body is `body`."""
@@ -71,6 +73,11 @@ class FakeDiscord(FakeHTTPServer):
             if method == "POST":
                 return api, lambda: self._create(match["channel"], body)
             return api, lambda: self._edit(match["message"], body)
+        match = _COMMANDS.match(path)
+        if match:
+            if auth != f"Bot {self.token}":
+                return "commands", lambda: (401, {"message": "401: Unauthorized", "code": 0})
+            return "commands", lambda: self._put_commands(match["app"], body)
         match = _WEBHOOK.match(path)
         if match:
             if match["app"] != self.application_id:
@@ -79,6 +86,15 @@ class FakeDiscord(FakeHTTPServer):
                 return "followup", lambda: self._followup(match["token"], body)
             return "edit_original", lambda: self._edit_original(match["token"], body)
         return "unknown", lambda: (404, {"message": "404: Not Found", "code": 0})
+
+    def _put_commands(self, app: str, body: Any) -> tuple[int, Any]:
+        if app != self.application_id:
+            return 403, {"message": "Missing Access", "code": 50001}
+        commands = body if isinstance(body, list) else body.get("_raw")
+        if not isinstance(commands, list) or not all(isinstance(c, dict) and c.get("name") for c in commands):
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        self.commands = [{**c, "id": str(next(self._ids)), "application_id": app} for c in commands]
+        return 200, self.commands
 
     def _message(self, channel_id: str, body: dict[str, Any]) -> dict[str, Any]:
         content = str(body.get("content") or "")
