@@ -191,15 +191,19 @@ class CircuitBreaker:
     def _set_gauge(self, is_open: bool) -> None:
         metrics.LLM_CIRCUIT_OPEN.labels(self.endpoint).set(1 if is_open else 0)
 
-    def before_call(self) -> None:
-        """Raise CircuitOpen while open; in half-open, let exactly one caller probe."""
+    def before_call(self) -> bool:
+        """Raise CircuitOpen while open; in half-open, let exactly one caller probe.
+
+        Returns whether there is failure state to clear on success (so a healthy endpoint costs
+        one Redis round trip per call, not two).
+        """
         try:
             r = _redis()
-            retry_in_ms = r.pttl(self.open_key)
+            retry_in_ms, failures_raw = r.pipeline(transaction=False).pttl(self.open_key).get(self.failures_key).execute()
             if retry_in_ms and retry_in_ms > 0:
                 self._set_gauge(True)
                 raise CircuitOpen(self.endpoint, retry_in_ms / 1000)
-            failures = int(r.get(self.failures_key) or 0)
+            failures = int(failures_raw or 0)
             if failures >= settings.LLM_BREAKER_THRESHOLD:
                 # Half-open: the one caller that wins the probe key tries; the rest still fail fast.
                 probe_ms = int((settings.LLM_TIMEOUT + 5) * 1000)
@@ -207,9 +211,11 @@ class CircuitBreaker:
                     self._set_gauge(True)
                     raise CircuitOpen(self.endpoint, max(r.pttl(self.probe_key), 0) / 1000)
                 log.info("llm_circuit_half_open", endpoint=self.endpoint)
+            return failures > 0
         except redis.RedisError as exc:
             # Redis holds only what can be lost: without it the breaker is off, calls still go.
             log.warning("llm_circuit_unavailable", endpoint=self.endpoint, error=str(exc))
+            return False
 
     def record_success(self) -> None:
         try:
@@ -217,6 +223,9 @@ class CircuitBreaker:
             r.delete(self.failures_key, self.probe_key, self.open_key)
         except redis.RedisError:
             return
+        self._set_gauge(False)
+
+    def set_closed_gauge(self) -> None:
         self._set_gauge(False)
 
     def record_failure(self) -> None:
@@ -343,9 +352,10 @@ def complete(
     if temperature is not None:
         kwargs["temperature"] = temperature
     attempts = settings.LLM_MAX_RETRIES + 1
+    dirty = False
     for attempt in range(attempts):
         try:
-            breaker.before_call()
+            dirty = breaker.before_call() or dirty
         except CircuitOpen:
             metrics.LLM_REQUESTS.labels(alias, purpose, "circuit_open").inc()
             raise
@@ -369,7 +379,10 @@ def complete(
             reason, detail = "server_error", _error_message(exc)
         else:
             latency = time.monotonic() - started
-            breaker.record_success()
+            if dirty:
+                breaker.record_success()
+            else:
+                breaker.set_closed_gauge()
             return _completion(endpoint, response, latency, attempt + 1, purpose)
         metrics.LLM_REQUESTS.labels(alias, purpose, reason).inc()
         delay = wait if wait is not None else _backoff(attempt)

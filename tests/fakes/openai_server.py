@@ -13,6 +13,7 @@ Replies: `text(...)`, `tool_calls(...)`, `json_reply(...)`, `error(...)`, `rate_
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -109,6 +110,12 @@ class FakeOpenAI:
 
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without TCP_NODELAY, Nagle plus the
+                # client's delayed ACK add ~40 ms to every reply.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _record(self) -> Recorded:
                 length = int(self.headers.get("Content-Length") or 0)
