@@ -31,9 +31,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--context", default=None, help="kubeconfig context when `cluster` is not given")
     parser.add_argument("--django", action="store_true",
                         help="resolve `cluster` against registered Clusters (needs the database)")
-    parser.add_argument("--timeout", type=float, default=float(os.environ.get("AIOPS_MCP_KUBE_TIMEOUT") or 20),
-                        help="seconds per Kubernetes API request")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per Kubernetes API request (default AIOPS_MCP_KUBE_TIMEOUT or 20)")
     args = parser.parse_args(argv)
+    if args.timeout is None:
+        raw = os.environ.get("AIOPS_MCP_KUBE_TIMEOUT", "").strip() or "20"
+        try:
+            args.timeout = float(raw)
+        except ValueError:
+            parser.error(f"AIOPS_MCP_KUBE_TIMEOUT={raw!r} is not a number")
     if args.http:
         try:
             loopback = ipaddress.ip_address(args.host).is_loopback
@@ -46,6 +52,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error("AIOPS_MCP_TOKEN must be set to serve HTTP (every request must carry it)")
         if not 0 <= args.port <= 65535:
             parser.error(f"--port {args.port} is not a port number")
+    from k8s.mcp_server.kube import BOUNDS, ToolFailure, _env_number
+
+    for name in BOUNDS:
+        try:
+            _env_number(name)
+        except ToolFailure as exc:
+            parser.error(str(exc))
+    if args.timeout <= 0:
+        parser.error(f"--timeout / AIOPS_MCP_KUBE_TIMEOUT must be above 0, not {args.timeout:g}")
     if args.kubeconfig and not Path(args.kubeconfig).expanduser().is_file() and not args.django:
         parser.error(f"--kubeconfig {args.kubeconfig!r}: no such file")
     return args

@@ -37,11 +37,27 @@ class KubeError(ToolFailure):
         self.status = status
 
 
-def _env_number(name: str, default: float) -> float:
+# The bounds of the mutating tools, with the same names and limits as the Django settings
+# (the server also runs without Django). `python -m k8s.mcp_server` checks them at start.
+BOUNDS = {
+    "AIOPS_MAX_SCALE_REPLICAS": (20.0, 1.0, None),
+    "AIOPS_MAX_HPA_REPLICAS": (50.0, 1.0, None),
+    "AIOPS_MEMORY_LIMIT_MAX_FACTOR": (2.0, 1.0, 8.0),
+}
+
+
+def _env_number(name: str, default: float | None = None) -> float:
+    default_value, minimum, maximum = BOUNDS.get(name, (default, None, None))
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return float(default_value or 0)
     try:
-        return float(os.environ.get(name) or default)
+        value = float(raw)
     except ValueError:
-        return default
+        raise ToolFailure(f"{name}={raw!r} is not a number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ToolFailure(f"{name}={raw!r} is outside [{minimum:g}, {maximum if maximum is not None else 'inf'}]")
+    return value
 
 
 class Kube:
@@ -507,7 +523,7 @@ def restart_deployment(k: Kube, namespace: str, name: str, restarted_at: str | N
 
 
 def scale_deployment(k: Kube, namespace: str, name: str, replicas: int) -> str:
-    ceiling = int(_env_number("AIOPS_MAX_SCALE_REPLICAS", 20))
+    ceiling = int(_env_number("AIOPS_MAX_SCALE_REPLICAS"))
     if replicas > ceiling:
         raise ToolFailure(f"replicas={replicas} is above the configured maximum of {ceiling} (AIOPS_MAX_SCALE_REPLICAS)")
     d = k.deployment(namespace, name)
@@ -519,7 +535,7 @@ def scale_deployment(k: Kube, namespace: str, name: str, replicas: int) -> str:
 
 
 def set_hpa_max_replicas(k: Kube, namespace: str, name: str, max_replicas: int) -> str:
-    ceiling = int(_env_number("AIOPS_MAX_HPA_REPLICAS", 50))
+    ceiling = int(_env_number("AIOPS_MAX_HPA_REPLICAS"))
     if max_replicas > ceiling:
         raise ToolFailure(f"max_replicas={max_replicas} is above the configured maximum of {ceiling} "
                           "(AIOPS_MAX_HPA_REPLICAS)")
@@ -661,7 +677,7 @@ def patch_memory_limit(k: Kube, namespace: str, memory: str, name: str | None = 
     if not base_text:
         raise ToolFailure(f"container {target} has no memory limit or request to bound the change against")
     base = parse_quantity(base_text)
-    factor = _env_number("AIOPS_MEMORY_LIMIT_MAX_FACTOR", 2.0)
+    factor = _env_number("AIOPS_MEMORY_LIMIT_MAX_FACTOR")
     if wanted <= 0 or wanted > base * Decimal(str(factor)):
         raise ToolFailure(f"memory {memory} is outside the allowed range (0, {factor:g} x {base_text}] "
                           "(AIOPS_MEMORY_LIMIT_MAX_FACTOR)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -248,3 +249,14 @@ def test_high_tools_change_the_cluster_within_their_bounds(kube_mcp, fresh_sandb
     assert ok(kube_mcp, "delete_pod_force", namespace="shop", name=victim) == f"force-deleted pod shop/{victim}"
     assert victim not in kubectl(kc, "get", "pods", "-n", "shop", "-o", "name")
     assert "already gone" in ok(kube_mcp, "delete_pod_force", namespace="shop", name=victim)
+
+
+def test_bad_start_up_options_are_named_before_serving() -> None:
+    cases = [
+        ({"AIOPS_MAX_SCALE_REPLICAS": "lots"}, [], "AIOPS_MAX_SCALE_REPLICAS='lots' is not a number"),
+        ({"AIOPS_MCP_TOKEN": "t"}, ["--http", "--host", "0.0.0.0"], "--host '0.0.0.0' is not a loopback address"),  # noqa: S104
+    ]
+    for env, args, message in cases:
+        result = subprocess.run([sys.executable, "-m", "k8s.mcp_server", *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, **env})
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
