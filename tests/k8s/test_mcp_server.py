@@ -223,6 +223,13 @@ def test_high_tools_change_the_cluster_within_their_bounds(kube_mcp, fresh_sandb
                    "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}").split()
     assert left and all(p.startswith("monitoring/node-exporter") for p in left)
 
+    # A PodDisruptionBudget (payments-api: minAvailable 1, one healthy pod, on node-1) is honoured.
+    success, text = call(kube_mcp, "drain_node", name="node-1")
+    assert not success and "1 pod(s) blocked by a PodDisruptionBudget; the node stays cordoned" in text
+    assert "payments/payments-api" in text
+    assert kubectl(kc, "get", "pods", "-n", "payments", "-l", "app.kubernetes.io/name=payments-api",
+                   "--field-selector", "spec.nodeName=node-1", "--no-headers").strip()
+
     before = kubectl(kc, "get", "deploy", "checkout", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
     history = ok(kube_mcp, "rollout_history", namespace="shop", name="checkout")
     previous = next(r for r in history["revisions"] if r["revision"] == 2)["images"][0]
