@@ -165,7 +165,13 @@ def _build(sim: Simulation, ftype: str, target: str, opts: dict[str, Any]) -> Fa
         fault = Fault(ftype, canonical, {"transient": transient, "exit_code": exit_code,
                                          "restarts": int(opts.get("restarts", 4))})
         if transient:
-            fault.pod_uids = {p["metadata"]["uid"] for p in pods}
+            # A pod named as the target, or `pods=N` of them, crash; by default all of them.
+            named = [p for p in pods if f"{ns}/{p['metadata']['name']}" == target]
+            chosen = named or sorted(pods, key=lambda p: p["metadata"]["name"])[: int(opts.get("pods", len(pods)))]
+            if not chosen:
+                raise FaultError(f"{canonical} has no pod to crash")
+            fault.opts["pods"] = len(chosen)
+            fault.pod_uids = {p["metadata"]["uid"] for p in chosen}
         else:
             fault.bad_configs = {current_config(sim, deploy)}
         return fault

@@ -22,7 +22,7 @@ DEMO_APPS = (
     ("shop", "cart", "go", "ghcr.io/example/cart:1.8.2", 2, "256Mi", False),
     ("shop", "checkout", "python", "registry.example.com/shop/checkout:1.4.0", 2, "256Mi", False),
     ("payments", "payments-api", "java", "registry.example.com/payments/payments-api:3.2.1", 2, "768Mi", False),
-    ("payments", "ledger", "python", "registry.example.com/payments/ledger:0.9.3", 1, "256Mi", False),
+    ("payments", "ledger", "python", "registry.example.com/payments/ledger:0.9.3", 2, "256Mi", False),
     ("data", "report-builder", "java", "registry.example.com/data/report-builder:5.0.2", 1, "256Mi", False),
 )
 DEMO_NODES = ("node-1", "node-2", "node-3", "node-4")
@@ -79,7 +79,7 @@ def _demo(sim: Simulation) -> None:
         deploy["metadata"]["annotations"][o.CHANGE_CAUSE] = f"kubectl set image deployment/checkout checkout={image}"
         sim.store.put("deployments", deploy)
         sim.reconcile()
-    faults.inject(sim, "crash_loop", DEMO_CRASH_LOOP, transient=True)
+    faults.inject(sim, "crash_loop", DEMO_CRASH_LOOP, transient=True, pods=1)  # one crash-looping pod of two
     faults.inject(sim, "oom_killed", DEMO_OOM, need="384Mi")
     faults.inject(sim, "not_ready_node", DEMO_NOT_READY_NODE, status="Unknown")
 

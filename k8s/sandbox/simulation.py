@@ -568,17 +568,23 @@ class Simulation:
         return out
 
     def _pick_node(self, pod: Obj, usage: dict[str, list[int]] | None = None,
-                   candidates: list[tuple[str, int, int, int]] | None = None) -> str | None:
+                   candidates: list[tuple[str, int, int, int]] | None = None,
+                   siblings: dict[tuple[str, str], int] | None = None) -> str | None:
+        """The feasible node with the fewest pods of the same owner, then the fewest pods
+        (the default scheduler's spreading and least-allocated scores, simplified)."""
         usage = usage if usage is not None else self._usage()
         candidates = candidates if candidates is not None else self._candidates()
+        ref = o.controller_of(pod) if "metadata" in pod else None
+        owner = ref["uid"] if ref else ""
         cpu, mem = self._requests(pod["spec"])
-        best: tuple[int, str] | None = None
+        best: tuple[int, int, str] | None = None
         for name, max_pods, max_cpu, max_mem in candidates:
             used = usage[name]
             if used[0] < max_pods and used[1] + cpu <= max_cpu and used[2] + mem <= max_mem:
-                if best is None or (used[0], name) < best:
-                    best = (used[0], name)
-        return best[1] if best else None
+                score = ((siblings or {}).get((owner, name), 0), used[0], name)
+                if best is None or score < best:
+                    best = score
+        return best[2] if best else None
 
     def _unschedulable_message(self, usage: dict[str, list[int]], pod: Obj, forced: bool) -> str:
         nodes = self.store.all("nodes")
@@ -611,13 +617,19 @@ class Simulation:
 
         usage: dict[str, list[int]] | None = None
         candidates: list[tuple[str, int, int, int]] = []
+        siblings: dict[tuple[str, str], int] = {}
         for pod in self.store.all("pods"):
             if pod["spec"].get("nodeName") or not is_active(pod):
                 continue
             if usage is None:
                 usage, candidates = self._usage(), self._candidates()
+                for other in self.store.all("pods"):
+                    ref = o.controller_of(other)
+                    if ref and other["spec"].get("nodeName") and is_active(other):
+                        key = (ref["uid"], other["spec"]["nodeName"])
+                        siblings[key] = siblings.get(key, 0) + 1
             forced = any(f.type == "unschedulable" for f in pod_faults(self, pod))
-            node = None if forced else self._pick_node(pod, usage, candidates)
+            node = None if forced else self._pick_node(pod, usage, candidates, siblings)
             if node is None:
                 message = self._unschedulable_message(usage, pod, forced)
                 conds = set_condition(pod["status"].get("conditions") or [], "PodScheduled", "False", "Unschedulable", message, probe_time=True)
@@ -629,6 +641,9 @@ class Simulation:
                 continue
             updated = copy(pod)
             updated["spec"]["nodeName"] = node
+            ref = o.controller_of(pod)
+            if ref:
+                siblings[(ref["uid"], node)] = siblings.get((ref["uid"], node), 0) + 1
             cpu, mem = self._requests(pod["spec"])
             usage[node][0] += 1
             usage[node][1] += cpu
@@ -666,6 +681,7 @@ class Simulation:
             if not node_name or not is_active(pod):
                 continue
             node = self.store.get("nodes", "", node_name)
+            # The node controller marks a lost node's pods Ready=False when it marks the node.
             node_ok = node is not None and self.node_ready(node)
             state, fault = pod_state(self, pod)
             key = (state, node_ok)

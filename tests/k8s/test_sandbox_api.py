@@ -69,7 +69,7 @@ def test_it_lists_every_kind_the_watch_loop_reads_paginated_as_raw_json(demo: Sa
         assert names == [i["metadata"]["name"] for i in whole["items"]], kind
         assert pages == max(1, -(-len(names) // 3))
     pods = core.list_pod_for_all_namespaces()  # through the client's models too
-    assert len(pods.items) == 16
+    assert len(pods.items) == 17
 
 
 def test_it_reads_with_label_and_field_selectors(demo: Sandbox, api: k8s.ApiClient) -> None:
@@ -162,7 +162,7 @@ def test_it_streams_watch_events(demo: Sandbox, api: k8s.ApiClient) -> None:
     thread = threading.Thread(target=consume)
     thread.start()
     time.sleep(0.3)
-    [ledger] = core.list_namespaced_pod("payments", label_selector="app.kubernetes.io/name=ledger").items
+    ledger = core.list_namespaced_pod("payments", label_selector="app.kubernetes.io/name=ledger").items[0]
     core.delete_namespaced_pod(ledger.metadata.name, "payments")
     thread.join(timeout=15)
     assert not thread.is_alive()
@@ -265,4 +265,4 @@ def test_it_exports_metrics_that_move(demo: Sandbox) -> None:
     demo.clear("payments/ledger")
     assert sample("aiops_sandbox_faults_active", type="crash_loop") == 0
     assert sample("aiops_sandbox_faults_cleared_total", type="crash_loop", by="fault clear") == cleared + 1
-    assert sample("aiops_sandbox_objects", resource="pods") == 16
+    assert sample("aiops_sandbox_objects", resource="pods") == 17
