@@ -66,7 +66,10 @@ def slack_events(request: HttpRequest) -> HttpResponse:
     thread = str(event.get("thread_ts") or "")
     with transaction.atomic(durable=True):
         user = identify(Kind.SLACK, user_id)
-        stored = record_update(Kind.SLACK, str(event_id), user=user, address=channel, reply_to=thread, text=text)
+        # Keyed by the message, not the event: a mention arrives both as `message` and as
+        # `app_mention` (two event ids), and Slack's retries keep the same ts.
+        key = f"msg:{channel}:{event.get('ts') or event_id}"
+        stored = record_update(Kind.SLACK, key, user=user, address=channel, reply_to=thread, text=text)
         if stored is None:
             return duplicate(JsonResponse({"ok": True, "duplicate": True}))
         router.handle(Inbound(kind=Kind.SLACK, address=channel, conversation=channel, platform_user_id=user_id,

@@ -38,8 +38,9 @@ def telegram_webhook(request: HttpRequest) -> HttpResponse:
         if update.callback_query is not None:
             if not _callback(update):
                 return duplicate(JsonResponse({"ok": True, "duplicate": True}))
-        elif update.effective_message is not None and update.effective_message.text and update.effective_user:
-            message = update.effective_message
+        elif update.message is not None and update.message.text and update.effective_user:
+            # Only new messages: an edited "/k8s restart ..." must not ask a second time.
+            message = update.message
             user = identify(Kind.TELEGRAM, str(update.effective_user.id))
             stored = record_update(Kind.TELEGRAM, str(update.update_id), user=user, address=str(message.chat_id),
                                    reply_to=str(message.message_id), text=message.text)

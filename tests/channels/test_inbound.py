@@ -200,3 +200,22 @@ def test_discord_slash_command_is_deferred_and_answered_by_a_followup(client, ch
     reply = OutboundMessage.objects.get(kind="discord")
     assert reply.address == "interaction:tok-555"
     assert "/incident list" in reply.text
+
+
+def test_a_slack_mention_that_arrives_as_message_and_app_mention_is_answered_once(client, chat) -> None:  # type: ignore[no-untyped-def]
+    for event_id, kind, text in (("EvA", "message", "<@UBOT> !help"), ("EvB", "app_mention", "<@UBOT> !help")):
+        body = json.dumps({"type": "event_callback", "event_id": event_id, "event": {
+            "type": kind, "user": "U0ANN", "channel": "C0OPS", "text": text, "ts": "1700000000.000200"}}).encode()
+        assert client.post(SLACK_EVENTS, data=body, content_type="application/json",
+                           **slack_headers(body)).status_code == 200
+    [reply] = OutboundMessage.objects.filter(kind="slack")
+    assert "/incident list" in reply.text
+
+
+def test_an_edited_telegram_message_is_not_run_again(client, chat) -> None:  # type: ignore[no-untyped-def]
+    update = telegram_update(90)
+    update["edited_message"] = update.pop("message")
+    response = client.post(TELEGRAM_URL, data=update, content_type="application/json",
+                           HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=TELEGRAM_SECRET)
+    assert response.status_code == 200
+    assert not OutboundMessage.objects.exists()
