@@ -198,3 +198,21 @@ def test_a_submitted_message_is_answered_by_the_worker_and_announced(
     assert answer_message.delay(question.pk).get(timeout=20) is None
     assert Message.objects.filter(conversation=answered.conversation, role="assistant").count() == 1
     json.dumps(reply.tool_calls)
+
+
+def test_tool_output_fed_to_the_model_is_bounded_per_answer(fake_mcp, fake_llm, alice, settings) -> None:  # type: ignore[no-untyped-def]
+    from agents.models import MCPTool
+
+    # An admin lowered this third-party read tool to LOW, so the model may call it.
+    MCPTool.objects.filter(name="fake__big_output").update(risk="LOW", risk_set_by_admin=True)
+    settings.LLM_TOOL_OUTPUT_BUDGET = 1500
+    fake_llm.script(
+        tool_calls(("fake__big_output", {"size": 1000}), ("fake__big_output", {"size": 1000}), ("fake__big_output", {"size": 1000})),
+        text("done"),
+    )
+    conversations.answer(alice, "web", "show me the big output")
+    first, second, third = tool_messages(fake_llm.completions[1])
+    assert first.count("x") >= 1000
+    assert "[cut: the tool output budget of this answer is 1500 characters]" in second and second.count("x") < 600
+    assert third.startswith("not run: the tool output budget")
+    assert AuditEntry.objects.filter(tool="fake__big_output", action="tool_call").count() == 2
