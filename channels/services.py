@@ -125,10 +125,8 @@ def deliver(message_id: int) -> str:
             if original.state == MessageState.FAILED:
                 raise TransportError("the message to edit was never delivered", permanent=True)
             if original.state != MessageState.DELIVERED or not original.platform_message_id:
-                if original.kind == "web" and original.state == MessageState.DELIVERED:
-                    pass  # the console reads the approval's state itself
-                else:
-                    raise TransportError("the message to edit is not delivered yet", retry_after=1.0)
+                # Back off like an outage: the original may itself be waiting out a 429.
+                raise TransportError("the message to edit is not delivered yet")
             transport.edit(original.address, original.platform_message_id, message.text, buttons=_buttons_for(message))
         else:
             transport.answer_callback(

@@ -123,3 +123,22 @@ def test_a_retried_split_message_resumes_after_the_parts_already_sent(chat) -> N
     contents = [m["content"] for m in chat.discord.channel_messages("123456789012345678")]
     assert len(contents) == len(set(contents))  # no part twice
     assert sum(c.count("paragraph") for c in contents) == 6
+
+
+@pytest.mark.django_db
+def test_lost_and_abandoned_deliveries_are_requeued(chat, settings) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = _queue("slack", "C0ALERTS", "lost in a broker restart")
+    abandoned = _queue("slack", "C0ALERTS", "its worker was killed mid-send")
+    fresh = _queue("slack", "C0ALERTS", "just queued")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    OutboundMessage.objects.filter(pk=lost.pk).update(next_attempt_at=long_ago)
+    OutboundMessage.objects.filter(pk=abandoned.pk).update(state=MessageState.SENDING, claimed_at=long_ago)
+    assert services.requeue_stalled() == 2
+    assert OutboundMessage.objects.get(pk=abandoned.pk).state == MessageState.QUEUED
+    # Delivering them now works as for any queued row; the fresh one was left alone.
+    assert services.deliver(lost.pk) == "delivered" and services.deliver(abandoned.pk) == "delivered"
+    assert OutboundMessage.objects.get(pk=fresh.pk).attempts == 0
