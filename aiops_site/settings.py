@@ -231,6 +231,10 @@ LLM_MAX_TOOL_ROUNDS = env_int("LLM_MAX_TOOL_ROUNDS", 5, minimum=1, maximum=20)
 LLM_TOOL_OUTPUT_BUDGET = env_int("LLM_TOOL_OUTPUT_BUDGET", 24_000, minimum=1000)
 LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 6000, minimum=500)
 LLM_REDACT_RESOURCE_NAMES = env_bool("LLM_REDACT_RESOURCE_NAMES", False)
+for _name, _value in (("LLM_MODEL_ALIASES", LLM_MODEL_ALIASES), ("LLM_CHANNEL_MODELS", LLM_CHANNEL_MODELS)):
+    for _item in filter(None, (item.strip() for item in _value.split(","))):
+        if "=" not in _item or not all(part.strip() for part in _item.split("=", 1)):
+            raise EnvError(f"{_name}={_value!r}: {_item!r} is not name=value")
 
 # Chat platforms: a platform whose secrets are unset is disabled (its endpoints answer 404).
 TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")

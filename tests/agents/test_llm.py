@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from agents import llm
 from agents.models import Conversation, ModelAlias, UserPreference
+from tests.conftest import ROOT
 from tests.fakes.openai_server import error, rate_limited, text
 
 pytestmark = pytest.mark.django_db
@@ -117,10 +121,12 @@ def test_model_choice_goes_conversation_then_user_then_channel_then_system(setti
     assert llm.choose_model(alice, "slack", conversation) == ("gpt-4o", "user")
 
 
-def test_a_malformed_alias_setting_names_the_variable(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.LLM_MODEL_ALIASES = "gpt-4o=openai/gpt-4o,broken"
-    with pytest.raises(Exception, match="LLM_MODEL_ALIASES=.*'broken' is not name=value"):
-        llm.aliases()
+def test_a_malformed_alias_setting_stops_start_up_naming_the_variable() -> None:
+    env = {**os.environ, "LLM_CHANNEL_MODELS": "slack=gpt-4o,web", "DJANGO_SETTINGS_MODULE": "aiops_site.settings"}
+    result = subprocess.run([sys.executable, "-c", "from django.conf import settings; settings.LLM_TIMEOUT"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "LLM_CHANNEL_MODELS='slack=gpt-4o,web': 'web' is not name=value" in result.stderr
 
 
 def test_the_admin_edits_aliases_and_shows_conversations(admin_client, settings) -> None:  # type: ignore[no-untyped-def]
