@@ -108,7 +108,7 @@ def stack(transactional_db, tmp_path: Path) -> Iterator[dict[str, Any]]:  # type
                              str(ROOT / "deploy/docker/gunicorn.conf.py"), "--bind", f"127.0.0.1:{ports['web']}",
                              "--workers", "2", "--graceful-timeout", "3"], web_env, tmp_path),
         Process("worker", [sys.executable, "-m", "celery", "-A", "aiops_site", "worker", "--loglevel", "INFO",
-                           "--concurrency", "2", "-Q", busy_queue, "--hostname", f"deploy-{uuid.uuid4().hex[:6]}@%h",
+                           "--concurrency", "1", "-Q", busy_queue, "--hostname", f"deploy-{uuid.uuid4().hex[:6]}@%h",
                            "--without-heartbeat", "--without-mingle", "--without-gossip",
                            "--include", "tests.support_tasks"], worker_process_env, tmp_path),
         Process("prometheus", [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
