@@ -695,6 +695,10 @@ def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias:
             ]
             continue
         report = redactor.restore_json(report)
+        known_playbooks = set(PLAYBOOKS.values())
+        for action in report["recommended_actions"]:
+            if action.get("playbook") not in known_playbooks:
+                action["playbook"] = None  # a playbook name the model made up is no recommendation
         report["method"] = "llm"
         report["model"] = completion.model_label
         report["tokens"] = tokens

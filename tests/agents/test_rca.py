@@ -131,7 +131,8 @@ GOOD = {
     "failure_class": "dependency_failure",
     "confidence": 0.8,
     "evidence": [{"source": "previous_log", "line": 5, "detail": "Connection refused"}],
-    "recommended_actions": [{"action": "Check the postgres Service", "playbook": None}],
+    "recommended_actions": [{"action": "Check the postgres Service", "playbook": None},
+                            {"action": "Restart it", "playbook": "fix_everything_playbook"}],
     "related_resources": ["Pod/shop/shop-api-7d9f-abcde"],
 }
 
@@ -141,6 +142,7 @@ def test_the_llm_report_is_validated_and_used(fake_llm) -> None:  # type: ignore
     report = analyze({"pod": pod(containers=[crashing(3)]), "previous_logs": PY_CRASH})
     assert report["method"] == "llm" and report["failure_class"] == "dependency_failure"
     assert report["repaired"] is False
+    assert report["recommended_actions"][1]["playbook"] is None  # made-up playbook names are dropped
     request = fake_llm.completions[0].json
     assert request["response_format"]["type"] == "json_schema"
     assert "5| psycopg.OperationalError" in request["messages"][1]["content"]  # numbered log lines
