@@ -216,3 +216,28 @@ def test_tool_output_fed_to_the_model_is_bounded_per_answer(fake_mcp, fake_llm, 
     assert "[cut: the tool output budget of this answer is 1500 characters]" in second and second.count("x") < 600
     assert third.startswith("not run: the tool output budget")
     assert AuditEntry.objects.filter(tool="fake__big_output", action="tool_call").count() == 2
+
+
+def test_the_task_announces_the_answer_once_with_the_channels_reply_to(fake_llm, alice, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    from agents.signals import answer_ready
+    from agents.tasks_llm import answer_message
+
+    received: list[dict[str, object]] = []
+
+    def receiver(sender, question, reply, answer, **kwargs):  # type: ignore[no-untyped-def]
+        received.append({"question": question.pk, "reply": reply.pk, "reply_to": question.reply_to, "text": answer.text})
+
+    answer_ready.connect(receiver)
+    try:
+        fake_llm.script(text("Nothing is failing."))
+        with django_capture_on_commit_callbacks() as callbacks:
+            question = conversations.submit(alice, "discord", "anything failing?", reply_to={"kind": "discord", "address": "c1"})
+        assert len(callbacks) == 1  # the task is enqueued only once the message is committed
+        result = answer_message.run(question.pk)
+        assert answer_message.run(question.pk) is None  # a redelivered message is not answered twice
+    finally:
+        answer_ready.disconnect(receiver)
+    assert received == [{"question": question.pk, "reply": result["message_id"], "reply_to": {"kind": "discord", "address": "c1"},
+                         "text": "Nothing is failing."}]
+    with pytest.raises(ValueError, match="empty"):
+        conversations.submit(alice, "discord", "   ")
