@@ -1,13 +1,13 @@
 """A small third-party MCP server for the tests (stdio), written with the official SDK.
 
 `set_value` appends to the file named by FAKE_MCP_LOG, so a test can count how many times a
-mutating call really ran; `crash` kills the process, to prove the client reopens sessions.
+mutating call really ran; `pid` tells which server process answered (the tests kill it to
+prove sessions are reopened); `sleep` outlives a client's timeout.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -53,13 +53,6 @@ async def sleep(seconds: float) -> str:
     """Answer after `seconds` (to exceed a client's timeout)."""
     await anyio.sleep(seconds)
     return "slept"
-
-
-@server.tool()
-def crash() -> str:
-    """Exit the process without answering."""
-    sys.stdout.flush()
-    os._exit(3)
 
 
 if __name__ == "__main__":

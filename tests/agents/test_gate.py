@@ -10,9 +10,8 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from agents.mcp_client import MCPTransportError, manager
 from agents.models import Approval, AuditEntry, MCPTool
-from agents.registry import server_config, sync_server
+from agents.registry import sync_server
 from agents.services import ToolRefused, call_tool, decide_approval, request_approval
 
 pytestmark = pytest.mark.integration
@@ -29,7 +28,7 @@ def _refusals(tool: str) -> list[AuditEntry]:
 
 def test_it_registers_third_party_tools_as_high_until_an_admin_lowers_them(fake_mcp) -> None:  # type: ignore[no-untyped-def]
     tools = {t.remote_name: t for t in fake_mcp.tools.all()}
-    assert set(tools) == {"echo", "set_value", "big_output", "fail", "pid", "sleep", "crash"}
+    assert set(tools) == {"echo", "set_value", "big_output", "fail", "pid", "sleep"}
     assert {t.risk for t in tools.values()} == {"HIGH"}
     assert tools["echo"].name == "fake__echo"
 
@@ -187,13 +186,15 @@ def test_it_refuses_unknown_tools_and_everything_mutating_in_read_only_mode(fake
 
 
 def test_sessions_stay_open_and_reopen_after_the_server_dies(fake_mcp) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
     MCPTool.objects.filter(name="fake__pid").update(risk="LOW")
-    first = call_tool("fake__pid", {}, actor="x", reason="y").data
-    assert call_tool("fake__pid", {}, actor="x", reason="y").data == first  # same process: the session was kept
-    with pytest.raises(MCPTransportError, match="Connection closed"):
-        manager().call_tool(server_config(fake_mcp), "crash", {})
-    second = call_tool("fake__pid", {}, actor="x", reason="y").data
-    assert second["result"] != first["result"]
+    first = call_tool("fake__pid", {}, actor="x", reason="y").data["result"]
+    assert call_tool("fake__pid", {}, actor="x", reason="y").data["result"] == first  # the session was kept
+    os.kill(first, signal.SIGKILL)  # the server dies between two calls
+    second = call_tool("fake__pid", {}, actor="x", reason="y")
+    assert second.ok and second.data["result"] != first  # reopened on a fresh process, the call went through
 
 
 def test_the_audit_log_is_append_only(fake_mcp) -> None:  # type: ignore[no-untyped-def]

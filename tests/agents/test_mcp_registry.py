@@ -62,7 +62,7 @@ def test_it_imports_the_seeds_mcp_config(tmp_path: Path, monkeypatch: pytest.Mon
 
     out = StringIO()
     call_command("mcp", "sync", "--server", "kube-ro", stdout=out)
-    assert out.getvalue().strip() == "kube-ro: 7 tools"
+    assert out.getvalue().strip() == "kube-ro: 6 tools"
     assert {t.risk for t in MCPTool.objects.filter(server__name="kube-ro")} == {"HIGH"}
 
     # A server whose secret is missing from the environment fails with its name, not a traceback.
