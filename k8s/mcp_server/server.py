@@ -86,7 +86,9 @@ class ClusterResolver:
                 known = ", ".join(rows.values_list("name", flat=True)) or "none"
                 wanted = f"named {cluster!r}" if cluster else "marked default"
                 raise kube.ToolFailure(f"no enabled cluster {wanted} is registered (clusters: {known})")
-            key: Any = ("db", row.pk, row.updated_at)
+            # Keyed by what the client is built from (not updated_at, which the watch loop's
+            # health writes move every poll), so the cache holds one client per cluster.
+            key: Any = ("db", row.pk, row.kubeconfig_path, row.context, row.in_cluster)
             build: Callable[[], ApiClient] = lambda: api_client_for(row)  # noqa: E731
         elif self.kubeconfig:
             context = cluster or self.context
@@ -100,9 +102,13 @@ class ClusterResolver:
         with self._lock:
             if key not in self._cache:
                 try:
-                    self._cache[key] = build()
+                    client = build()
                 except ClusterConfigError as exc:
                     raise kube.ToolFailure(str(exc)) from None
+                # An edited cluster replaces its old client instead of piling up next to it.
+                for stale in [k for k in self._cache if k[:2] == key[:2]]:
+                    self._cache.pop(stale).close()
+                self._cache[key] = client
             return self._cache[key]
 
 
