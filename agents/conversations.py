@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -245,6 +246,11 @@ def answer_question(question: Message, *, notify: bool = False) -> Answer:
         outcome = "llm_unavailable"
     except llm.LLMError as exc:
         result = turn.finish(f"The language model refused the request: {exc}.")
+        outcome = "error"
+    except SoftTimeLimitExceeded:
+        # The task's soft limit (AIOPS_TASK_SOFT_TIME_LIMIT): answer with what happened so far
+        # rather than leave the person without a reply.
+        result = turn.finish("I ran out of time answering this (slow model or tools); please ask again or narrow it down.")
         outcome = "error"
     metrics.CHAT_ANSWERS.labels(outcome).inc()
     log.info(
