@@ -194,3 +194,16 @@ def test_an_approved_chat_request_is_carried_out_and_announced(fake_mcp, fake_ca
 
     assert execute_approval.delay(approval.pk).get(timeout=20) == "already finished"
     assert fake_calls("from-chat") == 1
+
+
+def test_a_failing_receiver_leaves_no_half_written_approval(fake_mcp) -> None:  # type: ignore[no-untyped-def]
+    def broken(sender, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("outbox is down")
+
+    approval_requested.connect(broken)
+    try:
+        with pytest.raises(RuntimeError, match="outbox is down"):
+            _request()
+    finally:
+        approval_requested.disconnect(broken)
+    assert not Approval.objects.exists() and not AuditEntry.objects.exists()
