@@ -191,7 +191,7 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
                     decide_approval(approval_id, approver, "approve", "bench")
                 except ApprovalError as exc:
                     print(f"approval {approval_id}: {exc}", file=sys.stderr)
-            time.sleep(0.02)
+            time.sleep(0.05)
         connection.close()
 
     approver_thread = threading.Thread(target=approve_loop, daemon=True)

@@ -499,9 +499,10 @@ def _verify_step(step: StepRun, run: PlaybookRun) -> Result:
     interval = float(args.get("interval", 5))
     done = int((step.data or {}).get("checks_done", 0)) + 1
     incident = run.incident
+    node_workloads = (run.context or {}).get("node_workloads") or []
     verdict = verify_workload(
-        run.cluster, incident.workload_kind, incident.namespace, incident.workload_name,
-        (run.context or {}).get("node_workloads"),
+        run.cluster, incident.workload_kind, incident.namespace, incident.workload_name, node_workloads,
+        _own_incidents(incident, node_workloads) if incident.workload_kind == "Node" else None,
     )
     data = {"checks_done": done, "findings": verdict.findings}
     if verdict.state == "healthy":
@@ -511,6 +512,21 @@ def _verify_step(step: StepRun, run: PlaybookRun) -> Result:
     if done < checks:
         return Result(S.QUEUED, output=verdict.detail, data=data, requeue_in=interval)
     return Result(S.FAILED, output=verdict.detail, data=data, error=verdict.detail, verdict=Outcome.FIX_DID_NOT_HOLD)
+
+
+def _own_incidents(node_incident: Any, workload_keys: list[str]) -> dict[str, str]:
+    """Workloads from a node that have an open incident of their own (another fault)."""
+    from playbooks.models import Incident
+
+    found: dict[str, str] = {}
+    wanted = set(workload_keys)
+    for other in Incident.objects.filter(cluster_id=node_incident.cluster_id, state=Incident.State.OPEN).exclude(
+        pk=node_incident.pk
+    ).exclude(workload_kind="Node"):
+        key = f"{other.workload_kind}/{other.namespace}/{other.workload_name}"
+        if key in wanted:
+            found[key] = f"incident #{other.pk} {other.primary_type or other.alertname}"
+    return found
 
 
 _HANDLERS = {

@@ -41,8 +41,24 @@ def _pages(fetch: Any, **kwargs: Any) -> list[dict[str, Any]]:
             return items
 
 
+# One API client per cluster configuration and worker process: building one parses the
+# kubeconfig and a TLS context, and a kept client reuses its connections (a verify step makes
+# six list calls, and re-checks every few seconds).
+_CLIENTS: dict[tuple[Any, ...], k8s_client.ApiClient] = {}
+
+
+def _client(cluster: Any) -> k8s_client.ApiClient:
+    key = (cluster.pk, cluster.kubeconfig_path, cluster.context, cluster.in_cluster, cluster.updated_at)
+    api = _CLIENTS.get(key)
+    if api is None:
+        for old in [k for k in _CLIENTS if k[0] == cluster.pk]:
+            _CLIENTS.pop(old).close()
+        api = _CLIENTS[key] = api_client_for(cluster)
+    return api
+
+
 def fetch_objects(cluster: Any, namespace: str = "") -> dict[str, list[dict[str, Any]]]:
-    api = api_client_for(cluster)
+    api = _client(cluster)
     try:
         core, apps = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api)
         autoscaling, batch = k8s_client.AutoscalingV2Api(api), k8s_client.BatchV1Api(api)
@@ -63,8 +79,11 @@ def fetch_objects(cluster: Any, namespace: str = "") -> dict[str, list[dict[str,
             "hpas": _pages(autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces),
             "jobs": _pages(batch.list_job_for_all_namespaces),
         }
-    finally:
-        api.close()
+    except Exception:
+        # A broken connection or rotated credentials: build a fresh client next time.
+        for key in [k for k, v in _CLIENTS.items() if v is api]:
+            _CLIENTS.pop(key).close()
+        raise
 
 
 def _is_daemon_or_mirror(pod: dict[str, Any]) -> bool:
@@ -98,9 +117,14 @@ def _node_ready(objects: dict[str, list[dict[str, Any]]], node: str) -> bool | N
     return None
 
 
-def verify_workload(cluster: Any, kind: str, namespace: str, name: str, node_workloads: list[str] | None = None) -> Verdict:
+def verify_workload(
+    cluster: Any, kind: str, namespace: str, name: str, node_workloads: list[str] | None = None,
+    own_incidents: dict[str, str] | None = None,
+) -> Verdict:
+    """`own_incidents` (node incidents): workload key -> a note on the open incident it has of
+    its own; such a workload must have left the node, but its health is that incident's business."""
     if kind == "Node":
-        return _verify_node(cluster, name, node_workloads or [])
+        return _verify_node(cluster, name, node_workloads or [], own_incidents or {})
     objects = fetch_objects(cluster, namespace)
     key = f"{kind}/{namespace}/{name}"
     findings = [f for f in detect(**objects) if f.workload_key() == key]
@@ -113,14 +137,15 @@ def verify_workload(cluster: Any, kind: str, namespace: str, name: str, node_wor
     )
 
 
-def _verify_node(cluster: Any, node: str, node_workloads: list[str]) -> Verdict:
+def _verify_node(cluster: Any, node: str, node_workloads: list[str], own_incidents: dict[str, str]) -> Verdict:
     objects = fetch_objects(cluster)
     ready = _node_ready(objects, node)
     findings = detect(**objects)
     if ready:
         return Verdict("healthy", f"node {node} is Ready")
     still_there = set(workloads_on_node(objects, node)) & set(node_workloads)
-    failing = [f for f in findings if f.workload_key() in set(node_workloads)]
+    judged = set(node_workloads) - set(own_incidents)
+    failing = [f for f in findings if f.workload_key() in judged]
     if still_there or failing:
         parts = []
         if still_there:
@@ -128,6 +153,10 @@ def _verify_node(cluster: Any, node: str, node_workloads: list[str]) -> Verdict:
         if failing:
             parts.append("; ".join(sorted({f.message for f in failing})))
         return Verdict("failing", f"node {node} not Ready; " + "; ".join(parts), [f.as_dict() for f in failing])
-    moved = ", ".join(node_workloads) or "no workloads were on it"
+    moved = ", ".join(sorted(judged)) or "no workloads were on it"
     state = "missing" if ready is None else "not Ready"
-    return Verdict("mitigated", f"node {node} {state}; its workloads run healthy elsewhere ({moved})")
+    detail = f"node {node} {state}; its workloads run healthy elsewhere ({moved})"
+    if own_incidents:
+        detail += "; moved off but failing on their own: " + ", ".join(
+            f"{key} ({note})" for key, note in sorted(own_incidents.items()))
+    return Verdict("mitigated", detail)

@@ -49,7 +49,8 @@ PLAYBOOKS = [
              "args": {"namespace": NS, "name": POD}, "on_failure": "continue"},
             _rca(),
             {"name": "raise memory limit", "kind": "tool", "tool": "patch_memory_limit",
-             "args": {"namespace": NS, "pod": POD, "container": "{{ container }}",
+             # The deployment, not a pod: its pods may be replaced (or evicted) before this runs.
+             "args": {"namespace": NS, "name": DEPLOY, "container": "{{ container }}",
                       "memory": "{{ evidence.memory_limit|scale_quantity:2 }}"}},
             VERIFY,
         ],

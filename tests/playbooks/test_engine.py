@@ -85,8 +85,8 @@ def test_it_remediates_the_demo_faults_end_to_end(engine) -> None:  # type: igno
     }
     for run in (crash, oom, node):
         run.refresh_from_db()
-    assert (crash.outcome, oom.outcome, node.outcome) == ("resolved", "resolved", "mitigated"), [
-        (r.playbook_name, r.outcome, r.summary) for r in (crash, oom, node)]
+    assert (crash.outcome, oom.outcome, node.outcome) == ("resolved", "resolved", "mitigated"), _describe(
+        [crash, oom, node])
 
     # LOW steps ran at once, each through call_tool (audited); the actions ran once each.
     steps = {s.name: s for s in crash.steps.all()}
@@ -194,8 +194,9 @@ def test_a_worker_killed_mid_step_completes_the_step_once_after_a_restart(engine
     step.refresh_from_db()
     assert run.outcome == "resolved", (killed_in, _describe([run]))
     assert killed_in == "running"  # the kill really happened in the middle of the step
-    # One execution asked for the approval, one was killed, one completed it.
-    assert step.state == "succeeded" and step.attempts == 3
+    # One execution asked for the approval, one was killed, one completed it
+    # (More when the reconciler re-sent it again while a slow attempt ran: each re-run is a no-op.)
+    assert step.state == "succeeded" and step.attempts >= 3
     pods_after = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
     # The effect happened once: exactly the one approved pod was replaced, however many attempts.
     assert pods_before - pods_after == {waiting.rendered_args["name"]}
