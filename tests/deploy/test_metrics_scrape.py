@@ -179,17 +179,40 @@ def test_prometheus_reads_back_counters_gauges_and_queue_depth_from_web_and_work
     assert "aiops_celery_tasks_total" in worker_page and "aiops_celery_queue_length" not in worker_page
 
 
+def _samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
 @pytest.mark.django_db
-def test_django_metrics_serve_state_gauges_and_queue_depth(client) -> None:  # type: ignore[no-untyped-def]
+def test_django_metrics_serve_state_gauges_and_queue_depth(client, make_incident) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from channels.models import OutboundMessage
     from k8s.models import Cluster
 
-    Cluster.objects.create(name="metrics-view", kubeconfig_path="/nonexistent/kubeconfig", consecutive_failures=2)
+    succeeded = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    Cluster.objects.create(name="metrics-view", kubeconfig_path="/nonexistent/kubeconfig", consecutive_failures=2,
+                           last_success_at=succeeded)
+    Cluster.objects.create(name="switched-off", kubeconfig_path="/nonexistent/kubeconfig", enabled=False)
+    make_incident(workload_name="web", primary_type="crash_loop")
+    make_incident(workload_name="api", primary_type="crash_loop")
+    make_incident(workload_name="batch", primary_type="oom_killed", state="resolved", resolved_at=succeeded)
+    OutboundMessage.objects.create(kind="slack", address="C1", text="waiting")
     response = client.get("/metrics")
     assert response.status_code == 200
     body = response.content.decode()
-    assert 'aiops_cluster_poll_consecutive_failures{cluster="metrics-view"} 2.0' in body
-    assert "aiops_database_up 1.0" in body and "aiops_celery_broker_up 1.0" in body
-    assert "aiops_approvals_pending 0.0" in body
+    samples = _samples(body)
+    assert samples[("aiops_cluster_poll_consecutive_failures", (("cluster", "metrics-view"),))] == 2
+    assert samples[("aiops_cluster_last_poll_success_timestamp_seconds", (("cluster", "metrics-view"),))] == (
+        succeeded.timestamp())
+    assert "switched-off" not in body
+    assert samples[("aiops_incidents_open", (("type", "crash_loop"),))] == 2 and 'type="oom_killed"' not in body
+    assert samples[("aiops_chat_outbox_messages", (("platform", "slack"), ("state", "queued")))] == 1
+    assert samples[("aiops_database_up", ())] == 1 and samples[("aiops_celery_broker_up", ())] == 1
+    assert samples[("aiops_approvals_pending", ())] == 0
     # django-prometheus's own metrics are still there.
     assert "django_http_requests_total_by_view_transport_method_total" in body
 

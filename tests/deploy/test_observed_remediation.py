@@ -104,6 +104,17 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
             'sum(aiops_tool_calls_total{job="aiops-worker",tool="restart_pod",outcome="ok"})': lambda v: v == 1,
             'sum(aiops_chat_messages_sent_total{job="aiops-worker",platform="telegram"})': lambda v: v >= 1,
             'sum(aiops_celery_tasks_total{job="aiops-worker",outcome="success"})': lambda v: v >= 3,
+            # The engine's and the agents' own: the rule matched, the run started, steps ran,
+            # the RCA was written, an MCP session opened, the decision became an action.
+            'sum(aiops_playbook_rule_matches_total{result="matched"})': lambda v: v >= 1,
+            'sum(aiops_playbook_runs_started_total{playbook="crash_loop_remediation"})': lambda v: v == 1,
+            'sum(aiops_playbook_steps_total{job="aiops-worker",state="succeeded"})': lambda v: v >= 3,
+            'sum(aiops_rca_reports_total{job="aiops-worker"})': lambda v: v >= 1,
+            'sum(aiops_mcp_sessions_opened_total{job="aiops-worker"})': lambda v: v >= 1,
+            'sum(aiops_playbook_decision_to_action_seconds_count{tool="restart_pod"})': lambda v: v == 1,
+            # Resolved, so no open crash_loop incident is left (the series is gone: `or vector(0)`).
+            'sum(aiops_incidents_open{job="aiops-web",type="crash_loop"}) or vector(0)': lambda v: v == 0,
+            'aiops_database_up{job="aiops-web"}': lambda v: v == 1,
         }
 
         def moved() -> bool:
