@@ -224,6 +224,13 @@ class Api:
             raise ApiError.bad_request("resourceVersion and timeoutSeconds must be integers") from None
         store = self.sim.store
 
+        as_table = "as=Table" in r.headers.get("accept", "")
+
+        def encode(kind: str, obj: Obj) -> bytes:
+            if as_table:  # `kubectl get -w` asks for each event's object as a one-row Table
+                obj = table(resource, [obj], obj["metadata"].get("resourceVersion", ""), "", None)
+            return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+
         def wanted(obj: Obj) -> bool:
             return (namespace is None or obj["metadata"].get("namespace") == namespace) and matches(obj, labels, fields)
 
@@ -240,7 +247,7 @@ class Api:
                 else:
                     initial, cursor = [], since
             for obj in initial:
-                yield orjson.dumps({"type": "ADDED", "object": obj}) + b"\n"
+                yield encode("ADDED", obj)
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 with store.lock:
                     fresh = store.events_since(cursor)
@@ -250,7 +257,7 @@ class Api:
                 for rv, plural, kind, obj in fresh:
                     cursor = rv
                     if plural == resource.plural and wanted(obj):
-                        yield orjson.dumps({"type": kind, "object": obj}) + b"\n"
+                        yield encode(kind, obj)
                 if r.flag("allowWatchBookmarks") and not fresh:
                     yield orjson.dumps({"type": "BOOKMARK", "object": {"kind": resource.kind, "apiVersion": resource.api_version,
                                                                        "metadata": {"resourceVersion": str(cursor)}}}) + b"\n"
