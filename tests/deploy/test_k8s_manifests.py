@@ -34,13 +34,13 @@ pytestmark = pytest.mark.skipif(not Path(kubectl()).exists(), reason="kubectl is
 
 @pytest.fixture(scope="module")
 def with_ingress(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], ...]:
-    """The default overlay plus the optional Ingress component, as a user would compose them."""
+    """The default overlay plus the optional Ingress and NetworkPolicy components, as a user would compose them."""
     overlay = tmp_path_factory.mktemp("overlay")
     # kustomize refuses absolute paths in a kustomization; relative ones may leave its root.
     base = os.path.relpath(K8S_DIR / "overlays" / "default", overlay)
-    component = os.path.relpath(K8S_DIR / "components" / "ingress", overlay)
+    components = [os.path.relpath(K8S_DIR / "components" / name, overlay) for name in ("ingress", "network-policy")]
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [base], "components": [component],
+        "resources": [base], "components": components,
         # The README's "your image in an overlay of your own".
         "images": [{"name": "aiops-agent", "newName": "registry.example.com/aiops-agent", "newTag": "1.2.3"}],
     }))
@@ -86,6 +86,10 @@ def test_every_rendered_object_loads_into_the_typed_models_with_no_unknown_field
         assert find(objects, "Ingress", "aiops-web")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
             "name": "aiops-web", "port": {"name": "http"}}
         assert find(objects, "ConfigMap", "aiops-config")["data"]["AIOPS_BEHIND_TLS_PROXY"] == "true"
+        policies = {obj["metadata"]["name"]: obj["spec"] for obj in objects if obj["kind"] == "NetworkPolicy"}
+        assert policies["aiops-default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+        opened = {port["port"] for spec in policies.values() for rule in spec.get("ingress", []) for port in rule["ports"]}
+        assert opened == {8000, 9100, 9101, 5555}, "the MCP port (8765) must never be opened"
         images = {c["image"] for _, spec in pod_specs(objects) for c in containers(spec)}
         assert images == {"registry.example.com/aiops-agent:1.2.3"}
 
