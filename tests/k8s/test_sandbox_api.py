@@ -266,3 +266,31 @@ def test_it_exports_metrics_that_move(demo: Sandbox) -> None:
     assert sample("aiops_sandbox_faults_active", type="crash_loop") == 0
     assert sample("aiops_sandbox_faults_cleared_total", type="crash_loop", by="fault clear") == cleared + 1
     assert sample("aiops_sandbox_objects", resource="pods") == 17
+
+
+def test_it_creates_objects_and_refuses_duplicates_and_missing_namespaces(demo: Sandbox, api: k8s.ApiClient) -> None:
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="team-a")))
+    body = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}},
+    }
+    created = apps.create_namespaced_deployment("team-a", body)
+    assert created.metadata.uid and created.metadata.generation == 1
+    pods = core.list_namespaced_pod("team-a", label_selector="app=web").items
+    assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+    with pytest.raises(k8s.ApiException) as duplicate:
+        apps.create_namespaced_deployment("team-a", body)
+    assert duplicate.value.status == 409 and orjson.loads(duplicate.value.body)["reason"] == "AlreadyExists"
+    with pytest.raises(k8s.ApiException) as nowhere:
+        apps.create_namespaced_deployment("team-b", body)
+    assert nowhere.value.status == 404 and orjson.loads(nowhere.value.body)["message"] == 'namespaces "team-b" not found'
+    bad = {**body, "metadata": {"name": "Bad_Name"}}
+    with pytest.raises(k8s.ApiException) as invalid:
+        apps.create_namespaced_deployment("team-a", bad)
+    assert invalid.value.status == 422
+    assert orjson.loads(invalid.value.body)["details"]["causes"][0]["field"] == "metadata.name"
+    core.delete_namespace("team-a")
+    assert core.list_namespaced_pod("team-a").items == []

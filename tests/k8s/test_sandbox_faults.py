@@ -78,6 +78,14 @@ def test_it_crash_loops_and_a_transient_crash_loop_clears_when_the_pod_is_restar
     assert active(demo, "payments/ledger") == []
 
 
+def test_it_crash_loops_one_pod_when_the_target_names_it(demo: Sandbox, api: k8s.ApiClient) -> None:
+    frontend = sorted(p["metadata"]["name"] for p in pods_of(api, "shop", "frontend"))
+    demo.fault("crash_loop", f"shop/{frontend[1]}")
+    waiting = {p["metadata"]["name"] for p in pods_of(api, "shop", "frontend") if "waiting" in container_status(p)["state"]}
+    assert waiting == {frontend[1]}
+    assert active(demo, "shop/frontend") == ["crash_loop"]  # the fault is the deployment's
+
+
 def test_it_keeps_a_persistent_crash_loop_through_restarts_until_a_rollback(demo: Sandbox, api: k8s.ApiClient) -> None:
     demo.fault("crash_loop", "shop/checkout", transient=False, exit_code=2)
     apps = k8s.AppsV1Api(api)
