@@ -41,6 +41,20 @@ def kubectl() -> str:
 
 
 @cache
+def kubectl_problem() -> str | None:
+    """Why this machine's kubectl cannot render the overlays, or None. Debian's kubernetes-client
+    is 1.20, whose kustomize predates components and `labels`; 1.24+ (kustomize v4.5) is needed."""
+    if not Path(kubectl()).exists():
+        return "kubectl is not installed (.ci/run installs it)"
+    result = subprocess.run([kubectl(), "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
+    try:
+        minor = int(re.match(r"\d+", json.loads(result.stdout)["clientVersion"]["minor"])[0])  # type: ignore[index]
+    except (ValueError, KeyError, TypeError):
+        return f"cannot read kubectl's version: {result.stdout[:200]} {result.stderr[:200]}"
+    return None if minor >= 24 else f"kubectl 1.{minor} is too old for these kustomizations (needs 1.24+)"
+
+
+@cache
 def render(target: str) -> tuple[dict[str, Any], ...]:
     """`kubectl kustomize` of an overlay name or a directory, parsed."""
     path = K8S_DIR / "overlays" / target if target in OVERLAYS else Path(target)

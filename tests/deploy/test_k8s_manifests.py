@@ -21,6 +21,7 @@ from tests.deploy.manifests import (
     find,
     granted_to_agent,
     kubectl,
+    kubectl_problem,
     load_typed,
     pod_specs,
     rbac_mismatch,
@@ -29,7 +30,7 @@ from tests.deploy.manifests import (
     unknown_fields,
 )
 
-pytestmark = pytest.mark.skipif(not Path(kubectl()).exists(), reason="kubectl is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(kubectl_problem() is not None, reason=str(kubectl_problem()))
 
 
 @pytest.fixture(scope="module")
