@@ -89,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
+        except Exception:  # a bug mid-stream: end this watch (the client re-lists), keep serving
+            log.exception("sandbox.watch_failed", path=self.path)
+            self.close_connection = True
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
         try:

@@ -5,6 +5,8 @@ process, seeded with the `demo` scenario. Its simulation advances only on `.tick
 are deterministic; writes (a deleted pod's replacement, a rollout, a scale) reconcile at once.
     .kubeconfig  path of a kubeconfig that kubectl and the kubernetes client use unchanged
     .url         https://127.0.0.1:PORT
+    .token       the bearer token (also in the kubeconfig)
+    .sim         the simulation itself (`.sim.store.all("pods")`: the stored objects, read-only)
     .api_client()                      a kubernetes ApiClient for it
     .fault(type, target, **options)    inject a fault ("ns/name", or a node name)
     .clear(target)                     `fault clear`
