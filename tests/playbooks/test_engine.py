@@ -115,6 +115,30 @@ def test_it_remediates_the_demo_faults_end_to_end(engine) -> None:  # type: igno
     assert left == []
 
 
+def test_a_bad_rollout_is_rolled_back_and_a_maxed_hpa_raised(engine) -> None:  # type: ignore[no-untyped-def]
+    from kubernetes import client
+
+    Rule.objects.exclude(name__in=["bad_rollout", "hpa_maxed"]).update(enabled=False)
+    apps = client.AppsV1Api(engine.sandbox.api_client())
+    good_image = apps.read_namespaced_deployment("frontend", "shop").spec.template.spec.containers[0].image
+    engine.sandbox.fault("replication_failure", "shop/frontend")
+    engine.sandbox.fault("hpa_maxed", "shop/cart")
+    engine.sandbox.tick()
+    poll(engine.cluster)
+    rollout, hpa = _run("frontend"), _run("cart")
+    # The rollback rule outranks the crash-loop one on a bad rollout.
+    assert (rollout.playbook_name, hpa.playbook_name) == ("deployment_rollback", "scale_up_on_load")
+    approved = _approve_until_finished(engine, [rollout, hpa])
+    assert approved == {"deployment_rollback": ["rollback_deployment"], "scale_up_on_load": ["set_hpa_max_replicas"]}
+    rollout.refresh_from_db()
+    hpa.refresh_from_db()
+    assert (rollout.outcome, hpa.outcome) == ("resolved", "resolved"), _describe([rollout, hpa])
+    assert apps.read_namespaced_deployment("frontend", "shop").spec.template.spec.containers[0].image == good_image
+    scaler = client.AutoscalingV2Api(engine.sandbox.api_client()).read_namespaced_horizontal_pod_autoscaler("cart", "shop")
+    assert scaler.spec.max_replicas == 12  # doubled from 6, within AIOPS_MAX_HPA_REPLICAS
+    assert hpa.steps.get(name="raise max replicas").rendered_args == {"namespace": "shop", "name": "cart", "max_replicas": 12}
+
+
 def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> None:  # type: ignore[no-untyped-def]
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
     before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
