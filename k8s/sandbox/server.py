@@ -8,6 +8,7 @@ bearer token written into the kubeconfig (the admin endpoint mutates the cluster
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import ipaddress
 import os
 import secrets
@@ -198,6 +199,7 @@ class Sandbox:
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._generated = False
         self.url = ""
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -243,6 +245,13 @@ class Sandbox:
             thread.join(timeout=5)
         if self._tmp is not None:
             self._tmp.cleanup()
+        if self._generated:
+            # `generate` froze the seeded objects out of the collector's sight; a stopped
+            # sandbox in a longer-lived process (a test session) must be collectable again.
+            for table in self.sim.store.objects.values():
+                table.clear()
+            self.sim.store.log.clear()
+            gc.unfreeze()
         log.info("sandbox.stopped", url=self.url)
 
     def wait(self) -> None:
@@ -278,6 +287,7 @@ class Sandbox:
             self.sim.tick()
 
     def generate(self, pods: int, **kwargs: Any) -> dict[str, int]:
+        self._generated = True
         return scenarios.generate(self.sim, pods=pods, **kwargs)
 
     def faults(self) -> list[dict[str, Any]]:
