@@ -13,13 +13,16 @@ prepare_metrics_dir() {
   fi
 }
 
+# /app in the image; the checkout's root when the tests run a role.
+app_dir=$(cd "$(dirname "$0")/../.." && pwd)
+
 role=${1:-web}
 [ $# -gt 0 ] && shift
 
 case "$role" in
   web)
     prepare_metrics_dir
-    exec gunicorn aiops_site.wsgi --config /app/deploy/docker/gunicorn.conf.py "$@"
+    exec gunicorn aiops_site.wsgi --config "$app_dir/deploy/docker/gunicorn.conf.py" "$@"
     ;;
   worker)
     prepare_metrics_dir
@@ -54,7 +57,7 @@ case "$role" in
     set -- --http --host 127.0.0.1 --port "${AIOPS_MCP_PORT:-8765}" --django "$@"
     if [ "${AIOPS_MCP_METRICS_PORT:-0}" != "0" ]; then
       # A sidecar's metrics files are its own container's: serve them on a port of their own.
-      exec python /app/deploy/docker/serve_with_metrics.py --port "$AIOPS_MCP_METRICS_PORT" k8s.mcp_server -- "$@"
+      exec python "$app_dir/deploy/docker/serve_with_metrics.py" --port "$AIOPS_MCP_METRICS_PORT" k8s.mcp_server -- "$@"
     fi
     exec python -m k8s.mcp_server "$@"
     ;;
@@ -63,11 +66,11 @@ case "$role" in
     # loopback. honcho stops both when either exits, and the restart policy brings both back.
     prepare_metrics_dir
     export AIOPS_METRICS_DIR_READY=1
-    exec honcho start --no-prefix --no-colour -f /app/deploy/docker/Procfile.worker
+    exec honcho start --no-prefix --no-colour -e /dev/null -f "$app_dir/deploy/docker/Procfile.worker" -d "$app_dir"
     ;;
   migrate)
     python manage.py migrate --no-input "$@"
-    exec python /app/deploy/docker/register_cluster.py
+    exec python "$app_dir/deploy/docker/register_cluster.py"
     ;;
   help|--help|-h)
     sed -n '2,3p' "$0"
