@@ -86,3 +86,57 @@ def test_the_worker_container_runs_worker_and_mcp_and_stops_when_one_dies(  # ty
                 os.killpg(container.pid, signal.SIGKILL)
                 container.wait()
         log.close()
+
+
+def _call_tool(url: str, token: str, tool: str) -> bool:
+    """Call a tool as a client would; returns the result's is_error."""
+    import anyio
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    async def call() -> bool:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            result = await client.call_tool(tool, {})
+            return bool(result.is_error)
+
+    return anyio.run(call)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_kubernetes_mcp_sidecar_serves_its_own_metrics_port(tmp_path: Path) -> None:
+    """The sidecar is a container of its own: `mcp` with AIOPS_MCP_METRICS_PORT set."""
+    import urllib.error
+    import urllib.request
+
+    metrics_port, mcp_port = _free_port(), _free_port()
+    env = worker_env({
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"), "AIOPS_METRICS_ADDRESS": "127.0.0.1",
+        "AIOPS_MCP_METRICS_PORT": str(metrics_port), "AIOPS_MCP_PORT": str(mcp_port), "AIOPS_MCP_TOKEN": "sidecar",
+    })
+    log = open(tmp_path / "sidecar.log", "wb")
+    sidecar = subprocess.Popen(["sh", "deploy/docker/entrypoint.sh", "mcp", "--read-only"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            assert sidecar.poll() is None, (tmp_path / "sidecar.log").read_text()
+            return "mcp_server_listening" in (tmp_path / "sidecar.log").read_text(errors="replace")
+
+        wait_for(listening, timeout=60, interval=0.3, message="the MCP sidecar")
+        # A tool call through the MCP SDK with the token: no cluster is registered, so it fails,
+        # which is still a call the server counts.
+        assert _call_tool(f"http://127.0.0.1:{mcp_port}/mcp", "sidecar", "list_namespaces") is True
+        status, page = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert b'aiops_mcp_server_calls_total{outcome="error",tool="list_namespaces"} 1.0' in page, page[-2000:]
+        assert '"read_only": true' in (tmp_path / "sidecar.log").read_text().replace('"read_only":true', '"read_only": true')
+        request = urllib.request.Request(f"http://127.0.0.1:{mcp_port}/mcp", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310  (loopback)
+        assert refused.value.code == 401  # no token, no tools
+    finally:
+        sidecar.terminate()
+        sidecar.wait(20)
+        log.close()
