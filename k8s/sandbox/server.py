@@ -195,6 +195,7 @@ class Sandbox:
         self.state_dir = Path(state_dir or (Path(kubeconfig).parent if kubeconfig else self._tmp.name))  # type: ignore[union-attr]
         self.kubeconfig = str(Path(kubeconfig) if kubeconfig else self.state_dir / "kubeconfig")
         self.tick_interval = tick_interval
+        self.sim.realtime = bool(tick_interval)
         self.api = Api(self.sim, self.token, api_needs_token=tls)
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []

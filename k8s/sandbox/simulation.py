@@ -82,6 +82,9 @@ class Simulation:
         self.ticks = 0
         # Set while a scale generator seeds thousands of objects: no per-pod Normal events.
         self.bulk = False
+        # Set by a sandbox that ticks on a clock (`sandbox serve`): crash loops then restart on
+        # the kubelet's back-off (10 s doubling to 5 min); a test's `tick()` restarts at once.
+        self.realtime = False
         # (fault, what cleared it), newest last: what the admin endpoint reports as history.
         self.cleared: list[tuple[Fault, str]] = []
 
@@ -686,11 +689,21 @@ class Simulation:
             state, fault = pod_state(self, pod)
             key = (state, node_ok)
             uid = pod["metadata"]["uid"]
-            restarting = state in ("crash_loop", "oom_killed")
+            restarting = state in ("crash_loop", "oom_killed") and (not self.realtime or self._backoff_over(pod))
             if self._pod_keys.get(uid) == key and not (tick and restarting):
                 continue
             self._pod_keys[uid] = key
             self.store.put("pods", self._pod_status(pod, state, fault, node_ok, advance=tick and restarting))
+
+    @staticmethod
+    def _backoff_over(pod: Obj) -> bool:
+        """In real time, a crashed container restarts only once its back-off has passed."""
+        for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+            finished = ((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+            if finished and "waiting" in (cs.get("state") or {}):
+                backoff = BACKOFF_STEPS[min(max(cs.get("restartCount", 1) - 1, 0), len(BACKOFF_STEPS) - 1)]
+                return (datetime.now(UTC) - _parse(finished)).total_seconds() >= backoff
+        return True
 
     def _pod_status(self, pod: Obj, state: str, fault: Fault | None, node_ok: bool, *, advance: bool) -> Obj:
         updated = copy(pod)

@@ -63,12 +63,14 @@ def test_it_serves_until_stopped_and_takes_faults_from_the_command_line(served: 
     assert served.kubeconfig.stat().st_mode & 0o077 == 0  # the token is not world-readable
     assert "CrashLoopBackOff" in served.kubectl("get", "pods", "-n", "payments")
 
-    injected = manage("fault", "crash_loop", "shop/cart", "--persistent", "--option", "exit_code=3", "--kubeconfig", str(served.kubeconfig))
+    injected = manage("fault", "crash_loop", "shop/cart", "--persistent", "--option", "exit_code=3", "--option", "restarts=1",
+                      "--kubeconfig", str(served.kubeconfig))
     assert "injected crash_loop on shop/cart" in injected
     pods = served.kubectl("get", "pods", "-n", "shop", "-l", "app.kubernetes.io/name=cart",
                           "-o", "jsonpath={.items[*].status.containerStatuses[0].lastState.terminated.exitCode}")
     assert pods.split() == ["3", "3"]
-    # The simulation loop runs: restart counts grow while the fault is active.
+    # The simulation loop runs: restart counts grow while the fault is active, on the kubelet's
+    # back-off (10 s after the first restart).
     def restarts() -> int:
         return int(served.kubectl("get", "pods", "-n", "shop", "-l", "app.kubernetes.io/name=cart",
                                   "-o", "jsonpath={.items[0].status.containerStatuses[0].restartCount}"))
