@@ -172,6 +172,12 @@ def test_prometheus_reads_back_counters_gauges_and_queue_depth_from_web_and_work
         seen = {promql: _value(prometheus, promql) for promql in expectations}
         logs = "\n".join(f"--- {p.name}\n{p.log()}" for p in stack["processes"])
         raise AssertionError(f"values Prometheus holds: {seen}\n{logs}") from None
+    # Django's own /metrics (what `make run` serves) sums the same multiprocess files.
+    django_page = _samples(_get(urls["web"] + "/metrics")[1].decode())
+    ready = [value for (name, labels), value in django_page.items()
+             if name == "django_http_requests_total_by_view_transport_method_total" and ("view", "ready") in labels]
+    assert sum(ready) == 6
+    assert django_page[("aiops_celery_queue_length", (("queue", stack["idle_queue"]),))] == 3
     # Both targets are healthy in Prometheus's own view.
     assert {r["metric"]["job"]: r["value"][1] for r in _query(prometheus, "up")} == {"aiops-web": "1", "aiops-worker": "1"}
     # The worker's port serves task metrics only; queue depth and state gauges have one source (web).
