@@ -301,12 +301,19 @@ def _worker_ready(**_: Any) -> None:
         )
 
 
+def _pool_process_exiting(pid: int | None = None, **_: Any) -> None:
+    if pid and multiprocess_mode():
+        # A pool process replaced by the worker must not keep its live gauges in the sums.
+        multiprocess.mark_process_dead(pid)
+
+
 def connect_celery_signals() -> None:
-    from celery.signals import task_postrun, task_prerun, worker_ready
+    from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready
 
     task_prerun.connect(_task_started, weak=False)
     task_postrun.connect(_task_finished, weak=False)
     worker_ready.connect(_worker_ready, weak=False)
+    worker_process_shutdown.connect(_pool_process_exiting, weak=False)
 
 
 # --- gunicorn (hooks used by deploy/docker/gunicorn.conf.py) -------------------------------
@@ -391,4 +398,3 @@ def inventory_markdown() -> str:
         meaning = row["help"].replace("|", "\\|")
         lines.append(f"| `{row['name']}` | {row['type']} | {labels} | {meaning} |")
     return "\n".join(lines)
-
