@@ -86,14 +86,19 @@ def main() -> int:
     call_command("migrate", verbosity=0)
 
     # --- the sandbox, our MCP server, a worker ---------------------------------------------
+    # Its output goes to a file: a pipe nobody reads fills up and blocks every sandbox thread.
+    sandbox_log = open(workdir / "sandbox.log", "wb")
     sandbox = subprocess.Popen([sys.executable, "-c", SANDBOX, str(workdir), str(args.runs)], cwd=ROOT,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = ""
-    while not line.startswith("BENCH-READY "):
-        line = sandbox.stdout.readline()  # type: ignore[union-attr]
-        if not line and sandbox.poll() is not None:
-            raise SystemExit("sandbox did not start")
-    ready = json.loads(line.split(" ", 1)[1])
+                               stdin=subprocess.PIPE, stdout=sandbox_log, stderr=subprocess.STDOUT)
+    ready = None
+    while ready is None:
+        for line in (workdir / "sandbox.log").read_text(errors="replace").splitlines():
+            if line.startswith("BENCH-READY "):
+                ready = json.loads(line.split(" ", 1)[1])
+        if ready is None:
+            if sandbox.poll() is not None:
+                raise SystemExit("sandbox did not start:\n" + (workdir / "sandbox.log").read_text()[-3000:])
+            time.sleep(0.1)
     kubeconfig = ready["kubeconfig"]
     port_file = workdir / "mcp.port"
     mcp_log = open(workdir / "mcp.log", "wb")
