@@ -178,3 +178,17 @@ def test_incident_events_are_append_only(fake_cluster_api, fake_cluster) -> None
     event.message = "rewritten"
     with pytest.raises(AppendOnlyError):
         event.save()
+
+
+def test_the_admin_lists_incidents_with_filters_and_shows_the_timeline(fake_cluster_api, fake_cluster, admin_client) -> None:  # type: ignore[no-untyped-def]
+    fake_cluster_api.set(pods=crashing_web(2), replicasets=[replicaset()])
+    poll_cluster(fake_cluster.pk)
+    incident = Incident.objects.get()
+    listing = admin_client.get("/admin/playbooks/incident/", {"state": "open", "finding_type": "crash_loop", "namespace": "shop"})
+    assert listing.status_code == 200 and b"web" in listing.content
+    assert admin_client.get("/admin/playbooks/incident/", {"finding_type": "hpa_maxed"}).context["cl"].result_count == 0
+    detail = admin_client.get(f"/admin/playbooks/incident/{incident.pk}/change/")
+    assert detail.status_code == 200
+    assert b"timeline" in detail.content.lower() and b"detected" in detail.content
+    events = admin_client.get("/admin/playbooks/clusterevent/", {"kind": "detected"})
+    assert events.status_code == 200 and events.context["cl"].result_count == 1
