@@ -27,7 +27,7 @@ from psycopg import errors as psycopg_errors
 from k8s.models import Cluster
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
-from playbooks.services.incidents import _event, announce_opened, open_incident, resolve_incident, worst_severity
+from playbooks.services.incidents import announce_opened, build_event, open_incident, resolve_incident, worst_severity
 
 log = structlog.get_logger(__name__)
 
@@ -204,7 +204,7 @@ def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
 def _alert_event(incident: Incident | None, kind: str, alert: dict[str, Any], key: str, cluster: Cluster | None,
                  workload: tuple[str, str, str] | None) -> ClusterEvent:
     labels = alert["labels"]
-    return _event(
+    return build_event(
         incident, cluster, kind, alertname=labels["alertname"], severity=alert_severity(labels), message=_summary(alert),
         workload=workload or ("", "", ""), dedup_key=key,
         data={"fingerprint": alert["fingerprint"], "labels": labels, "annotations": alert.get("annotations") or {},

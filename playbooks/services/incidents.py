@@ -98,7 +98,7 @@ def group_findings(findings: Iterable[Finding], ignored_namespaces: Iterable[str
     return groups
 
 
-def _event(incident: Incident | None, cluster: Cluster | None, kind: str, *, finding_type: str = "", message: str = "",
+def build_event(incident: Incident | None, cluster: Cluster | None, kind: str, *, finding_type: str = "", message: str = "",
            severity: str = "", data: dict[str, Any] | None = None, workload: tuple[str, str, str] | None = None,
            alertname: str = "", dedup_key: str | None = None) -> ClusterEvent:
     if workload is None and incident is not None:
@@ -146,7 +146,7 @@ def resolve_incident(incident: Incident, *, now: datetime, reason: str) -> None:
     incident.state = Incident.State.RESOLVED
     incident.resolved_at = now
     incident.save(update_fields=["state", "resolved_at", "finding_types", "alerts", "absent_polls", "last_seen_at"])
-    _event(incident, incident.cluster, ClusterEvent.Kind.RESOLVED, finding_type=incident.primary_type,
+    build_event(incident, incident.cluster, ClusterEvent.Kind.RESOLVED, finding_type=incident.primary_type,
            alertname=incident.alertname, message=reason, severity=incident.severity).save()
     metrics.INCIDENTS_RESOLVED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
     log.info("incident_resolved", incident=incident.pk, workload=incident.workload_key, type=incident.primary_type,
@@ -185,7 +185,7 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
                 if created:
                     result.opened.append(incident.pk)
                     events.extend(
-                        _event(incident, locked, ClusterEvent.Kind.DETECTED, finding_type=t,
+                        build_event(incident, locked, ClusterEvent.Kind.DETECTED, finding_type=t,
                                message=group.evidence()[t]["message"], severity=incident.severity)
                         for t in group.types
                     )
@@ -212,7 +212,7 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
                 # An alert still fires for this workload: the incident stays open on its account.
                 incident.absent_polls = 0
                 incident.save(update_fields=["finding_types", "absent_polls"])
-                events.append(_event(incident, locked, ClusterEvent.Kind.CHANGED, message=f"findings gone: {', '.join(cleared)}",
+                events.append(build_event(incident, locked, ClusterEvent.Kind.CHANGED, message=f"findings gone: {', '.join(cleared)}",
                                      data={"removed_types": cleared}))
                 continue
             ClusterEvent.objects.bulk_create(events)
@@ -232,13 +232,13 @@ def _refresh(incident: Incident, group: _Group, now: datetime, events: list[Clus
     pods_removed = sorted(set(incident.affected_pods or []) - set(pods))
     evidence = group.evidence()
     if incident.absent_polls:
-        events.append(_event(incident, incident.cluster, ClusterEvent.Kind.RECURRED, finding_type=group.primary,
+        events.append(build_event(incident, incident.cluster, ClusterEvent.Kind.RECURRED, finding_type=group.primary,
                              message=f"seen again after {incident.absent_polls} polls without it", severity=incident.severity))
     for finding_type in added:
-        events.append(_event(incident, incident.cluster, ClusterEvent.Kind.DETECTED, finding_type=finding_type,
+        events.append(build_event(incident, incident.cluster, ClusterEvent.Kind.DETECTED, finding_type=finding_type,
                              message=evidence[finding_type]["message"], severity=incident.severity))
     if removed or pods_added or pods_removed:
-        events.append(_event(incident, incident.cluster, ClusterEvent.Kind.CHANGED, finding_type=group.primary,
+        events.append(build_event(incident, incident.cluster, ClusterEvent.Kind.CHANGED, finding_type=group.primary,
                              message="findings or affected pods changed",
                              data={"added_types": added, "removed_types": removed,
                                    "pods_added": pods_added[:50], "pods_removed": pods_removed[:50]}))
@@ -295,7 +295,7 @@ def record_poll_failure(cluster: Cluster, error: str, *, now: datetime | None = 
                     "title": message[:500], "evidence": evidence},
         )
         if created:
-            _event(incident, locked, ClusterEvent.Kind.UNREACHABLE, finding_type="cluster_unreachable", message=message,
+            build_event(incident, locked, ClusterEvent.Kind.UNREACHABLE, finding_type="cluster_unreachable", message=message,
                    severity="critical").save()
             announce_opened(incident)
         return incident
@@ -318,7 +318,7 @@ def record_poll_success(cluster: Cluster, *, now: datetime | None = None) -> Non
             cluster=locked, workload_kind=CLUSTER_KIND, workload_name=locked.name, fingerprint="",
             state=Incident.State.OPEN).first()
         if incident is not None:
-            _event(incident, locked, ClusterEvent.Kind.REACHABLE, finding_type="cluster_unreachable",
+            build_event(incident, locked, ClusterEvent.Kind.REACHABLE, finding_type="cluster_unreachable",
                    message=f"answered again after {was_failing} failed polls").save()
             incident.finding_types = []
             resolve_incident(incident, now=now, reason=f"cluster answered again after {was_failing} failed polls")
