@@ -308,14 +308,19 @@ def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> li
                     f"Container {cname} of pod {namespace}/{name} is OOM-killed in a loop ({restarts} restarts, memory limit {_memory_limit(cspec) or 'none'})",
                     {**evidence, "memory_limit": _memory_limit(cspec)})
                 continue
+            # Killed by its liveness probe and backing off before the next start: the process did
+            # not crash, the probe killed it, so the probe is the finding (crash_loop would send
+            # the operator to the logs of a process that hung rather than died).
+            if reason == "CrashLoopBackOff" and _looks_like_liveness_kill(last, cspec):
+                add("probe_failure", CRITICAL,
+                    f"Container {cname} of pod {namespace}/{name} is killed by its liveness probe and in {reason} ({restarts} restarts, "
+                    f"last exit code {last.get('exitCode')})",
+                    {**evidence, "probe": "liveness"})
+                continue
             add("crash_loop", CRITICAL,
                 f"Container {cname} of pod {namespace}/{name} is in {reason} ({restarts} restarts"
                 + (f", last exit code {last.get('exitCode')}" if last else "") + ")",
                 evidence)
-            if last and _looks_like_liveness_kill(last, cspec):
-                add("probe_failure", WARNING,
-                    f"Container {cname} of pod {namespace}/{name} is being restarted by its liveness probe",
-                    {**base, "probe": "liveness", "last_termination": _terminated_evidence(last)})
             continue
 
         if terminated_now.get("reason") == "OOMKilled":

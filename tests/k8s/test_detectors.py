@@ -249,6 +249,32 @@ def test_restarts_by_the_liveness_probe_are_a_probe_failure() -> None:
     assert types(run(pods=[killed], replicasets=[replicaset()])) == ["probe_failure"]
 
 
+LIVENESS = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10, "failureThreshold": 3}
+
+
+@pytest.mark.parametrize("exit_code", [137, 143])
+def test_a_container_killed_by_its_liveness_probe_and_backing_off_is_a_probe_failure_not_a_crash_loop(exit_code: int) -> None:
+    looping = pod(container=crashing(exit_code=exit_code),
+                  spec_extra={"containers": [{"name": "app", "image": "web:1", "livenessProbe": LIVENESS}]})
+    findings = run(pods=[looping], replicasets=[replicaset()])
+    assert types(findings) == ["probe_failure"]
+    assert findings[0].severity == "critical"  # backing off: nothing serves
+    assert findings[0].evidence["probe"] == "liveness"
+    assert findings[0].evidence["waiting_reason"] == "CrashLoopBackOff"
+    assert findings[0].evidence["last_termination"]["exit_code"] == exit_code
+
+
+def test_a_kill_by_the_kernel_or_a_crash_of_a_probed_container_stays_what_it_is() -> None:
+    spec = {"containers": [{"name": "app", "image": "web:1", "livenessProbe": LIVENESS,
+                            "resources": {"limits": {"memory": "256Mi"}}}]}
+    oom = pod(container=crashing(last_reason="OOMKilled", exit_code=137), spec_extra=spec)
+    crash = pod("web-7d9f8b6c5d-b", container=crashing(exit_code=1), spec_extra=spec)
+    assert sorted(types(run(pods=[oom, crash], replicasets=[replicaset()]))) == ["crash_loop", "oom_killed"]
+    # Without a liveness probe nothing but the process (or a person) sent that SIGKILL.
+    unprobed = pod(container=crashing(exit_code=137))
+    assert types(run(pods=[unprobed], replicasets=[replicaset()])) == ["crash_loop"]
+
+
 def test_an_evicted_pod_is_reported_once() -> None:
     evicted = pod(phase="Failed", reason="Evicted",
                   message="The node was low on resource: memory. Threshold quantity: 100Mi, available: 51000Ki.",
