@@ -64,3 +64,25 @@ def test_inbound_outcomes_are_counted(client, chat) -> None:  # type: ignore[no-
                 HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN="nope")
     metrics = client.get("/metrics").content.decode()
     assert 'aiops_chat_inbound_webhooks_total{outcome="unauthorized",platform="telegram"}' in metrics
+
+
+def test_the_demo_gets_a_console_feed_once_and_it_shows_incidents(client, dave, make_incident, no_playbooks) -> None:  # type: ignore[no-untyped-def]
+    from channels.models import ChannelTarget
+    from channels.startup import ensure_console_feed
+    from playbooks.signals import incident_opened
+
+    assert ensure_console_feed() is True
+    ChannelTarget.objects.filter(kind="web").update(min_severity="critical")  # an admin's change
+    assert ensure_console_feed() is False
+    assert ChannelTarget.objects.get(kind="web").min_severity == "critical"
+
+    incident = make_incident(title="web <crash> looping")
+    incident_opened.send(sender=type(incident), incident=incident)
+    client.force_login(dave)
+    page = client.get("/console/").content.decode()
+    assert f'data-id="{incident.pk}"' in page and 'data-state="open"' in page
+    assert f"Incident #{incident.pk} crash_loop" in page  # the feed
+    assert "web &lt;crash&gt; looping" in page
+    detail = client.get(f"/console/incidents/{incident.pk}")
+    assert detail.status_code == 200 and "web-5d9c7-abcde" in detail.content.decode()
+    assert client.get("/console/incidents/999999").status_code == 404
