@@ -90,3 +90,18 @@ def test_runs_rca_and_playbook_notifications_are_announced(chat, clusters, make_
     assert texts[0].startswith("📋 **Playbook crash_loop_remediation** resolved (verified healthy) for incident")
     assert "Class: config_error" in texts[1] and "- restart the deployment" in texts[1]
     assert texts[2] == "Heads up: **web** restarted"
+
+
+@pytest.mark.parametrize(("kind", "address", "regex", "message"), [
+    ("telegram", "ops-chat", "", "is not a Telegram chat id"),
+    ("slack", "#alerts", "", "is not a Slack channel id"),
+    ("discord", "https://example.com/hook", "", "is not a Discord channel id or https://discord.com/api/webhooks/"),
+    ("web", "elsewhere", "", "use the address 'feed'"),
+    ("slack", "C0ALERTS", "shop(", "Not a regular expression"),
+])
+def test_a_target_with_a_bad_address_or_filter_is_refused_with_the_reason(kind, address, regex, message) -> None:  # type: ignore[no-untyped-def]
+    from django.core.exceptions import ValidationError
+
+    target = ChannelTarget(name="t", kind=kind, address=address, namespace_regex=regex)
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        target.full_clean()

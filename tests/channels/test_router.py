@@ -119,6 +119,11 @@ def test_incident_commands(client, chat, slack_people, make_incident, no_playboo
     incident.refresh_from_db()
     assert incident.state == "resolved"
     assert said(client, f"!incident close {incident.pk}") == [f"Incident #{incident.pk} is already resolved."]
+    assert said(client, "!alert list") == ["No Alertmanager alerts are firing."]
+    alert = make_incident(source="alertmanager", alertname="KubePodCrashLooping", fingerprint="f00d",
+                          workload_name="", title="Pod shop/web is crash looping")
+    [alerts] = said(client, "!alert list")
+    assert f"#{alert.pk} KubePodCrashLooping (critical) Pod shop/web is crash looping" in alerts
 
 
 def test_approval_list_shows_pending_codes(client, chat, slack_people, fake_mcp) -> None:  # type: ignore[no-untyped-def]
