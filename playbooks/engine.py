@@ -169,13 +169,21 @@ def cancel_run(run_id: int, *, by: str = "") -> bool:
 # --- Moving a run forward (callers hold the run's row) -----------------------------------
 
 
-def _enqueue(step_run_id: int, countdown: float | None = None) -> None:
+# Broker priorities (Redis: 0 is served first). A step a person just approved goes ahead of
+# the backlog an incident storm queues up, so "approve" acts at once; re-checks and retries,
+# which wait anyway, go last.
+PRIORITY_APPROVED = 0
+PRIORITY_STEP = 3
+PRIORITY_RECHECK = 6
+
+
+def _enqueue(step_run_id: int, countdown: float | None = None, priority: int = PRIORITY_STEP) -> None:
     from playbooks.tasks_engine import run_step
 
     # robust: a broker that is down at commit time must not turn a committed transition into
     # an error; the row says queued and the reconciler sends the message again.
     transaction.on_commit(
-        lambda: run_step.apply_async((step_run_id,), countdown=countdown), robust=True
+        lambda: run_step.apply_async((step_run_id,), countdown=countdown, priority=priority), robust=True
     )
 
 
@@ -285,7 +293,7 @@ def _record(step: StepRun, result: Result) -> None:
             current.state = S.QUEUED
             current.queued_at = now
             current.save(update_fields=["state", "queued_at", "data", "output", "error", "updated_at"])
-            _enqueue(current.pk, countdown=result.requeue_in)
+            _enqueue(current.pk, countdown=result.requeue_in, priority=PRIORITY_RECHECK)
             return
 
         current.state = result.state
@@ -578,7 +586,7 @@ def on_approval_decided(approval: Any) -> None:
             run.state = R.RUNNING
             run.save(update_fields=["state", "updated_at"])
             log.info("step_approved", run=run.pk, step_run=step.pk, approval=approval.code, by=who)
-            _enqueue(step.pk)
+            _enqueue(step.pk, priority=PRIORITY_APPROVED)
         elif approval.state in ("rejected", "expired"):
             step.state = approval.state
             step.finished_at = now
