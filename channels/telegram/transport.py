@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -49,19 +51,8 @@ class TelegramTransport(Transport):
         return formatting.split(text)
 
     def _run(self, call: Callable[[Bot], Awaitable[T]]) -> T:
-        timeout = settings.AIOPS_CHAT_HTTP_TIMEOUT
-
-        async def runner() -> T:
-            request = HTTPXRequest(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
-            bot = Bot(settings.TELEGRAM_BOT_TOKEN, base_url=f"{settings.TELEGRAM_API_BASE_URL.rstrip('/')}/bot",
-                      request=request)
-            try:
-                return await call(bot)
-            finally:
-                await request.shutdown()
-
         try:
-            return asyncio.run(runner())
+            return _session().run(call)
         except RetryAfter as exc:
             raise TransportError(f"telegram flood control: {exc}", retry_after=_seconds(exc.retry_after)) from exc
         except (Forbidden, InvalidToken, ChatMigrated) as exc:
@@ -118,3 +109,44 @@ class TelegramTransport(Transport):
 
 class _NotModified(Exception):
     pass
+
+
+class _Session:
+    """One event loop and one Bot (with its HTTP connection pool) per thread and configuration.
+
+    python-telegram-bot is async and a Celery prefork child has no loop; building a Bot, an
+    HTTP client and a loop for every message cost ~90 ms a message (bench/chat_delivery.py),
+    mostly connection set-up. Keeping them alive reuses the connection to the Bot API.
+    """
+
+    def __init__(self, key: tuple[str, str, float]) -> None:
+        token, base_url, timeout = key
+        self.key = key
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.request = HTTPXRequest(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
+        self.bot = Bot(token, base_url=f"{base_url.rstrip('/')}/bot", request=self.request)
+
+    def run(self, call: Callable[[Bot], Awaitable[T]]) -> T:
+        return self.loop.run_until_complete(call(self.bot))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.request.shutdown())
+        finally:
+            self.loop.close()
+
+
+_local = threading.local()  # a loop belongs to one thread: one session per thread (and process)
+
+
+def _session() -> _Session:
+    key = (settings.TELEGRAM_BOT_TOKEN, settings.TELEGRAM_API_BASE_URL, float(settings.AIOPS_CHAT_HTTP_TIMEOUT))
+    current: _Session | None = getattr(_local, "session", None)
+    if current is not None and current.pid == os.getpid() and current.key == key and not current.loop.is_closed():
+        return current
+    if current is not None and current.pid == os.getpid():
+        current.close()  # the settings changed (a test, a reload): start afresh
+    # After a fork the parent's loop and sockets are not ours to use or close: just drop them.
+    _local.session = _Session(key)
+    return _local.session
