@@ -604,6 +604,7 @@ class Api:
             raise ApiError.bad_request(f"container {container} is not valid for pod {name}")
         cs = next((c for c in (pod.get("status") or {}).get("containerStatuses") or () if c["name"] == container), None)
         previous = r.flag("previous")
+        spec = next(c for c in pod["spec"]["containers"] if c["name"] == container)
         state = (cs or {}).get("state") or {}
         last = ((cs or {}).get("lastState") or {}).get("terminated")
         if cs is None or ("waiting" in state and not last and not previous):
@@ -617,7 +618,7 @@ class Api:
         if previous:
             if not last:
                 raise ApiError.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
-            lines = log_text.render(runtime, app, self._terminated_state(last), _parse_ts(last["startedAt"]), seed=seed)
+            lines = log_text.render(runtime, app, log_text.terminated_state(last, spec), _parse_ts(last["startedAt"]), seed=seed)
         elif "running" in state:
             kind = "probe_failure" if not cs.get("ready") and cs.get("started") else "running"
             lines = log_text.render(runtime, app, kind, _parse_ts(state["running"].get("startedAt")), seed=seed)
@@ -627,13 +628,9 @@ class Api:
                 "job_succeeded" if o.controller_of(pod) and o.controller_of(pod)["kind"] == "Job" else "oom_killed")
             lines = log_text.render(runtime, app, kind, _parse_ts(term.get("startedAt")), seed=seed)
         else:  # waiting after a crash: the last instance's log, which is what a kubelet serves
-            lines = log_text.render(runtime, app, self._terminated_state(last), _parse_ts(last["finishedAt"]) - timedelta(seconds=3),
+            lines = log_text.render(runtime, app, log_text.terminated_state(last, spec), _parse_ts(last["finishedAt"]) - timedelta(seconds=3),
                                     seed=seed + 1)
         return Response(200, self._format_log(r, lines), "text/plain")
-
-    @staticmethod
-    def _terminated_state(term: Obj) -> str:
-        return "oom_killed" if term.get("reason") == "OOMKilled" else "crash_loop"
 
     @staticmethod
     def _format_log(r: Request, lines: list[tuple[datetime, str]]) -> bytes:

@@ -7,7 +7,8 @@
 | oom_killed           | ns/deployment       | the container's memory limit is raised above the need          |
 | image_pull_failure   | ns/deployment       | the template changes (rollback, a new image)                   |
 | unschedulable        | ns/deployment       | the template changes                                           |
-| probe_failure        | ns/deployment       | the template changes                                           |
+| probe_failure        | ns/deployment       | the template changes (readiness by default; `probe=liveness`:  |
+|                      |                     | the liveness probe kills and restarts the container)            |
 | replication_failure  | ns/deployment       | `rollout undo` to a good revision                              |
 | hpa_maxed            | ns/hpa (or its      | maxReplicas is raised above the demand                         |
 |                      | deployment)         |                                                                |
@@ -21,11 +22,13 @@ Every fault also clears with `fault clear TARGET`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from k8s.sandbox import objects as o
+from k8s.sandbox.kubelet import probe_allowance
 from k8s.sandbox.metrics import SANDBOX_FAULTS_ACTIVE, SANDBOX_FAULTS_CLEARED, SANDBOX_OBJECTS
 from k8s.sandbox.store import Obj, copy, now_iso
 
@@ -61,6 +64,9 @@ class Fault:
     injected_at: str = field(default_factory=now_iso)
     pod_uids: set[str] = field(default_factory=set)
     bad_configs: set[str] = field(default_factory=set)
+    # probe_failure: when the probe started failing, back-dated past the probe's start-up
+    # allowance so the pods look as a kubelet shows them once the failure is established.
+    onset: datetime | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.type, "target": self.target, "options": dict(self.opts), "injected_at": self.injected_at}
@@ -211,6 +217,8 @@ def _build(sim: Simulation, ftype: str, target: str, opts: dict[str, Any]) -> Fa
         if mode not in ("crash_loop", "image_pull_failure"):
             raise FaultError(f"option mode={mode!r} must be crash_loop or image_pull_failure")
         return Fault(ftype, canonical, {"image": image, "mode": mode}, bad_configs={current_config(sim, updated)})
+    if ftype == "probe_failure":
+        return _probe_fault(sim, deploy, canonical, pods, opts)
     if ftype in CONFIG_FAULTS:
         fault = Fault(ftype, canonical, {}, bad_configs={current_config(sim, deploy)})
         if ftype in ("unschedulable", "image_pull_failure"):
@@ -220,6 +228,28 @@ def _build(sim: Simulation, ftype: str, target: str, opts: dict[str, Any]) -> Fa
                 sim.delete_pod(pod)
         return fault
     raise FaultError(f"unknown fault type {ftype!r}")
+
+
+PROBE_MARGIN_S = 60
+
+
+def _probe_fault(sim: Simulation, deploy: Obj, canonical: str, pods: list[Obj], opts: dict[str, Any]) -> Fault:
+    probe = str(opts.get("probe", "readiness"))
+    if probe not in ("readiness", "liveness"):
+        raise FaultError(f"option probe={probe!r} must be readiness or liveness")
+    container = _main_container(deploy, opts.get("container"))
+    spec = container.get(f"{probe}Probe")
+    if not spec:
+        raise FaultError(f"container {container['name']!r} of {canonical} has no {probe} probe to fail")
+    fault = Fault("probe_failure", canonical, {"probe": probe, "container": container["name"]},
+                  bad_configs={current_config(sim, deploy)})
+    if probe == "liveness":
+        fault.opts["restarts"] = int(opts.get("restarts", 4))
+    # The pods running now have been failing for a while (past the allowance, so a detector that
+    # rightly waits it out reports them at once); replacements start failing when they start.
+    fault.onset = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=probe_allowance(spec) + PROBE_MARGIN_S)
+    fault.pod_uids = {p["metadata"]["uid"] for p in pods}
+    return fault
 
 
 def _broken_image(image: str) -> str:
@@ -356,6 +386,8 @@ def pod_state(sim: Simulation, pod: Obj) -> tuple[str, Fault | None]:
             if f.type == ftype:
                 if ftype == "replication_failure":
                     return f.opts.get("mode", "crash_loop"), f
+                if ftype == "probe_failure" and f.opts.get("probe") == "liveness":
+                    return "liveness_kill", f
                 return ftype, f
     return "running", None
 

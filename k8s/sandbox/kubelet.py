@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 ACTIVE_PHASES = ("Pending", "Running", "Unknown")
 # The kubelet's crash back-off: 10 s doubling to 5 minutes.
 BACKOFF_STEPS = (10, 20, 40, 80, 160, 300)
+# States in which the container is killed and restarted, its restart count growing each tick.
+RESTARTING_STATES = ("crash_loop", "oom_killed", "liveness_kill")
+
+def probe_allowance(probe: Obj | None) -> int:
+    """Seconds a kubelet gives a probe before its failures change anything:
+    initialDelaySeconds + periodSeconds x failureThreshold (with the API's defaults)."""
+    probe = probe or {}
+    return int(probe.get("initialDelaySeconds") or 0) + int(probe.get("periodSeconds") or 10) * int(probe.get("failureThreshold") or 3)
+
 
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -248,11 +257,26 @@ class NodeAgents:
             state, fault = pod_state(self, pod)
             key = (state, node_ok)
             uid = pod["metadata"]["uid"]
-            restarting = state in ("crash_loop", "oom_killed") and (not self.realtime or self._backoff_over(pod))
+            restarting = state in RESTARTING_STATES and (not self.realtime or self._backoff_over(pod))
             if self._pod_keys.get(uid) == key and not (tick and restarting):
                 continue
             self._pod_keys[uid] = key
             self.store.put("pods", self._pod_status(pod, state, fault, node_ok, advance=tick and restarting))
+
+    def _liveness_events(self, pod: Obj, container: Obj) -> None:
+        """What a kubelet records when a liveness probe kills a container: the probe's
+        failures (a hung process fails readiness too), then the kill."""
+        cname = container["name"]
+        where = {"host": pod["spec"]["nodeName"], "field_path": f"spec.containers{{{cname}}}"}
+        get = (container.get("livenessProbe") or {}).get("httpGet") or {}
+        port = get.get("port", 8080)
+        if isinstance(port, str):  # a named port: the kubelet probes the number it names
+            port = next((p["containerPort"] for p in container.get("ports") or () if p.get("name") == port), port)
+        url = f"{get.get('scheme', 'HTTP').lower()}://{self._pod_ip(pod)}:{port}{get.get('path', '/')}"
+        self.event(pod, "Warning", "Unhealthy", f'Liveness probe failed: Get "{url}": context deadline exceeded '
+                   "(Client.Timeout exceeded while awaiting headers)", "kubelet", **where)
+        self.event(pod, "Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", "kubelet", **where)
+        self.event(pod, "Normal", "Killing", f"Container {cname} failed liveness probe, will be restarted", "kubelet", **where)
 
     @staticmethod
     def _backoff_over(pod: Obj) -> bool:
@@ -270,6 +294,16 @@ class NodeAgents:
         now = datetime.now(UTC)
         start = old.get("startTime") or _iso(now - timedelta(seconds=5))
         target = (fault.opts.get("container") if fault else None) or pod["spec"]["containers"][0]["name"]
+        target_spec = next((c for c in pod["spec"]["containers"] if c["name"] == target), {})
+        # A probe fault's pods that ran before it was injected show the failure as established:
+        # started before its onset (the pod too), unready since the probe gave up on it.
+        onset = (fault.onset if fault is not None and fault.onset is not None and state in ("probe_failure", "liveness_kill")
+                 and pod["metadata"]["uid"] in fault.pod_uids else None)
+        if onset is not None and _parse(start) > onset - timedelta(seconds=2):
+            start = _iso(onset - timedelta(seconds=2))
+            if _parse(pod["metadata"].get("creationTimestamp")) > onset - timedelta(seconds=3):
+                updated["metadata"]["creationTimestamp"] = _iso(onset - timedelta(seconds=3))
+        unready_since: datetime | None = None
         old_statuses = {cs["name"]: cs for cs in old.get("containerStatuses") or ()}
         statuses = []
         all_ready = True
@@ -283,15 +317,19 @@ class NodeAgents:
             cid = o.container_id(pod["metadata"]["uid"], c["name"], str(restarts))
             cs["containerID"] = cid
             cs["state"] = {"running": {"startedAt": running_since}}
-            if c["name"] == target and state in ("crash_loop", "oom_killed"):
+            if c["name"] == target and state in RESTARTING_STATES:
                 if restarts == 0 or advance:
                     restarts = max(restarts + 1, int(fault.opts.get("restarts", 4)) if fault and restarts == 0 else restarts + 1)
                 oom = state == "oom_killed"
-                exit_code = 137 if oom else int(fault.opts.get("exit_code", 1) if fault else 1)
+                liveness = state == "liveness_kill"
+                # A liveness kill is SIGTERM, then SIGKILL when the hung process ignores it: 137,
+                # reason Error (OOMKilled is the kernel's), after the probe's allowance of running.
+                exit_code = 137 if oom or liveness else int(fault.opts.get("exit_code", 1) if fault else 1)
                 finished = now - timedelta(seconds=2)
+                ran_s = 12 if oom else (probe_allowance(target_spec.get("livenessProbe")) + 30 if liveness else 3)
                 cs["lastState"] = {"terminated": {
                     "exitCode": exit_code, "reason": "OOMKilled" if oom else "Error",
-                    "startedAt": _iso(finished - timedelta(seconds=12 if oom else 3)), "finishedAt": _iso(finished),
+                    "startedAt": _iso(finished - timedelta(seconds=ran_s)), "finishedAt": _iso(finished),
                     "containerID": o.container_id(pod["metadata"]["uid"], c["name"], str(restarts - 1)),
                 }}
                 backoff = BACKOFF_STEPS[min(restarts - 1, len(BACKOFF_STEPS) - 1)]
@@ -302,6 +340,8 @@ class NodeAgents:
                                f"back-off {backoff}s restarting failed container={c['name']} "
                                f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})"}}
                 cs.update(restartCount=restarts, ready=False, started=False)
+                if restarts != prev.get("restartCount") and liveness:
+                    self._liveness_events(pod, c)
                 if restarts != prev.get("restartCount"):
                     self.event(pod, "Warning", "BackOff", f"Back-off restarting failed container {c['name']} in pod "
                                f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
@@ -323,6 +363,16 @@ class NodeAgents:
                            host=pod["spec"]["nodeName"], field_path=f"spec.containers{{{c['name']}}}")
             elif c["name"] == target and state == "probe_failure":
                 cs["ready"] = False
+                if onset is not None:
+                    if _parse(running_since) > onset:
+                        running_since = _iso(onset)
+                        cs["state"] = {"running": {"startedAt": running_since}}
+                    started = _parse(running_since)
+                    # Ready until the probe failed failureThreshold times in a row from the onset;
+                    # a container started at the onset was never ready.
+                    probe = target_spec.get("readinessProbe") or {}
+                    unready_since = (started if started >= onset else
+                                     onset + timedelta(seconds=int(probe.get("periodSeconds") or 10) * int(probe.get("failureThreshold") or 3)))
                 self.event(pod, "Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503",
                            "kubelet", host=pod["spec"]["nodeName"], field_path=f"spec.containers{{{c['name']}}}")
             # A lost node's kubelet cannot report: container statuses stay as they were; only the
@@ -346,6 +396,11 @@ class NodeAgents:
             conds = set_condition(conds, "Ready", "True", None, None, probe_time=True)
             conds = set_condition(conds, "ContainersReady", "True", None, None, probe_time=True)
         conds = set_condition(conds, "PodScheduled", "True", None, None, probe_time=True)
+        if unready_since is not None and unready and node_ok:
+            # Only ever moved back: a transition recorded earlier than the story's stays.
+            conds = [{**c, "lastTransitionTime": _iso(unready_since)}
+                     if c["type"] in ("Ready", "ContainersReady") and c["status"] == "False"
+                     and _parse(c["lastTransitionTime"]) > unready_since else c for c in conds]
         order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
         conds.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
         host_ip = self._node_ip(pod["spec"]["nodeName"])

@@ -7,6 +7,7 @@ instance always shows the same lines and `--previous` shows the instance before 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 _STARTUP = {
     "python": [
@@ -121,6 +122,29 @@ _PROBE = {
     "java": "{t}  WARN 1 --- [nio-8080-exec-3] o.s.b.a.health.HealthEndpointSupport : Health contributor 'db' is DOWN: HikariPool-1 - Connection is not available, request timed out after 1000ms.",
 }
 
+# A process its liveness probe kills: it hangs (work stalls, the probe times out), gets SIGTERM
+# and, still stuck, SIGKILL after the grace period (exit 137, reason Error): no crash, no trace.
+_HANG = {
+    "python": [
+        "[{t}] [7] [WARNING] connection pool exhausted (size=10, in use=10): waiting for a free connection",
+        "[{t}] [7] [WARNING] connection pool exhausted (size=10, in use=10): waiting for a free connection",
+        "[{t}] [1] [INFO] Handling signal: term",
+    ],
+    "go": [
+        '{{"level":"warn","ts":"{t}","caller":"server/http.go:140","msg":"request still running","method":"GET","path":"/v1/items","elapsed":"28.1s"}}',
+        '{{"level":"warn","ts":"{t}","caller":"server/http.go:140","msg":"request still running","method":"GET","path":"/v1/items","elapsed":"31.4s"}}',
+        '{{"level":"info","ts":"{t}","caller":"cmd/main.go:77","msg":"shutting down","signal":"terminated","grace":"30s"}}',
+    ],
+    "node": [
+        "{t} warn: event loop blocked for 28412ms",
+        "{t} info: SIGTERM received, closing server",
+    ],
+    "java": [
+        "{t}  WARN 1 --- [l-1 housekeeper] com.zaxxer.hikari.pool.HikariPool : HikariPool-1 - Thread starvation or clock leap detected (housekeeper delta=31s).",
+        "{t}  INFO 1 --- [ionShutdownHook] o.s.b.w.e.tomcat.GracefulShutdown : Commencing graceful shutdown. Waiting for active requests to complete",
+    ],
+}
+
 _JOB_FAIL = [
     "{t} INFO starting nightly export for {app}",
     "{t} INFO fetching rows from warehouse",
@@ -133,6 +157,18 @@ _JOB_FAIL = [
     "KeyError: 'EXPORT_BUCKET'",
 ]
 _JOB_OK = ["{t} INFO starting nightly export for {app}", "{t} INFO exported 48213 rows", "{t} INFO done in 41.2s"]
+
+
+def terminated_state(terminated: dict[str, Any], container: dict[str, Any] | None) -> str:
+    """Which story a terminated container instance's log tells. A SIGKILL/SIGTERM exit with
+    reason Error of a container with a liveness probe is the kubelet's kill of a hung process
+    (the kernel's OOM kill says OOMKilled); any other exit is a crash."""
+    if terminated.get("reason") == "OOMKilled":
+        return "oom_killed"
+    if (terminated.get("reason") == "Error" and terminated.get("exitCode") in (137, 143)
+            and (container or {}).get("livenessProbe")):
+        return "liveness_kill"
+    return "crash_loop"
 
 
 def _fmt(runtime: str, t: datetime) -> str:
@@ -162,6 +198,12 @@ def render(runtime: str, app: str, state: str, started: datetime, *, seed: int =
         emit(template)
     if state == "crash_loop":
         for template in _CRASH[runtime]:
+            emit(template)
+        return lines
+    if state == "liveness_kill":
+        for i in range(3):
+            emit(_TRAFFIC[runtime], i=seed % 97 + i, n=512 + i * 13, d=3 + (seed + i) % 40)
+        for template in _HANG[runtime]:
             emit(template)
         return lines
     traffic = 6 if state != "oom_killed" else 3

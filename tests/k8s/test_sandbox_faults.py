@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -213,16 +214,143 @@ def test_it_rolls_out_a_bad_revision_with_zero_available_until_rollout_undo(demo
     assert active(demo, "payments/payments-api") == []
 
 
-def test_it_fails_readiness_probes(demo: Sandbox, api: k8s.ApiClient) -> None:
-    demo.fault("probe_failure", "shop/checkout")
+def _age_s(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
+
+
+def _detected(demo: Sandbox) -> dict[str, set[str]]:
+    """Finding types by pod name, as the watch loop would read them now."""
+    from k8s.detectors import detect
+
+    store = demo.sim.store
+    out: dict[str, set[str]] = {}
+    for f in detect(store.all("pods"), store.all("nodes"), store.all("deployments"), store.all("replicasets"),
+                    store.all("horizontalpodautoscalers"), store.all("jobs")):
+        out.setdefault(f.pod or f.name, set()).add(f.type)
+    return out
+
+
+def test_it_fails_readiness_probes_of_pods_running_past_the_allowance(demo: Sandbox, api: k8s.ApiClient) -> None:
+    core = k8s.CoreV1Api(api)
+    # Fresh pods (the demo's are days old): the fault must still show an established failure.
     for pod in pods_of(api, "shop", "checkout"):
+        core.delete_namespaced_pod(pod["metadata"]["name"], "shop")
+    fresh = pods_of(api, "shop", "checkout")
+    assert all(_age_s(container_status(p)["state"]["running"]["startedAt"]) < 30 for p in fresh)
+
+    demo.fault("probe_failure", "shop/checkout")
+    pods = pods_of(api, "shop", "checkout")
+    assert {p["metadata"]["name"] for p in pods} == {p["metadata"]["name"] for p in fresh}
+    allowance = 10 * 3  # the demo's readiness probe: periodSeconds 10 x failureThreshold 3
+    for pod in pods:
         cs = container_status(pod)
         assert pod["status"]["phase"] == "Running"
-        assert "running" in cs["state"] and cs["ready"] is False and cs["started"] is True
+        assert "running" in cs["state"] and cs["ready"] is False and cs["started"] is True and cs["restartCount"] == 0
+        started = cs["state"]["running"]["startedAt"]
+        assert _age_s(started) > allowance
+        assert _age_s(pod["status"]["startTime"]) >= _age_s(started) and _age_s(pod["metadata"]["creationTimestamp"]) >= _age_s(started)
+        for ctype in ("Ready", "ContainersReady"):
+            cond = condition(pod, ctype)
+            assert cond["status"] == "False" and cond["reason"] == "ContainersNotReady"
+            assert cond["message"] == "containers with unready status: [checkout]"
+            assert cond["lastTransitionTime"] == started  # never ready since it started
     events = raw(api, "/api/v1/namespaces/shop/events?fieldSelector=reason%3DUnhealthy")["items"]
-    assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in events[0]["message"]
+    assert {e["involvedObject"]["name"] for e in events} == {p["metadata"]["name"] for p in pods}
+    assert {e["message"] for e in events} == {"Readiness probe failed: HTTP probe failed with statuscode: 503"}
+    assert {(e["type"], e["source"]["component"], e["involvedObject"]["fieldPath"]) for e in events} == {
+        ("Warning", "kubelet", "spec.containers{checkout}")}
+    detected = _detected(demo)
+    assert all(detected.get(p["metadata"]["name"]) == {"probe_failure"} for p in pods), detected
+    demo.tick(2)
+    assert all(_detected(demo).get(p["metadata"]["name"]) == {"probe_failure"} for p in pods)
+    log = core.read_namespaced_pod_log(pods[0]["metadata"]["name"], "shop", tail_lines=4)
+    assert '"GET /ready HTTP/1.1" 503' in log
+
+    # A replacement started after the fault fails too, but only once its allowance has passed.
+    core.delete_namespaced_pod(pods[0]["metadata"]["name"], "shop")
+    [replacement] = [p for p in pods_of(api, "shop", "checkout") if p["metadata"]["name"] not in {x["metadata"]["name"] for x in pods}]
+    assert container_status(replacement)["ready"] is False
+    assert _age_s(container_status(replacement)["state"]["running"]["startedAt"]) < allowance
+    assert replacement["metadata"]["name"] not in _detected(demo)
+
     demo.clear("shop/checkout")
-    assert all(container_status(p)["ready"] for p in pods_of(api, "shop", "checkout"))
+    pods = pods_of(api, "shop", "checkout")
+    assert all(container_status(p)["ready"] and condition(p, "Ready")["status"] == "True" for p in pods)
+    assert not any(p["metadata"]["name"] in _detected(demo) for p in pods)
+
+
+def test_a_readiness_failure_survives_a_restart_and_clears_when_the_probe_is_changed(demo: Sandbox, api: k8s.ApiClient) -> None:
+    demo.fault("probe_failure", "shop/checkout")
+    apps = k8s.AppsV1Api(api)
+    apps.patch_namespaced_deployment("checkout", "shop", {"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}}}}})
+    demo.tick(4)
+    assert active(demo, "shop/checkout") == ["probe_failure"]  # same configuration, same failing probe
+    pods = [p for p in pods_of(api, "shop", "checkout") if not p["metadata"].get("deletionTimestamp")]
+    assert pods and not any(container_status(p)["ready"] for p in pods)
+
+    # The operator's fix: a probe the service can answer (a longer timeout).
+    apps.patch_namespaced_deployment("checkout", "shop", {"spec": {"template": {"spec": {"containers": [
+        {"name": "checkout", "readinessProbe": {"timeoutSeconds": 5}}]}}}})
+    demo.tick(4)
+    assert active(demo, "shop/checkout") == []
+    assert ("template changed" in [why for f, why in demo.sim.cleared if f.type == "probe_failure"])
+    pods = [p for p in pods_of(api, "shop", "checkout") if not p["metadata"].get("deletionTimestamp")]
+    assert pods and all(container_status(p)["ready"] for p in pods)
+
+
+def test_a_liveness_probe_kills_and_restarts_the_container(demo: Sandbox, api: k8s.ApiClient) -> None:
+    core = k8s.CoreV1Api(api)
+    demo.fault("probe_failure", "shop/cart", probe="liveness")
+    pods = pods_of(api, "shop", "cart")
+    for pod in pods:
+        cs = container_status(pod)
+        assert pod["status"]["phase"] == "Running"
+        assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        assert cs["ready"] is False and cs["started"] is False and cs["restartCount"] == 4
+        last = cs["lastState"]["terminated"]
+        assert (last["exitCode"], last["reason"]) == (137, "Error")  # SIGKILL by the kubelet, not the kernel's OOMKilled
+        # It ran past the liveness probe's allowance (10 s x 3) before the kill.
+        ran = _age_s(last["startedAt"]) - _age_s(last["finishedAt"])
+        assert ran > 30
+        assert condition(pod, "Ready")["status"] == "False"
+    events = raw(api, "/api/v1/namespaces/shop/events")["items"]
+    mine = [e for e in events if e["involvedObject"]["name"] == pods[0]["metadata"]["name"]]
+    by_reason = {(e["type"], e["reason"]): e["message"] for e in mine}
+    assert by_reason[("Normal", "Killing")] == "Container cart failed liveness probe, will be restarted"
+    assert any(e["reason"] == "Unhealthy" and e["message"].startswith("Liveness probe failed: Get \"http://")
+               and ":8080/healthz" in e["message"] for e in mine), mine
+    assert ("Warning", "BackOff") in by_reason
+    assert all(_detected(demo).get(p["metadata"]["name"]) == {"probe_failure"} for p in pods)
+
+    demo.tick(2)
+    [pod] = [p for p in pods_of(api, "shop", "cart") if p["metadata"]["name"] == pods[0]["metadata"]["name"]]
+    assert container_status(pod)["restartCount"] == 6
+    killing = next(e for e in raw(api, "/api/v1/namespaces/shop/events?fieldSelector=reason%3DKilling")["items"]
+                   if e["involvedObject"]["name"] == pod["metadata"]["name"])
+    assert killing["count"] >= 3
+    # The previous instance hung (the probe timed out), it did not crash: no stack trace.
+    previous = core.read_namespaced_pod_log(pod["metadata"]["name"], "shop", previous=True)
+    assert "panic" not in previous and "Traceback" not in previous
+    assert previous.splitlines()[-1].endswith('"msg":"shutting down","signal":"terminated","grace":"30s"}')
+
+    demo.clear("shop/cart")
+    pods = pods_of(api, "shop", "cart")
+    assert all(container_status(p)["ready"] and "running" in container_status(p)["state"] for p in pods)
+    assert not any(p["metadata"]["name"] in _detected(demo) for p in pods)
+
+
+def test_it_refuses_a_probe_fault_it_cannot_make(demo: Sandbox, api: k8s.ApiClient) -> None:
+    with pytest.raises(FaultError, match="option probe='startup' must be readiness or liveness"):
+        demo.fault("probe_failure", "shop/cart", probe="startup")
+    with pytest.raises(FaultError, match="has no container 'sidecar'"):
+        demo.fault("probe_failure", "shop/cart", container="sidecar")
+    apps = k8s.AppsV1Api(api)
+    apps.patch_namespaced_deployment("cart", "shop", {"spec": {"template": {"spec": {"containers": [
+        {"name": "cart", "readinessProbe": None}]}}}})
+    with pytest.raises(FaultError, match="container 'cart' of shop/cart has no readiness probe to fail"):
+        demo.fault("probe_failure", "shop/cart")
+    assert "probe_failure" not in {f["type"] for f in demo.faults()}
 
 
 def test_it_maxes_an_hpa_until_max_replicas_is_raised_above_the_demand(demo: Sandbox, api: k8s.ApiClient) -> None:
@@ -296,6 +424,7 @@ def test_it_refuses_bad_fault_requests_by_name(demo: Sandbox) -> None:
         ("not_ready_node", "node-2", "Node//node-2"),
         ("replication_failure", "payments/payments-api", "Deployment/payments/payments-api"),
         ("probe_failure", "shop/checkout", "Deployment/shop/checkout"),
+        ("probe_failure:liveness", "shop/cart", "Deployment/shop/cart"),
         ("hpa_maxed", "shop/cart", "Deployment/shop/cart"),
         ("failed_job", "data/nightly-export", "Job/data/nightly-export"),
         ("evicted", "shop/frontend", "Deployment/shop/frontend"),
@@ -311,8 +440,11 @@ def test_the_detectors_find_each_fault_as_its_own_type(demo: Sandbox, ftype: str
             store.all("pods"), store.all("nodes"), store.all("deployments"), store.all("replicasets"),
             store.all("horizontalpodautoscalers"), store.all("jobs"))}
 
+    ftype, _, probe = ftype.partition(":")
     assert (ftype, workload) not in findings()
-    demo.fault(ftype, target)
+    demo.fault(ftype, target, **({"probe": probe} if probe else {}))
     assert (ftype, workload) in findings()
+    if ftype == "probe_failure":  # a probe's kill is the probe's finding, not a crash loop's
+        assert not {t for t, w in findings() if w == workload} & {"crash_loop", "oom_killed", "high_restart_rate"}
     demo.clear(target if ftype != "hpa_maxed" else "shop/cart")
     assert (ftype, workload) not in findings()
