@@ -12,7 +12,8 @@ pytestmark = pytest.mark.django_db
 
 DEMO_FAULTS = ("payments/ledger", "data/report-builder", "node-4")
 
-# (fault, target, the incident's workload key, finding types of which it must carry one)
+# (fault[:mode], target, the incident's workload key, finding types of which it must carry one
+# and of which its primary type is)
 FAULTS = [
     ("crash_loop", "shop/cart", "Deployment/shop/cart", {"crash_loop"}),
     ("oom_killed", "shop/checkout", "Deployment/shop/checkout", {"oom_killed"}),
@@ -20,6 +21,8 @@ FAULTS = [
     ("unschedulable", "payments/ledger", "Deployment/payments/ledger", {"unschedulable"}),
     ("not_ready_node", "node-2", "Node//node-2", {"not_ready_node"}),
     ("replication_failure", "payments/payments-api", "Deployment/payments/payments-api", {"crash_loop", "replication_failure"}),
+    ("probe_failure", "shop/checkout", "Deployment/shop/checkout", {"probe_failure"}),  # readiness
+    ("probe_failure:liveness", "shop/cart", "Deployment/shop/cart", {"probe_failure"}),  # killed and restarted
     ("hpa_maxed", "shop/cart", "Deployment/shop/cart", {"hpa_maxed"}),
     ("failed_job", "data/nightly-export", "Job/data/nightly-export", {"failed_job"}),
     ("evicted", "shop/frontend", "Deployment/shop/frontend", {"evicted"}),
@@ -41,12 +44,15 @@ def quiet_sandbox(sandbox, sandbox_cluster, settings):  # type: ignore[no-untype
 @pytest.mark.parametrize(("fault", "target", "key", "types"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_each_fault_opens_one_incident_and_clearing_resolves_it(quiet_sandbox, signal_log, fault, target, key, types) -> None:  # type: ignore[no-untyped-def]
     sandbox, cluster = quiet_sandbox
-    sandbox.fault(fault, target)
+    fault, _, probe = fault.partition(":")
+    opts = {"probe": probe} if probe else {}
+    sandbox.fault(fault, target, **opts)
     sandbox.tick()
     poll_cluster(cluster.pk)
     incident = Incident.objects.get(state="open")
     assert incident.workload_key == key
     assert types & set(incident.finding_types), incident.finding_types
+    assert incident.primary_type in types, (incident.primary_type, incident.finding_types)
     assert signal_log.opened == [incident.pk]
 
     sandbox.tick()
@@ -61,7 +67,7 @@ def test_each_fault_opens_one_incident_and_clearing_resolves_it(quiet_sandbox, s
     assert incident.state == "resolved", list(incident.events.values_list("kind", "message"))
     assert signal_log.resolved == [incident.pk]
 
-    sandbox.fault(fault, target)
+    sandbox.fault(fault, target, **opts)
     sandbox.tick()
     poll_cluster(cluster.pk)
     again = Incident.objects.get(state="open")
