@@ -68,6 +68,16 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
                           spec={"nodeName": "worker-1", "containers": [{"name": "api", "image": "shop/api:1.4", "readinessProbe": {"httpGet": {"path": "/ready"}}}]}),
                "events": [{"reason": "Unhealthy", "message": "Readiness probe failed: HTTP probe failed with statuscode: 503", "count": 40}],
                "logs": '10.244.0.1 - - "GET /ready HTTP/1.1" 503 61 "-" "kube-probe/1.32"'}, "probe_failure"),
+    # Killed by the liveness probe (SIGKILL after SIGTERM: 137, reason Error), a hung pool in the log.
+    "liveness": ({"pod": pod(containers=[crashing(137)],
+                             spec={"nodeName": "worker-1", "containers": [{"name": "api", "image": "shop/api:1.4",
+                                                                           "livenessProbe": {"httpGet": {"path": "/healthz"}}}]}),
+                  "events": [{"reason": "Unhealthy", "message": 'Liveness probe failed: Get "http://10.244.1.7:8080/healthz": '
+                              "context deadline exceeded (Client.Timeout exceeded while awaiting headers)", "count": 18},
+                             {"reason": "Killing", "message": "Container api failed liveness probe, will be restarted", "count": 6}],
+                  "previous_logs": "[2026-11-23 09:59:01 +0000] [7] [WARNING] connection pool exhausted (size=10, in use=10): "
+                                   "waiting for a free connection\n[2026-11-23 09:59:31 +0000] [1] [INFO] Handling signal: term"},
+                 "probe_failure"),
 }
 
 
@@ -226,7 +236,12 @@ SANDBOX_FAULTS = [
     ("unschedulable", "shop/checkout", "Deployment", "shop", "checkout", "resource_exhaustion"),
     ("not_ready_node", "node-3", "Node", "", "node-3", "node_failure"),
     ("replication_failure", "payments/payments-api", "Deployment", "payments", "payments-api", "bad_rollout"),
-    ("probe_failure", "shop/cart", "Deployment", "shop", "cart", "probe_failure"),
+    ("probe_failure", "shop/cart", "Deployment", "shop", "cart", "probe_failure"),  # readiness fails
+    ("probe_failure:liveness", "shop/frontend", "Deployment", "shop", "frontend", "probe_failure"),  # killed by it
+    # Known gap: checkout's newest revision is days old, yet the detector's replication_failure
+    # flags bad_rollout whenever an older ReplicaSet exists, and RCA then calls it a bad rollout.
+    pytest.param("probe_failure", "shop/checkout", "Deployment", "shop", "checkout", "probe_failure",
+                 marks=pytest.mark.xfail(strict=True, reason="replication_failure's bad_rollout ignores the rollout's age")),
     ("hpa_maxed", "shop/cart", "Deployment", "shop", "cart", "resource_exhaustion"),
     ("failed_job", "data/nightly-export", "Job", "data", "nightly-export", "config_error"),  # KeyError: EXPORT_BUCKET
     ("evicted", "shop/frontend", "Deployment", "shop", "frontend", "resource_exhaustion"),
@@ -235,14 +250,15 @@ SANDBOX_FAULTS = [
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("fault", "target", "kind", "namespace", "name", "expected"), SANDBOX_FAULTS,
-                         ids=[f"{f[0]}-{f[1]}" for f in SANDBOX_FAULTS])
+                         ids=[f"{v[0]}-{v[1]}" for v in (getattr(f, "values", f) for f in SANDBOX_FAULTS)])
 def test_each_sandbox_fault_gets_the_right_failure_class_without_an_llm(
     sandbox, sandbox_cluster, no_llm, fault, target, kind, namespace, name, expected  # type: ignore[no-untyped-def]
 ) -> None:
     from agents.rca import gather_bundle
 
     sandbox.reset("demo")
-    sandbox.fault(fault, target)
+    fault, _, probe = fault.partition(":")
+    sandbox.fault(fault, target, **({"probe": probe} if probe else {}))
     sandbox.tick(3)
     bundle = gather_bundle(sandbox_cluster, {"kind": kind, "namespace": namespace, "name": name})
     report = analyze(bundle)
