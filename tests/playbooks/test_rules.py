@@ -194,3 +194,24 @@ def test_a_step_run_keeps_its_snapshot_when_the_playbook_changes(seed_playbooks,
     run = start_run_for_incident(make_incident(cluster=cluster))
     Step.objects.filter(playbook__name="crash_loop_remediation", name="restart pod").update(tool="restart_deployment")
     assert StepRun.objects.get(run=run, name="restart pod").tool == "restart_pod"
+
+
+def test_a_rule_without_auto_run_proposes_the_run_and_the_admin_starts_it(
+    admin_client_, seed_playbooks, make_incident, django_capture_on_commit_callbacks  # type: ignore[no-untyped-def]
+) -> None:
+    from k8s.models import Cluster
+
+    Rule.objects.filter(name="crash_loop").update(auto_run=False)
+    cluster = Cluster.objects.create(name="c1", kubeconfig_path="/nowhere")
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = start_run_for_incident(make_incident(cluster=cluster))
+    assert run.state == "proposed" and callbacks == []
+    assert set(run.steps.values_list("state", flat=True)) == {"pending"}
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client_.post("/admin/playbooks/playbookrun/", {
+            "action": "start_runs", "_selected_action": [str(run.pk)]}, follow=True)
+    assert "1 run(s) started." in response.content.decode()
+    run.refresh_from_db()
+    assert run.state == "running" and run.started_at is not None
+    assert run.steps.get(order=1).state == "queued" and len(callbacks) == 1
