@@ -323,3 +323,36 @@ class _no_enqueue:  # noqa: N801 - reads as a statement
 
         app.conf.task_default_queue = self._previous
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(self.QUEUE)
+
+
+def test_a_diagnostic_playbook_stores_the_rca_and_asks_for_a_notification(engine) -> None:  # type: ignore[no-untyped-def]
+    from playbooks.signals import notification_requested, rca_ready
+
+    heard: dict[str, list[dict[str, Any]]] = {"rca": [], "notify": []}
+
+    def on_rca(sender: Any, **kwargs: Any) -> None:
+        heard["rca"].append(kwargs)
+
+    def on_notify(sender: Any, **kwargs: Any) -> None:
+        heard["notify"].append(kwargs)
+
+    rca_ready.connect(on_rca, weak=False)
+    notification_requested.connect(on_notify, weak=False)
+    try:
+        Rule.objects.exclude(name="image_pull_failure").update(enabled=False)
+        engine.sandbox.fault("image_pull_failure", "shop/frontend")
+        engine.sandbox.tick()
+        with _no_enqueue():
+            poll(engine.cluster)
+            run = _drive(_run("frontend"))
+    finally:
+        rca_ready.disconnect(on_rca)
+        notification_requested.disconnect(on_notify)
+    assert (run.playbook_name, run.outcome) == ("image_pull_diagnosis", "completed"), _describe([run])
+    incident = Incident.objects.get(pk=run.incident_id)
+    assert incident.rca_report["failure_class"] == "image_pull_error"
+    assert [h["report"]["failure_class"] for h in heard["rca"]] == ["image_pull_error"]
+    (notice,) = heard["notify"]
+    assert notice["run"].pk == run.pk and notice["severity"] == incident.severity
+    assert notice["text"].startswith("Image pull failure: ") and "(Deployment shop/frontend)" in notice["text"]
+    assert "Likely cause (image_pull_error)" in notice["text"]
