@@ -628,8 +628,9 @@ class Api:
                 "job_succeeded" if o.controller_of(pod) and o.controller_of(pod)["kind"] == "Job" else "oom_killed")
             lines = log_text.render(runtime, app, kind, _parse_ts(term.get("startedAt")), seed=seed)
         else:  # waiting after a crash: the last instance's log, which is what a kubelet serves
-            lines = log_text.render(runtime, app, log_text.terminated_state(last, spec), _parse_ts(last["finishedAt"]) - timedelta(seconds=3),
-                                    seed=seed + 1)
+            # From the instance's own start: a liveness-killed one ran a minute, not 3 s.
+            started = _parse_ts(last["startedAt"]) if last.get("startedAt") else _parse_ts(last["finishedAt"]) - timedelta(seconds=3)
+            lines = log_text.render(runtime, app, log_text.terminated_state(last, spec), started, seed=seed + 1)
         return Response(200, self._format_log(r, lines), "text/plain")
 
     @staticmethod

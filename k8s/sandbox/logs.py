@@ -203,7 +203,11 @@ def render(runtime: str, app: str, state: str, started: datetime, *, seed: int =
     if state == "liveness_kill":
         for i in range(3):
             emit(_TRAFFIC[runtime], i=seed % 97 + i, n=512 + i * 13, d=3 + (seed + i) % 40)
-        for template in _HANG[runtime]:
+        # The stall builds up until the probe gives up (30 s with the defaults) and SIGTERM comes;
+        # then nothing: the process never exits on its own, SIGKILL ends it after the grace period.
+        hang = _HANG[runtime]
+        for k, template in enumerate(hang):
+            t = max(t, started + timedelta(seconds=30 - 4 * (len(hang) - 1 - k)))
             emit(template)
         return lines
     traffic = 6 if state != "oom_killed" else 3

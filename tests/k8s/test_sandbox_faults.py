@@ -333,6 +333,12 @@ def test_a_liveness_probe_kills_and_restarts_the_container(demo: Sandbox, api: k
     previous = core.read_namespaced_pod_log(pod["metadata"]["name"], "shop", previous=True)
     assert "panic" not in previous and "Traceback" not in previous
     assert previous.splitlines()[-1].endswith('"msg":"shutting down","signal":"terminated","grace":"30s"}')
+    # While it backs off, its log is the killed instance's, which ended before it was killed.
+    current = core.read_namespaced_pod_log(pod["metadata"]["name"], "shop")
+    last_line = orjson.loads(current.splitlines()[-1])
+    assert last_line["signal"] == "terminated"
+    finished = container_status(pod)["lastState"]["terminated"]["finishedAt"]
+    assert last_line["ts"][:19] <= finished[:19]
 
     demo.clear("shop/cart")
     pods = pods_of(api, "shop", "cart")
