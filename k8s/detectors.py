@@ -341,9 +341,15 @@ def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> li
             )
             running_for = _age_s(running.get("startedAt"), now)
             if running_for is not None and running_for > allowance:
+                # How long it has been failing is the Ready condition's age (a container that ran
+                # for days and failed a minute ago has failed for a minute), at most its run time.
+                ready_cond = _condition(pod, "Ready")
+                unready_for = _age_s((ready_cond or {}).get("lastTransitionTime"), now) if (ready_cond or {}).get("status") == "False" else None
+                failing_for = int(min(running_for, unready_for) if unready_for is not None else running_for)
                 add("probe_failure", WARNING,
-                    f"Container {cname} of pod {namespace}/{name} is running but failing its readiness probe for {int(running_for)}s",
-                    {**base, "probe": "readiness", "running_for_s": int(running_for), "allowance_s": allowance})
+                    f"Container {cname} of pod {namespace}/{name} is running but failing its readiness probe (unready for {failing_for}s)",
+                    {**base, "probe": "readiness", "running_for_s": int(running_for), "unready_for_s": failing_for,
+                     "allowance_s": allowance})
                 continue
         rate = _restart_rate(restarts, last, status.get("startTime"), now)
         if rate is None:

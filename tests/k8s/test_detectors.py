@@ -237,6 +237,9 @@ def test_a_readiness_probe_failing_past_its_allowance_is_a_probe_failure() -> No
     findings = run(pods=[unready], replicasets=[replicaset()])
     assert types(findings) == ["probe_failure"]
     assert findings[0].evidence["probe"] == "readiness"
+    assert findings[0].evidence["running_for_s"] >= 600
+    assert 59 <= findings[0].evidence["unready_for_s"] <= 61  # since the Ready condition turned False
+    assert "unready for 6" in findings[0].message
 
 
 def test_restarts_by_the_liveness_probe_are_a_probe_failure() -> None:
