@@ -22,6 +22,7 @@ BACKOFF_STEPS = (10, 20, 40, 80, 160, 300)
 # States in which the container is killed and restarted, its restart count growing each tick.
 RESTARTING_STATES = ("crash_loop", "oom_killed", "liveness_kill")
 
+
 def probe_allowance(probe: Obj | None) -> int:
     """Seconds a kubelet gives a probe before its failures change anything:
     initialDelaySeconds + periodSeconds x failureThreshold (with the API's defaults)."""
