@@ -1,7 +1,7 @@
 """Alertmanager batches of 50 posted to the webhook served by gunicorn, as Alertmanager would.
 
-gunicorn runs as the Procfile runs it (2 workers x 4 threads) on a free loopback port, with the
-bearer token set; `--senders` client threads post batches of `--batch` alerts over keep-alive
+gunicorn runs as the Procfile runs it (2 workers x 4 threads; `--workers/--threads` to compare)
+on a free loopback port, with the bearer token set; `--senders` client threads post batches of `--batch` alerts over keep-alive
 connections. Alerts are KubePodCrashLooping-style (namespace + pod labels) spread over
 `--workloads` deployments, so most alerts land on an incident another batch opened. Each batch is
 then posted a second time (Alertmanager's redelivery): it must store nothing new.
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--workloads", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (the Procfile's: 2)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn --threads (the Procfile's: 4)")
     args = parser.parse_args()
 
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True)
@@ -128,8 +130,8 @@ def main() -> None:
     log_path = ROOT / ".run" / "bench-alerts-gunicorn.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "aiops_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--threads", "4", "--timeout", "60"],
+            [sys.executable, "-m", "gunicorn", "aiops_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
+             str(args.workers), "--threads", str(args.threads), "--timeout", "60"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -167,6 +169,7 @@ def main() -> None:
         "sent": args.alerts,
         "batch": args.batch,
         "senders": args.senders,
+        "gunicorn": f"{args.workers}x{args.threads}",
         "wall_s": round(wall, 3),
         "alerts_per_s": round(args.alerts / wall, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),

@@ -10,6 +10,8 @@ import orjson
 import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from rest_framework import serializers
@@ -57,6 +59,77 @@ class WebhookSerializer(serializers.Serializer):
         return version
 
 
+_FINGERPRINT = re.compile(r"^[0-9a-f]{1,64}$")
+_STATUSES = frozenset({"firing", "resolved"})
+_OPTIONAL_TEXT = (("endsAt", None), ("generatorURL", 2048))
+
+
+def _plain_text(value: Any, max_length: int | None = None) -> bool:
+    """A string the serializer would keep as it is: no NUL, within the length limit."""
+    return isinstance(value, str) and "\x00" not in value and (max_length is None or len(value) <= max_length)
+
+
+def _plain_map(value: Any, max_length: int) -> bool:
+    return isinstance(value, dict) and all(_plain_text(text, max_length) for text in value.values())
+
+
+def _fast_alerts(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The batch's alerts exactly as `WebhookSerializer` would validate them, or None: ask it.
+
+    DRF's field-by-field validation cost ~18 ms of a batch of 50 (a quarter of the request).
+    This accepts only what is unambiguously valid and already in its final form (no whitespace to
+    trim, no number to turn into text, an aware timestamp); anything else -- every invalid payload
+    included -- goes through the serializer, so the 400 and its message naming the field are the
+    serializer's, unchanged. Same output shape: declared fields only, annotations defaulting to {}.
+    """
+    if payload.get("status") not in _STATUSES:
+        return None
+    if "version" in payload and payload["version"] != "4":
+        return None
+    for name in ("receiver", "groupKey"):
+        if name in payload and not (_plain_text(payload[name]) and payload[name] == payload[name].strip()):
+            return None
+    if "truncatedAlerts" in payload:
+        truncated = payload["truncatedAlerts"]
+        if type(truncated) is not int or truncated < 0:
+            return None
+    alerts = payload.get("alerts")
+    if type(alerts) is not list or not 0 < len(alerts) <= MAX_ALERTS_PER_BATCH:
+        return None
+    zone = timezone.get_current_timezone()
+    validated: list[dict[str, Any]] = []
+    for alert in alerts:
+        if type(alert) is not dict or alert.get("status") not in _STATUSES:
+            return None
+        labels, fingerprint, starts = alert.get("labels"), alert.get("fingerprint"), alert.get("startsAt")
+        if not _plain_map(labels, 4096) or not labels.get("alertname") or not all(map(_LABEL_NAME.match, labels)):
+            return None
+        if type(fingerprint) is not str or not _FINGERPRINT.match(fingerprint) or fingerprint.endswith("\n"):
+            return None
+        annotations = alert.get("annotations", {})
+        if not _plain_map(annotations, 16384):
+            return None
+        if type(starts) is not str:
+            return None
+        try:
+            parsed = parse_datetime(starts)
+            if parsed is None or parsed.tzinfo is None or parsed.utcoffset() is None:
+                return None
+            starts_at = parsed.astimezone(zone)
+        except (ValueError, OverflowError):
+            return None
+        item: dict[str, Any] = {"status": alert["status"], "labels": labels, "annotations": annotations,
+                                "startsAt": starts_at, "fingerprint": fingerprint}
+        for name, max_length in _OPTIONAL_TEXT:
+            if name in alert:
+                value = alert[name]
+                if not (_plain_text(value, max_length) and value == value.strip()):
+                    return None
+                item[name] = value
+        validated.append(item)
+    return validated
+
+
 def _first_error(errors: Any, path: str = "") -> str:
     """The first error as `alerts[1].labels: must include ...`, for a reason a person can act on."""
     if isinstance(errors, dict):
@@ -100,12 +173,14 @@ def alertmanager_webhook(request: HttpRequest) -> HttpResponse:
         return _refuse(400, "invalid", f"body is not JSON: {exc}")
     if not isinstance(payload, dict):
         return _refuse(400, "invalid", "body must be a JSON object (Alertmanager webhook payload)")
-    serializer = WebhookSerializer(data=payload)
-    if not serializer.is_valid():
-        reason = _first_error(serializer.errors)
-        log.warning("alertmanager_invalid", reason=reason)
-        return _refuse(400, "invalid", reason, errors=serializer.errors)
-    alerts = serializer.validated_data["alerts"]
+    alerts = _fast_alerts(payload)
+    if alerts is None:
+        serializer = WebhookSerializer(data=payload)
+        if not serializer.is_valid():
+            reason = _first_error(serializer.errors)
+            log.warning("alertmanager_invalid", reason=reason)
+            return _refuse(400, "invalid", reason, errors=serializer.errors)
+        alerts = serializer.validated_data["alerts"]
     result = ingest_alerts(alerts)
     return JsonResponse({"stored": result.stored, "duplicates": result.duplicates, "opened": result.opened,
                          "resolved": result.resolved})

@@ -13,6 +13,7 @@ so Alertmanager's redelivery of a batch is a no-op. A batch is one transaction.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,14 +21,14 @@ from typing import Any
 import orjson
 import structlog
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.utils import timezone
 from psycopg import errors as psycopg_errors
 
 from k8s.models import Cluster
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
-from playbooks.services.incidents import announce_opened, build_event, open_incident, resolve_incident, worst_severity
+from playbooks.services.incidents import announce_opened, announce_resolved, build_event, open_incident, worst_severity
 
 log = structlog.get_logger(__name__)
 
@@ -91,14 +92,19 @@ class _Clusters:
         return self._by_name[name]
 
 
+class _Replayed(Exception):
+    """Another delivery of the same alerts committed between our dedup read and our insert."""
+
+
 def ingest_alerts(alerts: list[dict[str, Any]], *, now: datetime | None = None) -> AlertIngestResult:
     """Record a validated Alertmanager batch; one transaction for the whole batch."""
     for attempt in range(1, 4):
         try:
             return _ingest(alerts, now or timezone.now())
-        except IntegrityError:
+        except (IntegrityError, _Replayed, _IncidentClosed):
             # The same batch delivered twice at the same moment: the other delivery stored these
             # alerts first (unique dedup_key). Replaying ours now finds them and changes nothing.
+            # Or an incident read as open was resolved meanwhile: replaying opens a new one.
             log.info("alert_batch_replayed", alerts=len(alerts), attempt=attempt)
         except OperationalError as exc:
             # Two batches opening and touching the same incidents in different orders: PostgreSQL
@@ -109,96 +115,295 @@ def ingest_alerts(alerts: list[dict[str, Any]], *, now: datetime | None = None) 
     return _ingest(alerts, now or timezone.now())
 
 
+def _recordset(model: type[Model], columns: list[str]) -> str:
+    """``r(col type, ...)`` for jsonb_to_recordset, typed as the model's columns are."""
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    return ", ".join(f"{column} {fields[column].db_type(connection)}" for column in columns)
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    # One JSON document for the whole batch: a single parameter to send, whatever the batch size
+    # (psycopg's client-side quoting of 50 rows x 14 values cost more than PostgreSQL's insert).
+    return orjson.dumps(rows, default=str).decode()
+
+
+_EVENT_COLUMNS = [f.column for f in ClusterEvent._meta.concrete_fields if not f.primary_key]
+_EVENT_SQL = (
+    f"INSERT INTO {ClusterEvent._meta.db_table} ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608 (our table and columns)
+    f"SELECT {', '.join('r.' + c for c in _EVENT_COLUMNS)} "
+    f"FROM jsonb_to_recordset(%s::jsonb) AS r({_recordset(ClusterEvent, _EVENT_COLUMNS)}, ord bigint) "
+    "ORDER BY r.ord ON CONFLICT (dedup_key) DO NOTHING"
+)
+_TOUCH_COLUMNS = ["alerts", "alertname", "severity", "evidence", "last_seen_at", "count", "state", "resolved_at"]
+_TOUCH_SQL = (
+    f"UPDATE {Incident._meta.db_table} AS i SET {', '.join(f'{c} = v.{c}' for c in _TOUCH_COLUMNS)} "  # noqa: S608
+    f"FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, {_recordset(Incident, _TOUCH_COLUMNS)}) WHERE i.id = v.id"
+)
+
+
+def _insert_events(events: list[ClusterEvent]) -> None:
+    """All the batch's events in one INSERT, in list order (ids follow the timeline).
+
+    ON CONFLICT DO NOTHING on the dedup key, then a count: fewer rows than sent means a
+    concurrent delivery of the same alerts committed after our dedup read, so this batch's
+    incident updates would count them twice -- roll back and replay (it then finds them stored).
+    """
+    if not events:
+        return
+    fields = [f for f in ClusterEvent._meta.concrete_fields if not f.primary_key]
+    rows = [{"ord": n, **{f.column: f.pre_save(event, True) for f in fields}} for n, event in enumerate(events)]
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENT_SQL, [_json_rows(rows)])
+        inserted = cursor.rowcount
+    if inserted != len(events):
+        raise _Replayed(f"{len(events) - inserted} of {len(events)} alert events were stored by another delivery")
+
+
 def _update_touched(incidents: list[Incident]) -> None:
-    """One ``UPDATE ... FROM (VALUES ...)`` for every incident the batch touched.
+    """One UPDATE for every incident the batch touched (the rows are locked already).
 
     Django's bulk_update builds a CASE WHEN per field and row, which cost ~20x this statement's
-    time for a batch of 50 (measured by bench/alerts.py); the rows are locked already.
+    time for a batch of 50 (measured by bench/alerts.py).
     """
-    table = Incident._meta.db_table
-    rows = ", ".join(["(%s::bigint, %s::jsonb, %s, %s, %s::jsonb, %s::timestamptz, %s::integer)"] * len(incidents))
-    params: list[Any] = []
-    for incident in incidents:
-        params += [incident.pk, orjson.dumps(incident.alerts).decode(), incident.alertname, incident.severity,
-                   orjson.dumps(incident.evidence, default=str).decode(), incident.last_seen_at, incident.count]
+    rows = [{"id": i.pk, **{c: getattr(i, c) for c in _TOUCH_COLUMNS}} for i in incidents]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS i SET alerts = v.alerts, alertname = v.alertname, severity = v.severity, "  # noqa: S608 (our table name)
-            "evidence = v.evidence, last_seen_at = v.last_seen_at, count = v.count "
-            f"FROM (VALUES {rows}) AS v(id, alerts, alertname, severity, evidence, last_seen_at, count) WHERE i.id = v.id",
-            params,
-        )
+        cursor.execute(_TOUCH_SQL, [_json_rows(rows)])
+
+
+def _lookup_clusters(alerts: list[dict[str, Any]]) -> _Clusters:
+    """Every cluster the batch names, and the default one, in one query."""
+    names = {alert["labels"].get("cluster", "") for alert in alerts} - {""}
+    clusters = _Clusters()
+    clusters._default = None
+    for cluster in Cluster.objects.filter(Q(is_default=True) | Q(name__in=names)):
+        if cluster.is_default:
+            clusters._default = cluster
+        clusters._by_name[cluster.name] = cluster
+    for name in names:
+        clusters._by_name.setdefault(name, None)
+    return clusters
+
+
+def _open_missing(first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]],
+                  now: datetime) -> list[tuple[tuple[Any, ...], Incident, bool]]:
+    """Open the batch's missing incidents with one INSERT, in one global order (sorted keys).
+
+    Concurrent batches opening the same incidents queue behind each other instead of
+    deadlocking crosswise. When another delivery opened one of them first (the unique partial
+    index refuses ours), the savepoint rolls back and each is opened or found one by one.
+    """
+    order = sorted(first_firing, key=repr)
+    if not order:
+        return []
+    fresh = [_new_incident(*first_firing[lookup][1:], now) for lookup in order]
+    try:
+        with transaction.atomic():
+            Incident.objects.bulk_create(fresh)
+        return [(lookup, incident, True) for lookup, incident in zip(order, fresh, strict=True)]
+    except IntegrityError:
+        log.info("alert_incidents_opened_concurrently", incidents=len(order))
+    return [(lookup, *_open_for_alert(*first_firing[lookup][1:], now)) for lookup in order]
 
 
 def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
+    """A constant number of queries per batch (plus the signal receivers' own, per incident
+    opened or resolved): dedup read, clusters, locked open incidents, one INSERT of the missing
+    incidents, one UPDATE of the touched ones, one INSERT of the events."""
     result = AlertIngestResult()
+    received: Counter[tuple[str, str]] = Counter()
     with transaction.atomic():
         keys = [dedup_key(alert) for alert in alerts]
-        seen = set(ClusterEvent.objects.filter(dedup_key__in=keys).values_list("dedup_key", flat=True))
-        clusters = _Clusters()
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT dedup_key FROM {ClusterEvent._meta.db_table} WHERE dedup_key = ANY(%s)", [keys])  # noqa: S608
+            seen = {row[0] for row in cursor.fetchall()}
         fresh: list[tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None, tuple[Any, ...]]] = []
+        clusters: _Clusters | None = None
         for key, alert in zip(keys, alerts, strict=True):
             if key in seen:
                 result.duplicates += 1
-                metrics.ALERTS_RECEIVED.labels(alert["status"], "duplicate").inc()
+                received[(alert["status"], "duplicate")] += 1
                 continue
             seen.add(key)
+            clusters = clusters or _lookup_clusters(alerts)
             cluster = clusters.get(alert["labels"].get("cluster", ""))
             workload = alert_workload(alert["labels"])
             lookup = (cluster.pk if cluster else None, *(workload or ("", "", "")), "" if workload else alert["fingerprint"])
             fresh.append((key, alert, cluster, workload, lookup))
         if not fresh:
+            _count_received(received)
             return result
-        incidents = _lock_open_incidents([(key, alert, cluster) for key, alert, cluster, _, _ in fresh])
-
-        # Phase 1: open what is missing, in one global order (sorted keys), so concurrent batches
-        # that open the same incidents queue behind each other instead of deadlocking crosswise.
-        created: dict[tuple[Any, ...], str] = {}  # lookup -> the dedup key of the alert that opened it
-        first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]] = {}
-        for key, alert, cluster, workload, lookup in fresh:
-            if alert["status"] == "firing" and lookup not in incidents:
-                first_firing.setdefault(lookup, (key, alert, cluster, workload))
-        for lookup in sorted(first_firing, key=repr):
-            key, alert, cluster, workload = first_firing[lookup]
-            incident, was_created = _open_for_alert(cluster, workload, alert, now)
-            incidents[lookup] = incident
-            if was_created:
-                created[lookup] = key
-                result.opened.append(incident.pk)
-                announce_opened(incident)
-
-        # Phase 2: apply every alert in delivery order, in memory; one bulk UPDATE at the end.
-        touched: dict[int, Incident] = {}
-        events: list[ClusterEvent] = []
-        for key, alert, cluster, workload, lookup in fresh:
-            incident = incidents.get(lookup)
-            if alert["status"] == "firing":
-                assert incident is not None  # phase 1 opened it
-                if created.get(lookup) != key:  # the opening alert is already in the new row
-                    _apply_firing(incident, alert, now)
-                    touched[incident.pk] = incident
-                events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_FIRED, alert, key, cluster, workload))
-            else:
-                events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_RESOLVED, alert, key, cluster, workload))
-                if incident is not None:
-                    incident.alerts = {fp: n for fp, n in (incident.alerts or {}).items() if fp != alert["fingerprint"]}
-                    incident.last_seen_at = now
-                    touched[incident.pk] = incident
-                    if not incident.alerts and not incident.finding_types:
-                        ClusterEvent.objects.bulk_create(events)  # the alert's own event goes first on the timeline
-                        events = []
-                        touched.pop(incident.pk)
-                        resolve_incident(incident, now=now, reason=f"alert {alert['labels']['alertname']} resolved")
-                        result.resolved.append(incident.pk)
-                        incidents.pop(lookup)
-            result.stored += 1
-            metrics.ALERTS_RECEIVED.labels(alert["status"], "stored").inc()
-        if touched:
-            _update_touched(list(touched.values()))
-        ClusterEvent.objects.bulk_create(events)
+        if all(alert["status"] == "firing" for _, alert, _, _, _ in fresh):
+            _merge_firing(fresh, now, result, received)
+        else:
+            _apply_in_order(fresh, now, result, received)
+    _count_received(received)
     log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
              resolved=len(result.resolved))
     return result
+
+
+_Fresh = list[tuple[str, dict[str, Any], "Cluster | None", "tuple[str, str, str] | None", tuple[Any, ...]]]
+_SEVERITY_SQL = "CASE {} WHEN 'critical' THEN 2 WHEN 'info' THEN 0 ELSE 1 END"
+_MERGE_SQL = (
+    # Rows locked in id order (no crosswise deadlocks) and only now: the lock is held from here to
+    # COMMIT. NO KEY UPDATE, the lock an UPDATE takes anyway, lets other writers' foreign keys to
+    # these incidents (events, runs, outbox rows) through.
+    f"WITH locked AS MATERIALIZED (SELECT id FROM {Incident._meta.db_table} "  # noqa: S608 (our table)
+    "WHERE id = ANY(%s) AND state = 'open' ORDER BY id FOR NO KEY UPDATE) "
+    f"UPDATE {Incident._meta.db_table} AS i SET alerts = i.alerts || v.alerts, evidence = i.evidence || v.evidence, "
+    "alertname = CASE WHEN i.alertname = '' THEN v.alertname ELSE i.alertname END, "
+    f"severity = CASE WHEN {_SEVERITY_SQL.format('v.severity')} > {_SEVERITY_SQL.format('i.severity')} "
+    "THEN v.severity ELSE i.severity END, last_seen_at = v.last_seen_at, count = i.count + v.count "
+    "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, alerts jsonb, evidence jsonb, alertname text, severity text, "
+    "last_seen_at timestamptz, count integer), locked WHERE i.id = v.id AND locked.id = v.id"
+)
+
+
+class _IncidentClosed(Exception):
+    """An incident this batch read as open was resolved before the batch locked it."""
+
+
+def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, received: Counter[tuple[str, str]]) -> None:
+    """A batch of firing alerts: every change is a merge, so no row is locked while Python works.
+
+    What applying the alerts one by one would do to an open incident (alerts and evidence merged
+    with the later alert winning, alertname kept or set, worst severity, count + n, last_seen_at)
+    is computed per incident first and applied by one UPDATE on the row's current values: a
+    concurrent poll or batch that changed the row in between is merged with, not overwritten.
+    """
+    open_ids = _find_open_incidents(fresh)
+    first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]] = {}
+    for key, alert, cluster, workload, lookup in fresh:
+        if lookup not in open_ids:
+            first_firing.setdefault(lookup, (key, alert, cluster, workload))
+    created: dict[tuple[Any, ...], str] = {}
+    opened: list[Incident] = []
+    for lookup, incident, was_created in _open_missing(first_firing, now):
+        open_ids[lookup] = incident.pk
+        if was_created:
+            created[lookup] = first_firing[lookup][0]
+            opened.append(incident)
+
+    deltas: dict[int, dict[str, Any]] = {}
+    events: list[ClusterEvent] = []
+    for key, alert, cluster, workload, lookup in fresh:
+        pk = open_ids[lookup]
+        if created.get(lookup) != key:  # the opening alert is already in the new row
+            delta = deltas.get(pk)
+            if delta is None:
+                delta = deltas[pk] = {"id": pk, "alerts": {}, "evidence": {}, "alertname": "", "severity": "",
+                                      "last_seen_at": now, "count": 0}
+            alertname = alert["labels"]["alertname"]
+            severity = alert_severity(alert["labels"])
+            delta["alerts"][alert["fingerprint"]] = alertname
+            delta["evidence"][f"alert:{alertname}"] = _evidence_entry(alert)
+            delta["alertname"] = delta["alertname"] or alertname
+            delta["severity"] = worst_severity([delta["severity"] or severity, severity])
+            delta["count"] += 1
+        event = _alert_event(None, ClusterEvent.Kind.ALERT_FIRED, alert, key, cluster, workload)
+        event.incident_id = pk
+        events.append(event)
+        result.stored += 1
+    received[("firing", "stored")] += result.stored
+    # Events first: their foreign keys take KEY SHARE locks, which no other writer's lock on these
+    # rows excludes; the incidents' own lock comes last and is held for the UPDATE and COMMIT only.
+    _insert_events(events)
+    if deltas:
+        with connection.cursor() as cursor:
+            cursor.execute(_MERGE_SQL, [sorted(deltas), _json_rows(list(deltas.values()))])
+            if cursor.rowcount != len(deltas):
+                raise _IncidentClosed(f"{len(deltas) - cursor.rowcount} incidents closed while the batch was read")
+    for incident in opened:  # the receivers (outbox rows, playbook runs) write in this transaction
+        result.opened.append(incident.pk)
+        announce_opened(incident)
+
+
+def _find_open_incidents(fresh: _Fresh) -> dict[tuple[Any, ...], int]:
+    """Ids of the open incidents the batch names, read without a lock (one query)."""
+    names = {workload[2] for _, _, _, workload, _ in fresh if workload}
+    fingerprints = {alert["fingerprint"] for _, alert, _, workload, _ in fresh if not workload}
+    query = Q(fingerprint="", workload_name__in=names)
+    if fingerprints:
+        query |= Q(fingerprint__in=fingerprints)
+    rows = Incident.objects.filter(query, state=Incident.State.OPEN).values_list(
+        "pk", "cluster_id", "workload_kind", "namespace", "workload_name", "fingerprint")
+    return {tuple(row[1:]): row[0] for row in rows}
+
+
+def _apply_in_order(fresh: _Fresh, now: datetime, result: AlertIngestResult, received: Counter[tuple[str, str]]) -> None:
+    """A batch with resolved alerts: lock the incidents, apply each alert in delivery order."""
+    incidents = _lock_open_incidents([(key, alert, cluster) for key, alert, cluster, _, _ in fresh])
+
+    # Phase 1: open what is missing.
+    first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]] = {}
+    for key, alert, cluster, workload, lookup in fresh:
+        if alert["status"] == "firing" and lookup not in incidents:
+            first_firing.setdefault(lookup, (key, alert, cluster, workload))
+    created: dict[tuple[Any, ...], str] = {}  # lookup -> the dedup key of the alert that opened it
+    opened: list[Incident] = []
+    for lookup, incident, was_created in _open_missing(first_firing, now):
+        incidents[lookup] = incident
+        if was_created:
+            created[lookup] = first_firing[lookup][0]
+            opened.append(incident)
+
+    # Phase 2: apply every alert in delivery order, in memory; then one UPDATE, one INSERT.
+    touched: dict[int, Incident] = {}
+    events: list[ClusterEvent] = []
+    resolved: list[tuple[Incident, str]] = []
+    for key, alert, cluster, workload, lookup in fresh:
+        incident = incidents.get(lookup)
+        if alert["status"] == "firing":
+            if incident is None:
+                # Resolved earlier in this batch and firing again: a new incident, as it would be
+                # in the next batch. The closed row must be written first (one open per key).
+                if touched:
+                    _update_touched(list(touched.values()))
+                    touched.clear()
+                _insert_events(events)
+                events = []
+                incident, was_created = _open_for_alert(alert, cluster, workload, now)
+                incidents[lookup] = incident
+                if was_created:
+                    created[lookup] = key
+                    opened.append(incident)
+            if created.get(lookup) != key:  # the opening alert is already in the new row
+                _apply_firing(incident, alert, now)
+                touched[incident.pk] = incident
+            events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_FIRED, alert, key, cluster, workload))
+        else:
+            events.append(_alert_event(incident, ClusterEvent.Kind.ALERT_RESOLVED, alert, key, cluster, workload))
+            if incident is not None:
+                incident.alerts = {fp: n for fp, n in (incident.alerts or {}).items() if fp != alert["fingerprint"]}
+                incident.last_seen_at = now
+                touched[incident.pk] = incident
+                if not incident.alerts and not incident.finding_types:
+                    # Closed as resolve_incident closes it; its event follows the alert's on the timeline.
+                    reason = f"alert {alert['labels']['alertname']} resolved"
+                    incident.state = Incident.State.RESOLVED
+                    incident.resolved_at = now
+                    events.append(build_event(incident, incident.cluster, ClusterEvent.Kind.RESOLVED,
+                                              finding_type=incident.primary_type, alertname=incident.alertname,
+                                              message=reason, severity=incident.severity))
+                    resolved.append((incident, reason))
+                    result.resolved.append(incident.pk)
+                    incidents.pop(lookup)
+        result.stored += 1
+        received[(alert["status"], "stored")] += 1
+    if touched:
+        _update_touched(list(touched.values()))
+    _insert_events(events)
+    # The receivers (outbox rows, playbook runs) write in this transaction, after ours.
+    for incident in opened:
+        result.opened.append(incident.pk)
+        announce_opened(incident)
+    for incident, reason in resolved:
+        announce_resolved(incident, reason)
+
+
+def _count_received(received: Counter[tuple[str, str]]) -> None:
+    for (status, outcome), count in received.items():
+        metrics.ALERTS_RECEIVED.labels(status, outcome).inc(count)
 
 
 def _alert_event(incident: Incident | None, kind: str, alert: dict[str, Any], key: str, cluster: Cluster | None,
@@ -231,7 +436,7 @@ def _lock_open_incidents(targets: list[tuple[str, dict[str, Any], Cluster | None
         return {}
     query = Q(fingerprint="", workload_name__in=names) | Q(fingerprint__in=fingerprints) if fingerprints else Q(
         fingerprint="", workload_name__in=names)
-    found = Incident.objects.select_for_update().filter(query, state=Incident.State.OPEN).order_by("pk")
+    found = Incident.objects.select_for_update(no_key=True).filter(query, state=Incident.State.OPEN).order_by("pk")
     return {(i.cluster_id, i.workload_kind, i.namespace, i.workload_name, i.fingerprint): i for i in found}
 
 
@@ -240,17 +445,25 @@ def _evidence_entry(alert: dict[str, Any]) -> dict[str, Any]:
             "startsAt": alert["startsAt"].isoformat(), "fingerprint": alert["fingerprint"]}
 
 
-def _open_for_alert(cluster: Cluster | None, workload: tuple[str, str, str] | None, alert: dict[str, Any],
-                    now: datetime) -> tuple[Incident, bool]:
+def _new_incident(alert: dict[str, Any], cluster: Cluster | None, workload: tuple[str, str, str] | None,
+                  now: datetime) -> Incident:
+    kind, namespace, name = workload or ("", "", "")
+    return Incident(cluster=cluster, workload_kind=kind, namespace=namespace, workload_name=name,
+                    fingerprint="" if workload else alert["fingerprint"], source=Incident.Source.ALERTMANAGER,
+                    state=Incident.State.OPEN, opened_at=now, last_seen_at=now, **_opening_fields(alert))
+
+
+def _opening_fields(alert: dict[str, Any]) -> dict[str, Any]:
     alertname = alert["labels"]["alertname"]
-    incident, created = open_incident(
-        cluster, workload or ("", "", ""), now=now, source=Incident.Source.ALERTMANAGER,
-        fingerprint="" if workload else alert["fingerprint"],
-        fields={"alertname": alertname, "alerts": {alert["fingerprint"]: alertname},
-                "severity": alert_severity(alert["labels"]), "title": _summary(alert)[:500],
-                "evidence": {f"alert:{alertname}": _evidence_entry(alert)}},
-    )
-    return incident, created
+    return {"alertname": alertname, "alerts": {alert["fingerprint"]: alertname},
+            "severity": alert_severity(alert["labels"]), "title": _summary(alert)[:500],
+            "evidence": {f"alert:{alertname}": _evidence_entry(alert)}}
+
+
+def _open_for_alert(alert: dict[str, Any], cluster: Cluster | None, workload: tuple[str, str, str] | None,
+                    now: datetime) -> tuple[Incident, bool]:
+    return open_incident(cluster, workload or ("", "", ""), now=now, source=Incident.Source.ALERTMANAGER,
+                         fingerprint="" if workload else alert["fingerprint"], fields=_opening_fields(alert))
 
 
 def _apply_firing(incident: Incident, alert: dict[str, Any], now: datetime) -> None:

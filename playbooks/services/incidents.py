@@ -2,9 +2,14 @@
 
 `ingest_findings(cluster, findings)` is a diff between what the detectors see now and the open
 incidents of that cluster, done in one transaction with the cluster row locked
-(`SELECT ... FOR UPDATE`): two workers ingesting the same cluster at once run one after the
-other, and the unique partial index on open incidents catches anything that slips past
+(`SELECT ... FOR NO KEY UPDATE`): two workers ingesting the same cluster at once run one after
+the other, and the unique partial index on open incidents catches anything that slips past
 (an Alertmanager delivery opening the same workload's incident at the same moment).
+
+Row locks are FOR NO KEY UPDATE (what an UPDATE of non-key columns takes anyway): they exclude
+each other but not the KEY SHARE locks that inserting rows with foreign keys to a cluster or an
+incident takes (events, alert batches, playbook runs), so a poll and an Alertmanager batch that
+inserted events for the same cluster cannot deadlock on it.
 
 Signals (`incident_opened`, `incident_resolved`) are sent inside the transaction so that their
 receivers' writes (outbox rows, playbook runs) commit or roll back with the incident.
@@ -131,7 +136,7 @@ def open_incident(cluster: Cluster | None, workload: tuple[str, str, str], *, no
             lookup["fingerprint"] = fingerprint
         else:
             lookup.update(cluster=cluster, workload_kind=kind, namespace=namespace, workload_name=name, fingerprint="")
-        return Incident.objects.select_for_update().get(**lookup), False
+        return Incident.objects.select_for_update(no_key=True).get(**lookup), False
 
 
 def announce_opened(incident: Incident) -> None:
@@ -148,6 +153,11 @@ def resolve_incident(incident: Incident, *, now: datetime, reason: str) -> None:
     incident.save(update_fields=["state", "resolved_at", "finding_types", "alerts", "absent_polls", "last_seen_at"])
     build_event(incident, incident.cluster, ClusterEvent.Kind.RESOLVED, finding_type=incident.primary_type,
            alertname=incident.alertname, message=reason, severity=incident.severity).save()
+    announce_resolved(incident, reason)
+
+
+def announce_resolved(incident: Incident, reason: str) -> None:
+    """Metric, log and `incident_resolved` for an incident the caller has just closed and saved."""
     metrics.INCIDENTS_RESOLVED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
     log.info("incident_resolved", incident=incident.pk, workload=incident.workload_key, type=incident.primary_type,
              reason=reason)
@@ -163,12 +173,12 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
     result = IngestResult()
     with transaction.atomic():
         # Serialises ingests of one cluster (a poll and a redelivered poll, or two workers).
-        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        locked = Cluster.objects.select_for_update(no_key=True).get(pk=cluster.pk)
         groups = group_findings(findings, locked.ignored_namespaces or [])
         open_by_key = {
             (i.workload_kind, i.namespace, i.workload_name): i
             # Locked in id order, as the alert ingest does: two writers never wait on each other crosswise.
-            for i in Incident.objects.select_for_update()
+            for i in Incident.objects.select_for_update(no_key=True)
             .filter(cluster=locked, state=Incident.State.OPEN, fingerprint="")
             .order_by("pk")
         }
@@ -267,7 +277,7 @@ def record_poll_failure(cluster: Cluster, error: str, *, now: datetime | None = 
     """Count a failed poll; the AIOPS_UNREACHABLE_AFTER-th in a row opens `cluster_unreachable`."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        locked = Cluster.objects.select_for_update(no_key=True).get(pk=cluster.pk)
         locked.consecutive_failures += 1
         locked.last_poll_at = now
         locked.last_error = error[:2000]
@@ -277,7 +287,7 @@ def record_poll_failure(cluster: Cluster, error: str, *, now: datetime | None = 
         if locked.consecutive_failures < settings.AIOPS_UNREACHABLE_AFTER:
             return None
         workload = (CLUSTER_KIND, "", locked.name)
-        existing = Incident.objects.select_for_update().filter(
+        existing = Incident.objects.select_for_update(no_key=True).filter(
             cluster=locked, workload_kind=CLUSTER_KIND, namespace="", workload_name=locked.name,
             fingerprint="", state=Incident.State.OPEN).first()
         message = f"Cluster {locked.name} failed {locked.consecutive_failures} polls in a row: {error[:300]}"
@@ -305,7 +315,7 @@ def record_poll_success(cluster: Cluster, *, now: datetime | None = None) -> Non
     """The cluster answered: reset its failure count and resolve its cluster_unreachable incident."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        locked = Cluster.objects.select_for_update(no_key=True).get(pk=cluster.pk)
         was_failing = locked.consecutive_failures
         locked.consecutive_failures = 0
         locked.last_poll_at = locked.last_success_at = now
@@ -314,7 +324,7 @@ def record_poll_success(cluster: Cluster, *, now: datetime | None = None) -> Non
         metrics.CLUSTER_CONSECUTIVE_FAILURES.labels(locked.name).set(0)
         if not was_failing:
             return
-        incident = Incident.objects.select_for_update().filter(
+        incident = Incident.objects.select_for_update(no_key=True).filter(
             cluster=locked, workload_kind=CLUSTER_KIND, workload_name=locked.name, fingerprint="",
             state=Incident.State.OPEN).first()
         if incident is not None:

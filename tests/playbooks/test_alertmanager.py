@@ -161,3 +161,100 @@ def test_a_body_that_is_not_a_payload_is_refused(post, db, raw) -> None:  # type
 def test_only_post_is_accepted(client, settings) -> None:  # type: ignore[no-untyped-def]
     settings.AIOPS_ALERTMANAGER_TOKEN = TOKEN
     assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 405
+
+
+def _queries_for(post, body: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = post(body)
+    assert response.status_code == 200, response.content
+    assert response.json()["stored"] == len(body["alerts"])
+    return len(captured)
+
+
+def _pod_alerts(count: int, starts: str, status: str = "firing", workloads: int = 50) -> list[dict[str, Any]]:
+    return [alert(status=status, fingerprint=f"{n:08x}", starts=starts, namespace="shop", pod=f"svc-{n % workloads}-7d9f8b6c5d-x2k4p",
+                  severity="warning") for n in range(count)]
+
+
+def test_the_queries_per_batch_do_not_grow_with_the_batch_size(post, fake_cluster) -> None:  # type: ignore[no-untyped-def]
+    # Open 50 workloads' incidents first (opening runs each incident's signal receivers, which
+    # query per incident by design); then batches that land on open incidents cost the same
+    # number of round trips whether they carry 1, 5 or 50 alerts.
+    post(batch(*_pod_alerts(50, "2026-11-23T10:00:00Z")))
+    assert Incident.objects.count() == 50
+    firing = [_queries_for(post, batch(*_pod_alerts(n, f"2026-11-23T11:0{i}:00Z"))) for i, n in enumerate((1, 5, 50))]
+    assert firing[0] == firing[1] == firing[2], firing
+    assert firing[2] <= 8, firing
+    # A batch with resolved alerts takes the ordered path (each alert applied in turn): still constant.
+    mixed = []
+    for i, n in enumerate((2, 10, 50)):
+        alerts = _pod_alerts(n, f"2026-11-23T12:0{i}:00Z")
+        extra = _pod_alerts(n, f"2026-11-23T12:0{i}:00Z", status="resolved")
+        mixed.append(_queries_for(post, batch(*alerts, *[{**a, "fingerprint": "f" + a["fingerprint"]} for a in extra])))
+    assert mixed[0] == mixed[1] == mixed[2], mixed
+    counts = dict(Incident.objects.values_list("workload_name", "count"))
+    assert counts["svc-0"] == 1 + 1 + 1 + 1 + 1 + 1 + 1  # opened, three firing batches, three mixed batches
+
+
+def test_an_alert_resolved_and_firing_again_in_one_batch_opens_a_new_incident(post, fake_cluster, signal_log) -> None:  # type: ignore[no-untyped-def]
+    post(batch(alert()))
+    first = Incident.objects.get()
+    body = batch(alert(status="resolved"), alert(starts="2026-11-23T15:30:00Z"))
+    assert post(body).json()["stored"] == 2
+    first.refresh_from_db()
+    second = Incident.objects.exclude(pk=first.pk).get()
+    assert first.state == "resolved" and second.state == "open"
+    assert second.workload_key == first.workload_key
+    assert signal_log.opened == [first.pk, second.pk] and signal_log.resolved == [first.pk]
+
+
+def test_concurrent_firing_batches_merge_into_the_incident(post, fake_cluster) -> None:  # type: ignore[no-untyped-def]
+    # Each firing batch adds to what the row holds now (alerts, evidence, count), whatever
+    # another writer put there since the batch read it.
+    post(batch(alert(fingerprint="0a", severity="warning", namespace="shop", deployment="web")))
+    incident = Incident.objects.get()
+    Incident.objects.filter(pk=incident.pk).update(alerts={"0a": "KubePodCrashLooping", "0c": "Other"}, count=7)
+    post(batch(alert("KubeDeploymentReplicasMismatch", fingerprint="0b", severity="critical",
+                     namespace="shop", deployment="web")))
+    incident.refresh_from_db()
+    assert incident.alerts == {"0a": "KubePodCrashLooping", "0c": "Other", "0b": "KubeDeploymentReplicasMismatch"}
+    assert incident.count == 8 and incident.severity == "critical" and incident.alertname == "KubePodCrashLooping"
+    assert set(incident.evidence) == {"alert:KubePodCrashLooping", "alert:KubeDeploymentReplicasMismatch"}
+
+
+VALID_VARIANTS = [
+    lambda b: b,
+    lambda b: b["alerts"][0].pop("annotations"),
+    lambda b: b["alerts"][0].update(startsAt="2026-11-23T14:55:00.123456789+02:00"),
+    lambda b: b["alerts"][0].update(endsAt=" 2026-11-23T15:05:00Z "),
+    lambda b: b["alerts"][0].update(startsAt="2026-11-23T14:55:00"),
+    lambda b: b["alerts"][0]["labels"].update(replicas=3),
+    lambda b: b["alerts"][0].update(fingerprint="abc\n"),
+    lambda b: b.update(version=" 4 ", truncatedAlerts="2"),
+    lambda b: [b.pop(k) for k in ("version", "receiver", "groupKey", "truncatedAlerts")],
+    lambda b: b["alerts"][0].update(extra={"ignored": True}),
+]
+
+
+@pytest.mark.parametrize("mutate", VALID_VARIANTS)
+def test_the_fast_validation_agrees_with_the_serializer(mutate) -> None:  # type: ignore[no-untyped-def]
+    from playbooks.views import WebhookSerializer, _fast_alerts
+
+    body = copy.deepcopy(batch(alert(), alert("Other", fingerprint="0badc0de")))
+    mutate(body)
+    serializer = WebhookSerializer(data=copy.deepcopy(body))
+    fast = _fast_alerts(copy.deepcopy(body))
+    if fast is None:  # the serializer decides: unusual input still gets DRF's exact result
+        return
+    assert serializer.is_valid(), serializer.errors
+    assert fast == [dict(a) for a in serializer.validated_data["alerts"]]
+    assert [a["startsAt"].tzinfo for a in fast] == [a["startsAt"].tzinfo for a in serializer.validated_data["alerts"]]
+
+
+def test_a_plain_alertmanager_batch_takes_the_fast_validation() -> None:
+    from playbooks.views import _fast_alerts
+
+    assert _fast_alerts(batch(alert(), alert("Other", fingerprint="0badc0de"))) is not None
