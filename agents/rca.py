@@ -29,6 +29,7 @@ from django.conf import settings
 from agents import llm
 from agents import metrics_llm as metrics
 from agents.redaction import Redactor
+from k8s.detectors import BAD_ROLLOUT_WINDOW_S
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +109,8 @@ BUNDLE_FIELDS = {
     "collected_at": str, "errors": list,
 }
 _MAX_LOG_LINES_TO_LLM = 150
-# A failing newest revision younger than this, with an older one, is a bad rollout.
-BAD_ROLLOUT_WINDOW_S = 6 * 3600
+# A failing newest revision younger than BAD_ROLLOUT_WINDOW_S, with an older one, is a bad
+# rollout: the detectors' window, so RCA and the rules' `bad_rollout` evidence agree.
 
 
 class BundleError(ValueError):

@@ -55,6 +55,13 @@ HIGH_RESTART_PER_HOUR = 3.0
 HIGH_RESTART_MIN_AGE_S = 600
 # A deployment younger than this has not had a chance to become available yet.
 DEPLOYMENT_GRACE_S = 60
+# A failing newest revision created within this window, after an older one that worked, is a bad
+# rollout (a rollback is the fix); after it, a failure is the running revision's own problem.
+# agents/rca.py judges rollouts with the same window.
+BAD_ROLLOUT_WINDOW_S = 6 * 3600
+# A Recreate rollout scales the old ReplicaSet down (and waits for its pods to terminate) before it
+# creates the new one, so the deployment may lose availability a little before the new revision.
+ROLLOUT_SLACK_S = 600
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,28 @@ def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
 # --- owner resolution ----------------------------------------------------------------------------
 
 
+# Labels the controllers put on each pod (a revision's hash, a pod's own name or index, a Job's
+# uid): they differ between pods of one workload and between revisions, so a rule cannot mean them.
+POD_ONLY_LABELS = frozenset({
+    "pod-template-hash", "controller-revision-hash", "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index",
+    "controller-uid", "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-completion-index",
+})
+
+
 class OwnerIndex:
     """Resolves a pod to the controller an operator thinks in: Deployment (via its ReplicaSet),
     StatefulSet, DaemonSet, CronJob (via its Job) or Job; the pod itself when bare."""
 
-    def __init__(self, replicasets: Iterable[Mapping[str, Any]], jobs: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(self, replicasets: Iterable[Mapping[str, Any]], jobs: Iterable[Mapping[str, Any]],
+                 workloads: Iterable[Mapping[str, Any]] = ()) -> None:
+        # Labels of the workloads at hand (Deployments, StatefulSets, ...: whatever the caller
+        # holds), by (kind, namespace, name); a pod whose owner is not here is labelled by itself.
+        self._labels: dict[tuple[str, str, str], dict[str, str]] = {}
+        for workload in workloads:
+            self.add_workload(workload)
+        for job in jobs:
+            self.add_workload({**job, "kind": job.get("kind") or "Job"})
         self._rs_owner: dict[tuple[str, str], tuple[str, str]] = {}
         for rs in replicasets:
             ref = _controller_ref(rs)
@@ -177,6 +201,22 @@ class OwnerIndex:
         if kind == "Job":
             return self.owner_of_job(namespace, owner)
         return kind, owner
+
+    def add_workload(self, workload: Mapping[str, Any]) -> None:
+        labels = _meta(workload).get("labels")
+        if workload.get("kind") and labels is not None:
+            self._labels[(workload["kind"], *_ns_name(workload))] = dict(labels)
+
+    def labels_of(self, kind: str, namespace: str, name: str, fallback: Mapping[str, str] | None = None) -> dict[str, str]:
+        return dict(self._labels.get((kind, namespace, name), fallback or {}))
+
+    def labels_of_pod(self, pod: Mapping[str, Any], owner_kind: str, owner_name: str) -> dict[str, str]:
+        """The owning workload's labels when known, else the pod's own minus per-revision ones."""
+        namespace = _ns_name(pod)[0]
+        known = self._labels.get((owner_kind, namespace, owner_name))
+        if known is not None:
+            return dict(known)
+        return {k: v for k, v in (_meta(pod).get("labels") or {}).items() if k not in POD_ONLY_LABELS}
 
     def owner_of_job(self, namespace: str, name: str) -> tuple[str, str]:
         # A CronJob's Jobs get a new name each run; the incident belongs to the CronJob.
@@ -260,10 +300,15 @@ def _detect_pod(pod: Mapping[str, Any], owners: OwnerIndex, now: datetime) -> li
     namespace, name = _ns_name(pod)
     owner_kind, owner_name = owners.owner_of_pod(pod)
     findings: list[Finding] = []
+    labels: dict[str, str] | None = None
 
     def add(type_: str, severity: str, message: str, evidence: dict[str, Any]) -> None:
+        nonlocal labels
+        if labels is None:
+            labels = owners.labels_of_pod(pod, owner_kind, owner_name)
         findings.append(
-            Finding(type_, severity, "Pod", namespace, name, owner_kind, owner_name, message, evidence, pod=name)
+            Finding(type_, severity, "Pod", namespace, name, owner_kind, owner_name, message,
+                    {**evidence, "labels": dict(labels)}, pod=name)
         )
 
     if phase == "Failed" and status.get("reason") == "Evicted":
@@ -391,6 +436,7 @@ def _detect_node(node: Mapping[str, Any]) -> list[Finding]:
         "since": (ready or {}).get("lastTransitionTime"),
         "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
         "pressure": pressures,
+        "labels": dict(_meta(node).get("labels") or {}),
     }
     detail = (ready or {}).get("message") or (ready or {}).get("reason") or "no Ready condition"
     return [Finding("not_ready_node", CRITICAL, "Node", "", name, "Node", name,
@@ -402,6 +448,41 @@ def _revision(obj: Mapping[str, Any]) -> int:
         return int((_meta(obj).get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
     except ValueError:
         return 0
+
+
+def _rs_counts(rs: Mapping[str, Any]) -> tuple[int, int]:
+    status = rs.get("status") or {}
+    return int(status.get("replicas") or 0), int(status.get("readyReplicas") or 0)
+
+
+def _is_bad_rollout(deployment: Mapping[str, Any], newest: Mapping[str, Any], older: list[Mapping[str, Any]],
+                    newest_age: float | None, now: datetime) -> bool:
+    """The failing pods are the newest ReplicaSet's, that revision is recent, and the one before worked.
+
+    The seeded rule proposes a rollback (a HIGH action) on this flag and outranks crash_loop and
+    probe_failure, so every part must hold; a deployment that rolled out days ago and starts
+    failing now is not a rollout's fault, whatever revisions it has.
+    """
+    if not older or newest_age is None or newest_age > BAD_ROLLOUT_WINDOW_S:
+        return False
+    replicas, ready = _rs_counts(newest)
+    if replicas == 0 or ready > 0:
+        return False  # the newest revision has no pods to fail, or some of them work
+    if any(r > rd for r, rd in map(_rs_counts, older) if r):
+        return False  # pods of an older revision fail too: not this rollout's doing
+    # The older revision was healthy: it still has ready pods (a RollingUpdate stops there),
+    # or the deployment lost availability only once this rollout began (a Recreate rollout
+    # scales the old ReplicaSet to 0 first, so its status no longer shows it ever ran).
+    if any(_rs_counts(rs)[1] > 0 for rs in older):
+        return True
+    available = _condition(deployment, "Available")
+    if available is None:
+        # No condition to tell (an old dump): a revision the controller stamped ran before.
+        return any(_revision(rs) > 0 for rs in older)
+    if available.get("status") == "True":
+        return False
+    lost_for = _age_s(available.get("lastTransitionTime"), now)
+    return lost_for is not None and lost_for <= newest_age + ROLLOUT_SLACK_S
 
 
 def _detect_deployment(deployment: Mapping[str, Any], rs_by_owner: Mapping[tuple[str, str], list[Mapping[str, Any]]], now: datetime) -> list[Finding]:
@@ -422,6 +503,7 @@ def _detect_deployment(deployment: Mapping[str, Any], rs_by_owner: Mapping[tuple
         "ready_replicas": int(status.get("readyReplicas") or 0),
         "updated_replicas": int(status.get("updatedReplicas") or 0),
         "bad_rollout": False,
+        "labels": dict(_meta(deployment).get("labels") or {}),
     }
     progressing = _condition(deployment, "Progressing")
     if progressing:
@@ -431,21 +513,24 @@ def _detect_deployment(deployment: Mapping[str, Any], rs_by_owner: Mapping[tuple
         older = replicasets[1:]
         evidence["newest_replicaset"] = _ns_name(newest)[1]
         evidence["newest_revision"] = _revision(newest)
+        newest_age = _age_s(_meta(newest).get("creationTimestamp"), now)
+        if newest_age is not None:
+            evidence["newest_revision_age_s"] = int(newest_age)
         evidence["older_revisions"] = [
             {"replicaset": _ns_name(rs)[1], "revision": _revision(rs),
+             "replicas": int((rs.get("status") or {}).get("replicas") or 0),
              "ready": int((rs.get("status") or {}).get("readyReplicas") or 0)}
             for rs in older
         ]
-        # A bad rollout: the newest revision has nothing ready while an older revision of the
-        # same deployment exists (it served before this rollout; a rollback is the usual fix).
-        evidence["bad_rollout"] = bool(older) and int((newest.get("status") or {}).get("readyReplicas") or 0) == 0
+        evidence["bad_rollout"] = _is_bad_rollout(deployment, newest, older, newest_age, now)
     message = f"Deployment {namespace}/{name} wants {desired} replicas and has none available"
     if evidence["bad_rollout"]:
-        message += f" (revision {evidence['newest_revision']} is failing; an older revision exists)"
+        message += (f" (revision {evidence['newest_revision']}, rolled out {evidence['newest_revision_age_s']}s ago, is failing; "
+                    f"revision {evidence['older_revisions'][0]['revision']} worked)")
     return [Finding("replication_failure", CRITICAL, "Deployment", namespace, name, "Deployment", name, message, evidence)]
 
 
-def _detect_hpa(hpa: Mapping[str, Any]) -> list[Finding]:
+def _detect_hpa(hpa: Mapping[str, Any], owners: OwnerIndex | None) -> list[Finding]:
     namespace, name = _ns_name(hpa)
     spec = hpa.get("spec") or {}
     status = hpa.get("status") or {}
@@ -465,7 +550,9 @@ def _detect_hpa(hpa: Mapping[str, Any]) -> list[Finding]:
                     f"HPA {namespace}/{name} is at its maximum of {maximum} replicas and wants more",
                     {"max_replicas": maximum, "current_replicas": current,
                      "desired_replicas": status.get("desiredReplicas"),
-                     "condition_message": (limited or {}).get("message") or ""})]
+                     "condition_message": (limited or {}).get("message") or "",
+                     "labels": owners.labels_of(owner_kind, namespace, owner_name, _meta(hpa).get("labels"))
+                     if owners else dict(_meta(hpa).get("labels") or {})})]
 
 
 def _detect_job(job: Mapping[str, Any], owners: OwnerIndex) -> list[Finding]:
@@ -481,7 +568,8 @@ def _detect_job(job: Mapping[str, Any], owners: OwnerIndex) -> list[Finding]:
                     {"reason": reason, "condition_message": failed.get("message") or "",
                      "failed_pods": int(status.get("failed") or 0),
                      "backoff_limit": (job.get("spec") or {}).get("backoffLimit"),
-                     "since": failed.get("lastTransitionTime")})]
+                     "since": failed.get("lastTransitionTime"),
+                     "labels": dict(_meta(job).get("labels") or {})})]
 
 
 def replicasets_by_deployment(replicasets: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
@@ -511,8 +599,9 @@ def detect_deployments(deployments: Iterable[Mapping[str, Any]],
     return [finding for deployment in deployments for finding in _detect_deployment(deployment, rs_by_deployment, now)]
 
 
-def detect_hpas(hpas: Iterable[Mapping[str, Any]]) -> list[Finding]:
-    return [finding for hpa in hpas for finding in _detect_hpa(hpa)]
+def detect_hpas(hpas: Iterable[Mapping[str, Any]], owners: OwnerIndex | None = None) -> list[Finding]:
+    """`owners` (when it holds the target workloads) labels a finding with its target's labels."""
+    return [finding for hpa in hpas for finding in _detect_hpa(hpa, owners)]
 
 
 def detect_jobs(jobs: Iterable[Mapping[str, Any]], owners: OwnerIndex) -> list[Finding]:
@@ -533,12 +622,13 @@ def detect(
     now = now or datetime.now(UTC)
     replicasets = list(replicasets)
     jobs = list(jobs)
-    owners = OwnerIndex(replicasets, jobs)
+    deployments = [{**d, "kind": d.get("kind") or "Deployment"} for d in deployments]
+    owners = OwnerIndex(replicasets, jobs, deployments)
     return [
         *detect_nodes(nodes),
         *detect_pods(pods, owners, now=now),
         *detect_deployments(deployments, replicasets_by_deployment(replicasets), now=now),
-        *detect_hpas(hpas),
+        *detect_hpas(hpas, owners),
         *detect_jobs(jobs, owners),
     ]
 

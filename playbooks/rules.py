@@ -228,9 +228,25 @@ def _evidence_value(evidence: Any, path: str) -> Any:
 
 
 def _labels_of(incident: Any) -> dict[str, str]:
+    """The workload's labels as the evidence records them.
+
+    The detectors put the owning workload's labels in every finding's evidence (the incident
+    keeps one entry per finding type, `evidence[type]["labels"]`); an Alertmanager alert brings
+    its own (`evidence["alert:<name>"]["labels"]`). All are merged, a workload's own labels
+    winning over an alert's, so one selector works whether a poll or an alert opened the incident.
+    """
     evidence = incident.evidence if isinstance(incident.evidence, dict) else {}
-    labels = _evidence_value(evidence, "labels")
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    merged: dict[str, str] = {}
+
+    def take(labels: Any) -> None:
+        if isinstance(labels, dict):
+            merged.update({str(k): str(v) for k, v in labels.items()})
+
+    entries = [(key, value) for key, value in evidence.items() if isinstance(value, dict)]
+    for _key, value in sorted(entries, key=lambda item: (not str(item[0]).startswith("alert:"), str(item[0]))):
+        take(value.get("labels"))
+    take(evidence.get("labels"))
+    return merged
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:

@@ -54,16 +54,18 @@ def deployment(name: str = "web", ns: str = "shop", replicas: int = 3, available
     }
 
 
-def replicaset(deploy: str = "web", template_hash: str = "7d9f8b6c5d", ns: str = "shop", revision: int = 2, ready: int = 3) -> dict[str, Any]:
+def replicaset(deploy: str = "web", template_hash: str = "7d9f8b6c5d", ns: str = "shop", revision: int = 2, ready: int = 3,
+               replicas: int = 3, age: float = 86400) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": f"{deploy}-{template_hash}", "namespace": ns, "uid": f"uid-rs-{template_hash}",
+                     "creationTimestamp": ts(age),
                      "labels": {"app": deploy, "pod-template-hash": template_hash},
                      "annotations": {"deployment.kubernetes.io/revision": str(revision)},
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deploy,
                                           "uid": f"uid-deploy-{deploy}", "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": deploy, "pod-template-hash": template_hash}}},
-        "status": {"replicas": 3, "readyReplicas": ready, "availableReplicas": ready, "fullyLabeledReplicas": 3},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": deploy, "pod-template-hash": template_hash}}},
+        "status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready, "fullyLabeledReplicas": replicas},
     }
 
 
@@ -309,21 +311,91 @@ def test_a_not_ready_node_is_critical_and_owned_by_itself() -> None:
     assert findings[0].evidence["ready"] == "Unknown"
 
 
-def test_a_deployment_with_none_available_is_a_replication_failure_flagging_a_bad_rollout() -> None:
-    new_rs = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0)
-    old_rs = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0)
-    findings = run(deployments=[deployment(available=0)], replicasets=[new_rs, old_rs])
+def failing_deployment(unavailable_for: float | None = None) -> dict[str, Any]:
+    """Nothing available; the Available condition turned False `unavailable_for` seconds ago."""
+    deploy = deployment(available=0, age=3 * 86400)
+    if unavailable_for is not None:
+        for cond in deploy["status"]["conditions"]:
+            if cond["type"] == "Available":
+                cond["lastTransitionTime"] = ts(unavailable_for)
+    return deploy
+
+
+def test_a_fresh_rollout_failing_after_a_revision_that_worked_is_a_bad_rollout() -> None:
+    # Recreate-like: the old ReplicaSet is scaled to 0 at once; the deployment was available
+    # until this rollout (10 minutes ago) began.
+    new_rs = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0, age=600)
+    old_rs = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0, replicas=0, age=3 * 86400)
+    findings = run(deployments=[failing_deployment(unavailable_for=590)], replicasets=[new_rs, old_rs])
     assert types(findings) == ["replication_failure"]
     evidence = findings[0].evidence
     assert evidence["bad_rollout"] is True
     assert evidence["newest_replicaset"] == "web-5c8f9d7b44"
+    assert evidence["newest_revision_age_s"] == 600
     assert evidence["older_revisions"][0]["revision"] == 2
+    assert "revision 3" in findings[0].message and "revision 2 worked" in findings[0].message
+    # RollingUpdate: the old revision still has ready pods while the new one fails.
+    serving = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=1, replicas=1, age=3 * 86400)
+    assert run(deployments=[failing_deployment(unavailable_for=3 * 86400)], replicasets=[new_rs, serving])[0].evidence["bad_rollout"] is True
+
+
+def test_an_old_rollout_that_fails_now_is_not_a_bad_rollout() -> None:
+    # Revision 3 rolled out 3 days ago and ran; its pods fail their readiness probe since 5 minutes:
+    # the revisions before it say nothing about this failure, and a rollback would not fix it.
+    new_rs = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0, age=3 * 86400)
+    old_rs = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0, replicas=0, age=4 * 86400)
+    failing = pod(name="web-5c8f9d7b44-abcde", owner=("ReplicaSet", "web-5c8f9d7b44"),
+                  labels={"app": "web", "pod-template-hash": "5c8f9d7b44"},
+                  container=crashing())
+    findings = run(pods=[failing], deployments=[failing_deployment(unavailable_for=300)], replicasets=[new_rs, old_rs])
+    assert types(findings) == ["crash_loop", "replication_failure"]
+    rf = next(f for f in findings if f.type == "replication_failure")
+    assert rf.evidence["bad_rollout"] is False
+    assert rf.evidence["newest_revision_age_s"] == 3 * 86400
+    assert "worked" not in rf.message
+
+
+def test_a_recent_revision_is_no_bad_rollout_when_the_one_before_never_worked_or_fails_too() -> None:
+    new_rs = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0, age=600)
+    # The deployment was unavailable for a day already, before this rollout: nothing to go back to.
+    scaled_down = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0, replicas=0, age=86400)
+    assert run(deployments=[failing_deployment(unavailable_for=86400)],
+               replicasets=[new_rs, scaled_down])[0].evidence["bad_rollout"] is False
+    # The old revision's pods are failing as well: the cause is not the new template.
+    also_failing = replicaset(template_hash="7d9f8b6c5d", revision=2, ready=0, replicas=2, age=86400)
+    assert run(deployments=[failing_deployment(unavailable_for=590)],
+               replicasets=[new_rs, also_failing])[0].evidence["bad_rollout"] is False
+    # The newest revision has no pods at all (quota, admission): no failing pods of it to blame.
+    empty = replicaset(template_hash="5c8f9d7b44", revision=3, ready=0, replicas=0, age=600)
+    assert run(deployments=[failing_deployment(unavailable_for=590)],
+               replicasets=[empty, scaled_down])[0].evidence["bad_rollout"] is False
+
+
+def test_a_deployment_with_none_available_is_a_replication_failure() -> None:
     # First revision failing: nothing older to roll back to.
-    only = run(deployments=[deployment(available=0)], replicasets=[replicaset(revision=1, ready=0)])
+    only = run(deployments=[deployment(available=0)], replicasets=[replicaset(revision=1, ready=0, age=600)])
+    assert types(only) == ["replication_failure"]
     assert only[0].evidence["bad_rollout"] is False
     # Scaled to zero, or just created: not a failure.
     assert run(deployments=[deployment(replicas=0, available=0)]) == []
     assert run(deployments=[deployment(available=0, age=10)]) == []
+
+
+def test_findings_carry_the_owning_workloads_labels() -> None:
+    deploy = failing_deployment()
+    deploy["metadata"]["labels"] = {"app": "web", "team": "payments"}
+    failing = pod(container=crashing(), labels={"app": "web", "pod-template-hash": "7d9f8b6c5d", "version": "1"})
+    findings = run(pods=[failing], deployments=[deploy], replicasets=[replicaset(ready=0)],
+                   nodes=[node("node-b", ready="False")])
+    by_type = {f.type: f for f in findings}
+    # The Deployment is at hand: its labels, for its own finding and for its pods'.
+    assert by_type["replication_failure"].evidence["labels"] == {"app": "web", "team": "payments"}
+    assert by_type["crash_loop"].evidence["labels"] == {"app": "web", "team": "payments"}
+    assert by_type["not_ready_node"].evidence["labels"] == {"kubernetes.io/hostname": "node-b"}
+    # Without it (a streaming poll holds no Deployments when it reads pods): the pod's labels,
+    # less the per-revision hash that differs between rollouts.
+    alone = run(pods=[failing], replicasets=[replicaset(ready=0)])
+    assert alone[0].evidence["labels"] == {"app": "web", "version": "1"}
 
 
 def test_an_hpa_at_its_maximum_that_wants_more_belongs_to_its_target() -> None:
