@@ -184,25 +184,59 @@ def _lookup_clusters(alerts: list[dict[str, Any]]) -> _Clusters:
     return clusters
 
 
+_INCIDENT_FIELDS = [f for f in Incident._meta.concrete_fields if not f.primary_key]
+_INCIDENT_KEY = ["cluster_id", "workload_kind", "namespace", "workload_name", "fingerprint"]
+_OPEN_SQL = (
+    f"INSERT INTO {Incident._meta.db_table} ({', '.join(f.column for f in _INCIDENT_FIELDS)}) "  # noqa: S608 (our table)
+    f"SELECT {', '.join('r.' + f.column for f in _INCIDENT_FIELDS)} FROM jsonb_to_recordset(%s::jsonb) "
+    f"AS r({_recordset(Incident, [f.column for f in _INCIDENT_FIELDS])}, ord bigint) ORDER BY r.ord "
+    f"ON CONFLICT DO NOTHING RETURNING id, {', '.join(_INCIDENT_KEY)}"
+)
+
+
 def _open_missing(first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]],
                   now: datetime) -> list[tuple[tuple[Any, ...], Incident, bool]]:
     """Open the batch's missing incidents with one INSERT, in one global order (sorted keys).
 
     Concurrent batches opening the same incidents queue behind each other instead of
-    deadlocking crosswise. When another delivery opened one of them first (the unique partial
-    index refuses ours), the savepoint rolls back and each is opened or found one by one.
+    deadlocking crosswise. ON CONFLICT DO NOTHING: an incident another delivery opened first
+    (one of the unique partial indexes refuses ours) is not ours to announce; it is read, locked,
+    in one more query.
     """
     order = sorted(first_firing, key=repr)
     if not order:
         return []
-    fresh = [_new_incident(*first_firing[lookup][1:], now) for lookup in order]
-    try:
-        with transaction.atomic():
-            Incident.objects.bulk_create(fresh)
-        return [(lookup, incident, True) for lookup, incident in zip(order, fresh, strict=True)]
-    except IntegrityError:
-        log.info("alert_incidents_opened_concurrently", incidents=len(order))
-    return [(lookup, *_open_for_alert(*first_firing[lookup][1:], now)) for lookup in order]
+    fresh = {lookup: _new_incident(*first_firing[lookup][1:], now) for lookup in order}
+    rows = [{"ord": n, **{f.column: f.pre_save(fresh[lookup], True) for f in _INCIDENT_FIELDS}}
+            for n, lookup in enumerate(order)]
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_SQL, [_json_rows(rows)])
+        returned = cursor.fetchall()
+    opened: dict[tuple[Any, ...], Incident] = {}
+    for pk, *key in returned:
+        incident = fresh[tuple(key)]
+        incident.pk = pk
+        incident._state.adding = False
+        opened[tuple(key)] = incident
+    if len(opened) == len(order):
+        return [(lookup, opened[lookup], True) for lookup in order]
+    log.info("alert_incidents_opened_concurrently", incidents=len(order) - len(opened))
+    others = [lookup for lookup in order if lookup not in opened]
+    query = Q()
+    for cluster_id, kind, namespace, name, fingerprint in others:
+        query |= Q(fingerprint=fingerprint) if fingerprint else Q(
+            cluster_id=cluster_id, workload_kind=kind, namespace=namespace, workload_name=name, fingerprint="")
+    found = {(i.cluster_id, i.workload_kind, i.namespace, i.workload_name, i.fingerprint): i
+             for i in Incident.objects.select_for_update(no_key=True).filter(query, state=Incident.State.OPEN).order_by("pk")}
+    result = []
+    for lookup in order:
+        if lookup in opened:
+            result.append((lookup, opened[lookup], True))
+        elif lookup in found:
+            result.append((lookup, found[lookup], False))
+        else:  # opened and already resolved by the other delivery: this alert opens a new one
+            result.append((lookup, *_open_for_alert(*first_firing[lookup][1:], now)))
+    return result
 
 
 def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:

@@ -258,3 +258,45 @@ def test_a_plain_alertmanager_batch_takes_the_fast_validation() -> None:
     from playbooks.views import _fast_alerts
 
     assert _fast_alerts(batch(alert(), alert("Other", fingerprint="0badc0de"))) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_on_the_same_workloads_open_each_incident_once_and_lose_nothing(fake_cluster, signal_log) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from django.db import connection
+
+    from playbooks.services.alerts import ingest_alerts
+    from playbooks.views import _fast_alerts
+
+    # 4 deliveries at once, each 3 batches over the same 10 workloads, plus each batch delivered twice.
+    bodies = [batch(*_pod_alerts(20, f"2026-11-23T1{t}:0{b}:00Z", workloads=10)) for t in range(4) for b in range(3)]
+    for body in bodies:  # distinct fingerprints per batch, so every alert is news once
+        for alert_ in body["alerts"]:
+            alert_["fingerprint"] = f"{bodies.index(body):02x}{alert_['fingerprint']}"
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def deliver(mine: list[dict[str, Any]]) -> None:
+        try:
+            barrier.wait()
+            for body in mine + mine:
+                alerts = _fast_alerts(body)
+                assert alerts is not None
+                ingest_alerts(alerts)
+        except BaseException as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(bodies[t * 3:t * 3 + 3],)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert Incident.objects.filter(state="open").count() == 10
+    assert sorted(signal_log.opened) == sorted(Incident.objects.values_list("pk", flat=True))
+    assert ClusterEvent.objects.filter(kind="alert_fired").count() == 240
+    assert sum(Incident.objects.values_list("count", flat=True)) == 240
+    assert all(len(alerts) == 24 for alerts in Incident.objects.values_list("alerts", flat=True))
