@@ -170,7 +170,7 @@ class OwnerIndex:
         for workload in workloads:
             self.add_workload(workload)
         for job in jobs:
-            self.add_workload({**job, "kind": job.get("kind") or "Job"})
+            self.add_workload(job, "Job")
         self._rs_owner: dict[tuple[str, str], tuple[str, str]] = {}
         for rs in replicasets:
             ref = _controller_ref(rs)
@@ -202,10 +202,13 @@ class OwnerIndex:
             return self.owner_of_job(namespace, owner)
         return kind, owner
 
-    def add_workload(self, workload: Mapping[str, Any]) -> None:
+    def add_workload(self, workload: Mapping[str, Any], kind: str | None = None) -> None:
+        """Remember a workload's labels for its pods' findings (`kind` where the object has none,
+        as the items of a list response do)."""
+        kind = kind or workload.get("kind") or ""
         labels = _meta(workload).get("labels")
-        if workload.get("kind") and labels is not None:
-            self._labels[(workload["kind"], *_ns_name(workload))] = dict(labels)
+        if kind and labels is not None:
+            self._labels[(kind, *_ns_name(workload))] = dict(labels)
 
     def labels_of(self, kind: str, namespace: str, name: str, fallback: Mapping[str, str] | None = None) -> dict[str, str]:
         return dict(self._labels.get((kind, namespace, name), fallback or {}))
@@ -622,8 +625,10 @@ def detect(
     now = now or datetime.now(UTC)
     replicasets = list(replicasets)
     jobs = list(jobs)
-    deployments = [{**d, "kind": d.get("kind") or "Deployment"} for d in deployments]
-    owners = OwnerIndex(replicasets, jobs, deployments)
+    deployments = list(deployments)
+    owners = OwnerIndex(replicasets, jobs)
+    for deployment in deployments:
+        owners.add_workload(deployment, "Deployment")
     return [
         *detect_nodes(nodes),
         *detect_pods(pods, owners, now=now),

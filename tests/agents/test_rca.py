@@ -238,10 +238,8 @@ SANDBOX_FAULTS = [
     ("replication_failure", "payments/payments-api", "Deployment", "payments", "payments-api", "bad_rollout"),
     ("probe_failure", "shop/cart", "Deployment", "shop", "cart", "probe_failure"),  # readiness fails
     ("probe_failure:liveness", "shop/frontend", "Deployment", "shop", "frontend", "probe_failure"),  # killed by it
-    # Known gap: checkout's newest revision is days old, yet the detector's replication_failure
-    # flags bad_rollout whenever an older ReplicaSet exists, and RCA then calls it a bad rollout.
-    pytest.param("probe_failure", "shop/checkout", "Deployment", "shop", "checkout", "probe_failure",
-                 marks=pytest.mark.xfail(strict=True, reason="replication_failure's bad_rollout ignores the rollout's age")),
+    # checkout has older revisions, but its newest is days old: a readiness failure, not a bad rollout.
+    ("probe_failure", "shop/checkout", "Deployment", "shop", "checkout", "probe_failure"),
     ("hpa_maxed", "shop/cart", "Deployment", "shop", "cart", "resource_exhaustion"),
     ("failed_job", "data/nightly-export", "Job", "data", "nightly-export", "config_error"),  # KeyError: EXPORT_BUCKET
     ("evicted", "shop/frontend", "Deployment", "shop", "frontend", "resource_exhaustion"),

@@ -139,6 +139,27 @@ def test_a_bad_rollout_is_rolled_back_and_a_maxed_hpa_raised(engine) -> None:  #
     assert hpa.steps.get(name="raise max replicas").rendered_args == {"namespace": "shop", "name": "cart", "max_replicas": 12}
 
 
+def test_a_crash_loop_on_a_deployment_rolled_out_days_ago_is_remediated_not_rolled_back(engine) -> None:  # type: ignore[no-untyped-def]
+    from kubernetes import client
+
+    # checkout has revisions 1-3, the newest 3 days old; every pod of it now crash-loops, so
+    # nothing is available (replication_failure) yet the rollout is not the cause.
+    apps = client.AppsV1Api(engine.sandbox.api_client())
+    image = apps.read_namespaced_deployment("checkout", "shop").spec.template.spec.containers[0].image
+    engine.sandbox.fault("crash_loop", "shop/checkout")
+    engine.sandbox.tick(3)
+    assert poll(engine.cluster).outcome == "ok"
+    run = _run("checkout")
+    incident = Incident.objects.get(pk=run.incident_id)
+    assert {"crash_loop", "replication_failure"} <= set(incident.finding_types)
+    assert incident.evidence["replication_failure"]["bad_rollout"] is False
+    assert run.playbook_name == "crash_loop_remediation"
+    waiting = wait_for(lambda: _waiting(run), timeout=90, message="the restart approval")
+    assert waiting.tool == "restart_pod"
+    assert not StepRun.objects.filter(tool="rollback_deployment").exists()
+    assert apps.read_namespaced_deployment("checkout", "shop").spec.template.spec.containers[0].image == image
+
+
 def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> None:  # type: ignore[no-untyped-def]
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
     before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}

@@ -215,3 +215,39 @@ def test_a_rule_without_auto_run_proposes_the_run_and_the_admin_starts_it(
     run.refresh_from_db()
     assert run.state == "running" and run.started_at is not None
     assert run.steps.get(order=1).state == "queued" and len(callbacks) == 1
+
+
+def test_a_label_selector_matches_the_workloads_a_real_poll_labels(sandbox, sandbox_cluster, no_playbooks) -> None:  # type: ignore[no-untyped-def]
+    """The detectors record the workload's labels, so a selector picks workloads on a live cluster."""
+    from playbooks.models import Incident
+    from playbooks.services.poll import poll
+
+    playbook = Playbook.objects.create(name="pb")
+    Step.objects.create(playbook=playbook, order=1, name="v", kind="verify", args={})
+    ledger_only = Rule.objects.create(name="ledger only", playbook=playbook, finding_types=["crash_loop", "oom_killed"],
+                                      label_selector="app.kubernetes.io/name=ledger")
+    zone_b = Rule.objects.create(name="zone b nodes", playbook=playbook, finding_types=["not_ready_node"],
+                                 label_selector="topology.kubernetes.io/zone=zone-b")
+
+    assert poll(sandbox_cluster).outcome == "ok"
+    incidents = {i.workload_name: i for i in Incident.objects.filter(cluster=sandbox_cluster, state="open")}
+    ledger, builder, node = incidents["ledger"], incidents["report-builder"], incidents["node-4"]
+    # The pods' labels, less the ReplicaSet's hash (it changes with every rollout).
+    assert ledger.evidence["crash_loop"]["labels"] == {"app.kubernetes.io/name": "ledger"}
+    assert best_rule(ledger)[0] == ledger_only
+    assert best_rule(builder) == (None, "no enabled rule matches")  # oom_killed, but app=report-builder
+    assert node.evidence["not_ready_node"]["labels"]["topology.kubernetes.io/zone"] == "zone-b"
+    assert best_rule(node)[0] == zone_b
+
+    # An alert's labels count as well: the same selector on an alert-only incident.
+    alert = Rule.objects.create(name="alert", playbook=playbook, alert_names=["KubePodCrashLooping"],
+                                label_selector="app.kubernetes.io/name=ledger")
+    from_alert = Incident.objects.create(
+        cluster=sandbox_cluster, source="alertmanager", workload_kind="Pod", namespace="payments", workload_name="ledger-x",
+        severity="critical",
+        alertname="KubePodCrashLooping", opened_at=ledger.opened_at, last_seen_at=ledger.opened_at,
+        evidence={"alert:KubePodCrashLooping": {"labels": {"alertname": "KubePodCrashLooping", "app.kubernetes.io/name": "ledger"}}},
+    )
+    assert best_rule(from_alert)[0] == alert
+    from_alert.evidence["alert:KubePodCrashLooping"]["labels"]["app.kubernetes.io/name"] = "cart"
+    assert best_rule(from_alert)[0] is None
