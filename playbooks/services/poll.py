@@ -64,7 +64,9 @@ def _slim_meta(meta: dict[str, Any], annotation: str | None = None) -> dict[str,
 SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "replicasets": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}, annotation=REVISION),
                               "status": _pick(o.get("status") or {}, ("readyReplicas", "replicas"))},
-    "jobs": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}),
+    # Jobs keep their labels: rule label selectors match failed_job incidents by them.
+    "jobs": lambda o: {"metadata": {**_slim_meta(o.get("metadata") or {}),
+                                    **_pick(o.get("metadata") or {}, ("labels",))},
                        "spec": _pick(o.get("spec") or {}, ("backoffLimit",)),
                        "status": _pick(o.get("status") or {}, ("conditions", "failed"))},
 }
@@ -120,8 +122,11 @@ def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tu
         findings.extend(detect_nodes(page))
     for page in pages("deployments"):
         findings.extend(detect_deployments(page, rs_by_deployment))
+        # Pod findings carry their Deployment's labels (rule label selectors match workloads).
+        for deployment in page:
+            owners.add_workload(deployment, "Deployment")
     for page in pages("hpas"):
-        findings.extend(detect_hpas(page))
+        findings.extend(detect_hpas(page, owners))
     findings.extend(detect_jobs(jobs, owners))
     for page in pages("pods"):
         findings.extend(detect_pods(page, owners))

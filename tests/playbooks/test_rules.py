@@ -251,3 +251,22 @@ def test_a_label_selector_matches_the_workloads_a_real_poll_labels(sandbox, sand
     assert best_rule(from_alert)[0] == alert
     from_alert.evidence["alert:KubePodCrashLooping"]["labels"]["app.kubernetes.io/name"] = "cart"
     assert best_rule(from_alert)[0] is None
+
+
+def test_a_label_on_the_deployment_alone_selects_its_pods_incident(sandbox, sandbox_cluster, no_playbooks) -> None:  # type: ignore[no-untyped-def]
+    """Teams label Deployments, not pod templates: the poll gives pod findings their Deployment's labels."""
+    from kubernetes import client as k8s_client
+
+    from playbooks.models import Incident
+    from playbooks.services.poll import poll
+
+    apps = k8s_client.AppsV1Api(sandbox.api_client())
+    apps.patch_namespaced_deployment("ledger", "payments", {"metadata": {"labels": {"team": "core-payments"}}})
+    playbook = Playbook.objects.create(name="pb")
+    Step.objects.create(playbook=playbook, order=1, name="v", kind="verify", args={})
+    team = Rule.objects.create(name="team", playbook=playbook, finding_types=["crash_loop"], label_selector="team=core-payments")
+
+    assert poll(sandbox_cluster).outcome == "ok"
+    ledger = Incident.objects.get(cluster=sandbox_cluster, state="open", workload_name="ledger")
+    assert ledger.evidence["crash_loop"]["labels"]["team"] == "core-payments"
+    assert best_rule(ledger)[0] == team
