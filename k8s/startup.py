@@ -8,7 +8,6 @@ run directory, so `make run` serves it at the same URL each time and a second ru
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import structlog
@@ -16,34 +15,12 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _new_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def sandbox_port(sandbox_dir: Path) -> int:
     """The port kept in the run directory if it is still free, else a new free one (kept)."""
-    port_file = sandbox_dir / "port"
-    try:
-        port = int(port_file.read_text().strip())
-        if 1024 <= port <= 65535 and _free(port):
-            return port
-    except (OSError, ValueError):
-        pass
-    port = _new_port()
-    sandbox_dir.mkdir(parents=True, exist_ok=True)
-    port_file.write_text(f"{port}\n")
-    return port
+    # The launcher's helper: make-run wiring, not sensing, so k8s's layering is kept.
+    from aiops_site.embedded import kept_port
+
+    return kept_port(sandbox_dir / "port")
 
 
 def sandbox_wanted(env: dict[str, str]) -> bool:
