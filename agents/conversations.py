@@ -365,8 +365,9 @@ class _Turn:
 
     def run(self) -> Answer:
         definitions, low, changes = self._tools()
-        messages = self._messages(changes)
+        # Taken before the question is redacted: its secrets are the ones most worth counting.
         redacted_before = self.redactor.replaced
+        messages = self._messages(changes)
         max_rounds = settings.LLM_MAX_TOOL_ROUNDS
         for round_number in range(max_rounds + 1):
             offer_tools = round_number < max_rounds

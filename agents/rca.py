@@ -668,6 +668,8 @@ def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias:
         "meanings": "\n".join(f"- {k}: {v}" for k, v in FAILURE_CLASS_MEANINGS.items()),
         "hint": redactor.redact(hint),
     }
+    # Counted before the call: the placeholders have left with the request even if the call fails.
+    metrics.REDACTIONS.labels("rca").inc(redactor.replaced)
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
         {"role": "user", "content": f"<untrusted_data source=\"bundle\">\n{payload}\n</untrusted_data>"},

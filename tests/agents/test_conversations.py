@@ -7,11 +7,16 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from prometheus_client import REGISTRY
 
 from agents import conversations
 from agents.models import Approval, AuditEntry, Conversation, Message
 from tests.conftest import wait_for
 from tests.fakes.openai_server import Recorded, Reply, error, text, tool_calls
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 pytestmark = pytest.mark.django_db
 
@@ -64,8 +69,11 @@ def test_a_question_about_failing_pods_runs_list_pods_through_mcp_and_answers_wi
 
 def test_a_high_tool_call_the_person_asked_for_becomes_an_approval_request(builtin_tools, fake_llm, alice) -> None:  # type: ignore[no-untyped-def]
     fake_llm.script(tool_calls(("drain_node", {"name": "node-4"})), text("I asked a human to approve draining node-4."))
+    tool_calls_before = _metric("aiops_chat_tool_calls_total", outcome="approval_requested")
 
     result = conversations.answer(alice, "slack", "node-4 keeps flapping, please drain it")
+
+    assert _metric("aiops_chat_tool_calls_total", outcome="approval_requested") == tool_calls_before + 1
 
     approval = Approval.objects.get()
     assert (approval.tool, approval.arguments, approval.origin, approval.state) == ("drain_node", {"name": "node-4"}, "llm", "pending")
@@ -122,7 +130,9 @@ def test_secrets_never_reach_the_llm_and_identifiers_come_back(fake_llm, alice) 
     fake_llm.respond_with(lambda r: text("Your [PASSWORD_1] is exposed; tell [EMAIL_1]."))
     question = ("curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0cGF5bG9hZA.c2lnbmF0dXJlMTIz' fails, "
                 "DB_PASSWORD=hunter2hunter2 in the pod env, owner ops-lead@example.com")
+    redactions_before = _metric("aiops_llm_redactions_total", purpose="chat")
     result = conversations.answer(alice, "web", question)
+    assert _metric("aiops_llm_redactions_total", purpose="chat") >= redactions_before + 3  # token, password, e-mail
 
     received = fake_llm.received_text()
     for secret in ("eyJhbGciOiJIUzI1NiJ9", "hunter2hunter2", "ops-lead@example.com"):
@@ -167,7 +177,9 @@ def test_model_status_and_unknown_alias(fake_llm, alice, settings) -> None:  # t
 def test_an_unavailable_llm_still_answers_and_says_why(fake_llm, alice, settings) -> None:  # type: ignore[no-untyped-def]
     settings.LLM_MAX_RETRIES = 0
     fake_llm.script(error(503, "upstream overloaded"))
+    answers_before = _metric("aiops_chat_answers_total", outcome="llm_unavailable")
     result = conversations.answer(alice, "web", "how is the cluster?")
+    assert _metric("aiops_chat_answers_total", outcome="llm_unavailable") == answers_before + 1
     assert "cannot reach the language model" in result.text and "503" in result.text
     assert Message.objects.get(pk=result.message_id).role == "assistant"
 

@@ -38,10 +38,14 @@ def test_it_answers_through_the_openai_sdk_and_counts_tokens(fake_llm, settings)
 
 def test_it_retries_a_429_after_retry_after_and_a_5xx(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
     fake_llm.script(rate_limited(retry_after=0.3), error(503, "overloaded"), text("fine now"))
+    model = settings.LLM_DEFAULT_MODEL
+    retries_before = {r: _metric("aiops_llm_retries_total", model=model, reason=r) for r in ("rate_limited", "server_error")}
     started = time.monotonic()
     result = llm.complete([{"role": "user", "content": "hi"}], alias=settings.LLM_DEFAULT_MODEL)
     assert result.content == "fine now"
     assert result.attempts == 3
+    for reason, before in retries_before.items():  # operators see each retry and its cause
+        assert _metric("aiops_llm_retries_total", model=model, reason=reason) == before + 1
     assert len(fake_llm.completions) == 3
     assert time.monotonic() - started >= 0.3  # Retry-After was honoured
 

@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command, execute_from_command_line
+from prometheus_client import REGISTRY
 
 from agents.rca import FAILURE_CLASSES, BundleError, analyze, normalized_events
 from tests.fakes.openai_server import error, json_reply, text
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 NOW = "2026-11-23T10:00:00Z"
 
@@ -168,7 +173,9 @@ def test_invalid_output_is_repaired_once(fake_llm) -> None:  # type: ignore[no-u
 
 def test_nonsense_json_falls_back_to_the_deterministic_report_and_says_so(fake_llm) -> None:  # type: ignore[no-untyped-def]
     fake_llm.script(text("I think it is DNS, probably {not json"), text('{"root_cause": 42}'))
+    before = _metric("aiops_rca_fallbacks_total", reason="invalid_output")
     report = analyze({"pod": pod(containers=[crashing(3)]), "previous_logs": PY_CRASH})
+    assert _metric("aiops_rca_fallbacks_total", reason="invalid_output") == before + 1
     assert report["method"] == "deterministic"
     assert report["failure_class"] == "dependency_failure"
     assert report["fallback"]["reason"] == "invalid_output"
@@ -179,7 +186,9 @@ def test_nonsense_json_falls_back_to_the_deterministic_report_and_says_so(fake_l
 def test_a_failing_provider_falls_back(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
     settings.LLM_MAX_RETRIES = 1
     fake_llm.script(error(500), error(503))
+    before = _metric("aiops_rca_fallbacks_total", reason="provider_error")
     report = analyze(copy.deepcopy(CASES["oom"][0]))
+    assert _metric("aiops_rca_fallbacks_total", reason="provider_error") == before + 1
     assert report["method"] == "deterministic" and report["failure_class"] == "oom_killed"
     assert report["fallback"]["reason"] == "provider_error"
 
@@ -187,7 +196,9 @@ def test_a_failing_provider_falls_back(fake_llm, settings) -> None:  # type: ign
 def test_secrets_in_logs_never_reach_the_llm(fake_llm) -> None:  # type: ignore[no-untyped-def]
     logs = PY_CRASH + "\nGET /api Authorization: Bearer s3cr3tT0kenABCDEF123\nDB_PASSWORD=hunter2hunter2 connecting as ops@example.com"
     fake_llm.script(json_reply(GOOD))
+    redactions_before = _metric("aiops_llm_redactions_total", purpose="rca")
     analyze({"pod": pod(containers=[crashing(3)]), "previous_logs": logs})
+    assert _metric("aiops_llm_redactions_total", purpose="rca") >= redactions_before + 3  # token, password, e-mail
     received = fake_llm.received_text()
     assert "psycopg.OperationalError" in received  # the log did go
     for secret in ("s3cr3tT0kenABCDEF123", "hunter2hunter2", "ops@example.com"):
