@@ -11,6 +11,7 @@ import pytest
 import redis
 from django.db import connections
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from agents.models import Approval, AuditEntry, MCPTool
 from agents.services import ApprovalError, decide_approval, request_approval, seconds_left
@@ -74,8 +75,13 @@ def test_bad_requests_are_refused_and_write_nothing(fake_mcp) -> None:  # type: 
     assert not Approval.objects.exists() and not AuditEntry.objects.exists()
 
 
+def _refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("aiops_approval_decisions_refused_total", {"reason": reason}) or 0.0
+
+
 def test_only_approvers_decide_and_every_refusal_is_audited(fake_mcp, approvers) -> None:  # type: ignore[no-untyped-def]
     approval = _request(requested_by=approvers.carol)
+    refused_before = {reason: _refused(reason) for reason in ("not_an_approver", "already_decided")}
     with pytest.raises(ApprovalError, match="carol may not decide approval .* \\(allowed: the 'approvers' group\\)"):
         decide_approval(approval.pk, approvers.carol, "approve")
     with pytest.raises(ApprovalError, match="decision must be 'approve' or 'reject', not 'maybe'"):
@@ -88,6 +94,8 @@ def test_only_approvers_decide_and_every_refusal_is_audited(fake_mcp, approvers)
         ("approval_requested", "pending"), ("approval_refused", "not_an_approver"),
         ("approval_decided", "approved"), ("approval_refused", "already_decided"),
     ]
+    for reason, before in refused_before.items():  # each refusal is counted once, by its reason
+        assert _refused(reason) == before + 1
 
 
 def test_a_named_approver_list_replaces_the_group(fake_mcp, approvers) -> None:  # type: ignore[no-untyped-def]
@@ -99,8 +107,10 @@ def test_a_named_approver_list_replaces_the_group(fake_mcp, approvers) -> None: 
 
 def test_high_risk_needs_an_approver_other_than_the_requester(fake_mcp, approvers) -> None:  # type: ignore[no-untyped-def]
     high = _request(requested_by=approvers.alice)
+    before = _refused("requester_on_high")
     with pytest.raises(ApprovalError, match="HIGH risk: it needs an approver other than the requester"):
         decide_approval(high.pk, approvers.alice, "approve")
+    assert _refused("requester_on_high") == before + 1
     assert decide_approval(high.pk, approvers.bob, "approve").state == "approved"
     MCPTool.objects.filter(name="fake__set_value").update(risk="MEDIUM")
     medium = _request(requested_by=approvers.alice)

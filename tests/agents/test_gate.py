@@ -265,7 +265,14 @@ def test_a_call_that_outlives_its_timeout_is_cut_and_audited(fake_mcp) -> None: 
     fake_mcp.save(update_fields=["timeout"])
     MCPTool.objects.filter(name="fake__echo").update(risk="LOW")
     assert call_tool("fake__echo", {"text": "open"}, actor="x", reason="y").ok  # the session is open
+    from prometheus_client import REGISTRY
+
+    def transport_errors() -> float:
+        return REGISTRY.get_sample_value("aiops_mcp_transport_errors_total", {"server": fake_mcp.name}) or 0.0
+
+    before = transport_errors()
     with pytest.raises(MCPTimeout, match="no answer within 1 s"):
         call_tool("fake__sleep", {"seconds": 5}, actor="x", reason="y")
+    assert transport_errors() == before + 1  # a timeout is a failure below the tool: operators see it
     entry = AuditEntry.objects.filter(tool="fake__sleep").latest("id")
     assert entry.outcome == "timeout" and entry.duration_ms >= 1000
