@@ -131,6 +131,8 @@ def test_the_kubernetes_mcp_sidecar_serves_its_own_metrics_port(tmp_path: Path) 
         status, page = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         assert b'aiops_mcp_server_calls_total{outcome="error",tool="list_namespaces"} 1.0' in page, page[-2000:]
+        # A failed call is timed too: the latency histogram counts every answered call.
+        assert b'aiops_mcp_server_call_duration_seconds_count{tool="list_namespaces"} 1.0' in page, page[-2000:]
         assert '"read_only": true' in (tmp_path / "sidecar.log").read_text().replace('"read_only":true', '"read_only": true')
         request = urllib.request.Request(f"http://127.0.0.1:{mcp_port}/mcp", data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
