@@ -195,13 +195,14 @@ _OPEN_SQL = (
 
 
 def _open_missing(first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None]],
-                  now: datetime) -> list[tuple[tuple[Any, ...], Incident, bool]]:
+                  now: datetime, *, lock: bool) -> list[tuple[tuple[Any, ...], Incident, bool]]:
     """Open the batch's missing incidents with one INSERT, in one global order (sorted keys).
 
     Concurrent batches opening the same incidents queue behind each other instead of
     deadlocking crosswise. ON CONFLICT DO NOTHING: an incident another delivery opened first
-    (one of the unique partial indexes refuses ours) is not ours to announce; it is read, locked,
-    in one more query.
+    (one of the unique partial indexes refuses ours) is not ours to announce; it is read in one
+    more query -- locked when the caller applies alerts in memory (`lock`), not when a merging
+    UPDATE locks every row in id order later (an early lock out of that order could deadlock).
     """
     order = sorted(first_firing, key=repr)
     if not order:
@@ -226,8 +227,10 @@ def _open_missing(first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any],
     for cluster_id, kind, namespace, name, fingerprint in others:
         query |= Q(fingerprint=fingerprint) if fingerprint else Q(
             cluster_id=cluster_id, workload_kind=kind, namespace=namespace, workload_name=name, fingerprint="")
-    found = {(i.cluster_id, i.workload_kind, i.namespace, i.workload_name, i.fingerprint): i
-             for i in Incident.objects.select_for_update(no_key=True).filter(query, state=Incident.State.OPEN).order_by("pk")}
+    incidents = Incident.objects.filter(query, state=Incident.State.OPEN).order_by("pk")
+    if lock:
+        incidents = incidents.select_for_update(no_key=True)
+    found = {(i.cluster_id, i.workload_kind, i.namespace, i.workload_name, i.fingerprint): i for i in incidents}
     result = []
     for lookup in order:
         if lookup in opened:
@@ -312,7 +315,7 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
             first_firing.setdefault(lookup, (key, alert, cluster, workload))
     created: dict[tuple[Any, ...], str] = {}
     opened: list[Incident] = []
-    for lookup, incident, was_created in _open_missing(first_firing, now):
+    for lookup, incident, was_created in _open_missing(first_firing, now, lock=False):
         open_ids[lookup] = incident.pk
         if was_created:
             created[lookup] = first_firing[lookup][0]
@@ -375,7 +378,7 @@ def _apply_in_order(fresh: _Fresh, now: datetime, result: AlertIngestResult, rec
             first_firing.setdefault(lookup, (key, alert, cluster, workload))
     created: dict[tuple[Any, ...], str] = {}  # lookup -> the dedup key of the alert that opened it
     opened: list[Incident] = []
-    for lookup, incident, was_created in _open_missing(first_firing, now):
+    for lookup, incident, was_created in _open_missing(first_firing, now, lock=True):
         incidents[lookup] = incident
         if was_created:
             created[lookup] = first_firing[lookup][0]
