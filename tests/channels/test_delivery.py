@@ -6,11 +6,16 @@ import time
 
 import pytest
 from django.db import transaction
+from prometheus_client import REGISTRY
 
 from channels import services
 from channels.models import MessageState, OutboundMessage
 from channels.telegram import formatting as tg_format
 from tests.conftest import wait_for
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _queue(kind: str, address: str, text: str, **kwargs):  # type: ignore[no-untyped-def]
@@ -47,12 +52,14 @@ def test_it_backs_off_on_server_errors_and_gives_up_after_the_bound(chat, settin
     settings.AIOPS_CHAT_MAX_ATTEMPTS = 3
     chat.slack.script("chat.postMessage", 503, {"ok": False, "error": "service_unavailable"}, times=3)
     message = _queue("slack", "C0ALERTS", "hello")
+    retries_before = _metric("aiops_chat_delivery_retries_total", platform="slack", cause="unavailable")
     outcomes = []
     for _ in range(3):
         OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=message.created_at)  # due now
         outcomes.append(services.deliver(message.pk))
     message.refresh_from_db()
     assert outcomes == ["retry", "retry", "failed"]
+    assert _metric("aiops_chat_delivery_retries_total", platform="slack", cause="unavailable") == retries_before + 2
     assert message.state == MessageState.FAILED
     assert message.attempts == 3
     assert "HTTP 503" in message.last_error
@@ -73,7 +80,9 @@ def test_a_permanent_error_is_not_retried(chat) -> None:  # type: ignore[no-unty
 def test_a_discord_rate_limit_reschedules_after_its_retry_after(chat) -> None:  # type: ignore[no-untyped-def]
     chat.discord.script_ratelimit("create_message", retry_after=2.5)
     message = _queue("discord", "123456789012345678", "hello")
+    retries_before = _metric("aiops_chat_delivery_retries_total", platform="discord", cause="rate_limited")
     assert services.deliver(message.pk) == "retry"
+    assert _metric("aiops_chat_delivery_retries_total", platform="discord", cause="rate_limited") == retries_before + 1
     message.refresh_from_db()
     assert message.state == MessageState.QUEUED
     wait = (message.next_attempt_at - message.created_at).total_seconds()
@@ -86,7 +95,9 @@ def test_a_discord_rate_limit_reschedules_after_its_retry_after(chat) -> None:  
 def test_a_long_log_is_split_at_the_limit_without_breaking_its_code_block(chat) -> None:  # type: ignore[no-untyped-def]
     log_lines = "\n".join(f"2026-11-23T10:00:{i % 60:02d}Z ERROR <conn #{i}> refused & retrying" for i in range(400))
     message = _queue("telegram", "-1001234", f"**Logs of web-1**\n```text\n{log_lines}\n```")
+    latencies_before = _metric("aiops_chat_delivery_seconds_count", platform="telegram")
     assert services.deliver(message.pk) == "delivered"
+    assert _metric("aiops_chat_delivery_seconds_count", platform="telegram") == latencies_before + 1  # one message, however many parts
     sent = chat.telegram.chat_messages("-1001234")
     assert len(sent) >= 5
     for part in sent:

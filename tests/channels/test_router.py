@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from agents.approvals import request_approval
 from agents.models import Approval
@@ -15,6 +16,10 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.django_db
 
 CHANNEL = "C0OPS"
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
@@ -40,10 +45,13 @@ def said(client: Any, text: str, user: str = "U0ALICE") -> list[str]:
 
 
 def test_help_works_with_bang_and_slash_and_unknown_commands_say_so(client, chat, slack_people) -> None:  # type: ignore[no-untyped-def]
+    before = {command: _metric("aiops_chat_commands_total", command=command) for command in ("help", "unknown")}
     [reply] = said(client, "!help")
     assert "/k8s restart" in reply and "approve <code>" in reply
     assert said(client, "/help")[0] == reply
     assert said(client, "!frobnicate") == ["Unknown command `/frobnicate`. Try /help."]
+    assert _metric("aiops_chat_commands_total", command="help") == before["help"] + 2
+    assert _metric("aiops_chat_commands_total", command="unknown") == before["unknown"] + 1  # never the typed name
 
 
 def test_a_stranger_is_told_how_to_get_linked_and_nothing_runs(client, chat, k8s_tools) -> None:  # type: ignore[no-untyped-def]
@@ -56,6 +64,8 @@ def test_a_stranger_is_told_how_to_get_linked_and_nothing_runs(client, chat, k8s
 
 def test_typed_approve_and_reject_decide_as_the_person(client, chat, slack_people, fake_mcp) -> None:  # type: ignore[no-untyped-def]
     approval = request_approval("fake__set_value", {"key": "typed", "value": "1"}, reason="test", origin="playbook")
+    outcomes = ("refused", "approved", "already_decided")
+    before = {outcome: _metric("aiops_chat_approval_decisions_total", platform="slack", outcome=outcome) for outcome in outcomes}
     [refused] = said(client, f"reject {approval.code.lower()} not now", user="U0CAROL")
     assert refused.startswith("Refused:") and "carol may not decide" in refused
     [approved] = said(client, f"approve {approval.code}")
@@ -66,6 +76,9 @@ def test_typed_approve_and_reject_decide_as_the_person(client, chat, slack_peopl
     assert "already approved by alice" in again
     [unknown] = said(client, "approve ZZZZZZ")
     assert "no approval" in unknown
+    moved = {outcome: _metric("aiops_chat_approval_decisions_total", platform="slack", outcome=outcome) - before[outcome]
+             for outcome in outcomes}
+    assert moved == {"refused": 2, "approved": 1, "already_decided": 1}  # carol and the unknown code are refusals
 
 
 def test_k8s_changes_become_approval_requests_with_buttons_and_nothing_else(client, chat, slack_people, k8s_tools) -> None:  # type: ignore[no-untyped-def]
