@@ -212,9 +212,15 @@ VERIFY_FAST = {"name": "verify", "kind": "verify", "args": {"checks": 10, "inter
 def test_a_worker_killed_mid_step_completes_the_step_once_after_a_restart(engine) -> None:  # type: ignore[no-untyped-def]
     import time
 
+    from prometheus_client import REGISTRY
+
     from playbooks.engine import reconcile
 
+    def requeued_running() -> float:
+        return REGISTRY.get_sample_value("aiops_playbook_steps_reconciled_total", {"found": "running"}) or 0.0
+
     _only_playbook([RESTART, VERIFY_FAST])
+    requeued_before = requeued_running()
     pods_before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
     poll(engine.cluster)
     run = _run("ledger")
@@ -239,6 +245,7 @@ def test_a_worker_killed_mid_step_completes_the_step_once_after_a_restart(engine
     step.refresh_from_db()
     assert run.outcome == "resolved", (killed_in, _describe([run]))
     assert killed_in == "running"  # the kill really happened in the middle of the step
+    assert requeued_running() >= requeued_before + 1  # operators see the reconciler pick the step back up
     # One execution asked for the approval, one was killed, one completed it
     # (More when the reconciler re-sent it again while a slow attempt ran: each re-run is a no-op.)
     assert step.state == "succeeded" and step.attempts >= 3

@@ -147,6 +147,7 @@ def test_the_poll_reads_every_page_of_a_large_cluster(fake_cluster_api, fake_clu
     fake_cluster_api.set(pods=many, replicasets=[replicaset()])
     poll_cluster(fake_cluster.pk)
     assert fake_cluster_api.requests.count("/api/v1/pods") == 3  # 500 + 500 + 200
+    assert metric("aiops_watch_poll_objects", cluster=fake_cluster.name, kind="pods") == 1200  # every page counted
     assert Incident.objects.get().affected_pods == ["web-7d9f8b6c5d-bcdfg"]
 
 
