@@ -25,9 +25,14 @@ def _metric(name: str, **labels: str) -> float:
 
 def test_it_answers_through_the_openai_sdk_and_counts_tokens(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
     fake_llm.script(text("all pods are running"))
+    model = settings.LLM_DEFAULT_MODEL
     before = _metric("aiops_llm_tokens_total", model=settings.LLM_DEFAULT_MODEL, kind="prompt")
+    calls_before = _metric("aiops_llm_requests_total", model=model, purpose="chat", outcome="ok")
+    timed_before = _metric("aiops_llm_latency_seconds_count", model=model)
     result = llm.complete([{"role": "user", "content": "how are my pods?"}], alias=settings.LLM_DEFAULT_MODEL)
     assert result.content == "all pods are running"
+    assert _metric("aiops_llm_requests_total", model=model, purpose="chat", outcome="ok") == calls_before + 1
+    assert _metric("aiops_llm_latency_seconds_count", model=model) == timed_before + 1
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
     assert _metric("aiops_llm_tokens_total", model=settings.LLM_DEFAULT_MODEL, kind="prompt") == before + result.prompt_tokens
     request = fake_llm.completions[-1]

@@ -53,6 +53,7 @@ def test_it_backs_off_on_server_errors_and_gives_up_after_the_bound(chat, settin
     chat.slack.script("chat.postMessage", 503, {"ok": False, "error": "service_unavailable"}, times=3)
     message = _queue("slack", "C0ALERTS", "hello")
     retries_before = _metric("aiops_chat_delivery_retries_total", platform="slack", cause="unavailable")
+    failed_before = _metric("aiops_chat_messages_failed_total", platform="slack", reason="attempts_exhausted")
     outcomes = []
     for _ in range(3):
         OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=message.created_at)  # due now
@@ -60,6 +61,7 @@ def test_it_backs_off_on_server_errors_and_gives_up_after_the_bound(chat, settin
     message.refresh_from_db()
     assert outcomes == ["retry", "retry", "failed"]
     assert _metric("aiops_chat_delivery_retries_total", platform="slack", cause="unavailable") == retries_before + 2
+    assert _metric("aiops_chat_messages_failed_total", platform="slack", reason="attempts_exhausted") == failed_before + 1
     assert message.state == MessageState.FAILED
     assert message.attempts == 3
     assert "HTTP 503" in message.last_error
@@ -70,7 +72,9 @@ def test_it_backs_off_on_server_errors_and_gives_up_after_the_bound(chat, settin
 def test_a_permanent_error_is_not_retried(chat) -> None:  # type: ignore[no-untyped-def]
     chat.slack.script("chat.postMessage", 200, {"ok": False, "error": "channel_not_found"})
     message = _queue("slack", "C0NOWHERE", "hello")
+    failed_before = _metric("aiops_chat_messages_failed_total", platform="slack", reason="permanent")
     assert services.deliver(message.pk) == "failed"
+    assert _metric("aiops_chat_messages_failed_total", platform="slack", reason="permanent") == failed_before + 1
     message.refresh_from_db()
     assert (message.state, message.attempts) == (MessageState.FAILED, 1)
     assert "channel_not_found" in message.last_error

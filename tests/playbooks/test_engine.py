@@ -308,13 +308,21 @@ def test_dry_run_records_every_step_and_calls_no_tool(engine, settings) -> None:
 
 
 def test_without_auto_remediation_diagnostics_run_and_no_approval_is_requested(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    def timed_describes() -> float:
+        labels = {"kind": "tool", "tool": "describe_pod"}
+        return REGISTRY.get_sample_value("aiops_playbook_step_duration_seconds_count", labels) or 0.0
+
     settings.AIOPS_AUTO_REMEDIATION = False
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    timed_before = timed_describes()
     with _no_enqueue():
         poll(engine.cluster)
         run = _drive(_run("ledger"))
     steps = {s.name: s for s in run.steps.all()}
     assert steps["describe pod"].state == "succeeded"
+    assert timed_describes() >= timed_before + 1  # the step's latency is observed under its tool
     assert steps["restart pod"].state == "skipped" and "AIOPS_AUTO_REMEDIATION is off" in steps["restart pod"].output
     assert not Approval.objects.exists()
     assert run.outcome == "not_remediated", run.summary

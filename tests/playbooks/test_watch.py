@@ -27,7 +27,11 @@ def metric(name: str, **labels: str) -> float:
 
 def test_one_fault_opens_one_incident_however_many_replicas_fail(fake_cluster_api, fake_cluster, signal_log) -> None:  # type: ignore[no-untyped-def]
     fake_cluster_api.set(pods=crashing_web(3), nodes=[node()], deployments=[deployment(available=0)], replicasets=[replicaset()])
+    findings_before = metric("aiops_watch_findings_total", type="crash_loop")
+    timed_before = metric("aiops_watch_poll_duration_seconds_count", cluster=fake_cluster.name)
     assert poll_cluster(fake_cluster.pk) == "ok"
+    assert metric("aiops_watch_findings_total", type="crash_loop") == findings_before + 3  # one per crashing pod
+    assert metric("aiops_watch_poll_duration_seconds_count", cluster=fake_cluster.name) == timed_before + 1
 
     incident = Incident.objects.get()
     assert incident.workload_key == "Deployment/shop/web"
