@@ -115,17 +115,27 @@ def engine_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_fac
     from tests.conftest import worker_env
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(ENGINE_QUEUE)
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = ENGINE_QUEUE  # what this process enqueues goes to our worker
     worker = EngineWorker(tmp_path_factory.mktemp("engine-worker"),
                           worker_env({"AIOPS_CELERY_QUEUE": ENGINE_QUEUE, "AIOPS_MCP_TOKEN": kube_mcp.token}))
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def engine_queue(engine_worker) -> Any:  # type: ignore[no-untyped-def]
+    """What this process enqueues during the test goes to the engine's worker -- only during the
+    test: the worker lives for the session, and later tests of other rooms publish to the default
+    queue their own worker consumes."""
+    from aiops_site.celery import app
+
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = ENGINE_QUEUE
+    yield engine_worker
     app.conf.task_default_queue = previous
 
 
 @pytest.fixture
-def engine(transactional_db, sandbox_cluster, sandbox, kube_mcp, engine_worker, approvers, seed_playbooks,  # type: ignore[no-untyped-def]
+def engine(transactional_db, sandbox_cluster, sandbox, kube_mcp, engine_queue, approvers, seed_playbooks,  # type: ignore[no-untyped-def]
            monkeypatch) -> Any:
     """Everything a playbook run needs, end to end: the sandbox (reset to `demo`) registered as
     the default cluster, our MCP server in the registry, the seeded rules, approvers alice and
@@ -136,4 +146,4 @@ def engine(transactional_db, sandbox_cluster, sandbox, kube_mcp, engine_worker, 
 
     monkeypatch.setenv("AIOPS_MCP_TOKEN", kube_mcp.token)
     register_builtin(kube_mcp.url)
-    return SimpleNamespace(cluster=sandbox_cluster, sandbox=sandbox, worker=engine_worker, approvers=approvers)
+    return SimpleNamespace(cluster=sandbox_cluster, sandbox=sandbox, worker=engine_queue, approvers=approvers)
