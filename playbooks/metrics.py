@@ -21,12 +21,6 @@ POLL_OBJECTS = Gauge(
     ["cluster", "kind"],
     multiprocess_mode="livemax",
 )
-CLUSTER_CONSECUTIVE_FAILURES = Gauge(
-    "aiops_watch_cluster_consecutive_failures",
-    "Polls in a row that could not reach the cluster (0 when the last poll worked).",
-    ["cluster"],
-    multiprocess_mode="livemax",
-)
 FINDINGS = Counter(
     "aiops_watch_findings_total",
     "Findings reported by the detectors, by type (counted every poll while they last).",

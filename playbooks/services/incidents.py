@@ -282,7 +282,6 @@ def record_poll_failure(cluster: Cluster, error: str, *, now: datetime | None = 
         locked.last_poll_at = now
         locked.last_error = error[:2000]
         locked.save(update_fields=["consecutive_failures", "last_poll_at", "last_error"])
-        metrics.CLUSTER_CONSECUTIVE_FAILURES.labels(locked.name).set(locked.consecutive_failures)
         log.warning("cluster_unreachable", cluster=locked.name, failures=locked.consecutive_failures, error=error[:500])
         if locked.consecutive_failures < settings.AIOPS_UNREACHABLE_AFTER:
             return None
@@ -321,7 +320,6 @@ def record_poll_success(cluster: Cluster, *, now: datetime | None = None) -> Non
         locked.last_poll_at = locked.last_success_at = now
         locked.last_error = ""
         locked.save(update_fields=["consecutive_failures", "last_poll_at", "last_success_at", "last_error"])
-        metrics.CLUSTER_CONSECUTIVE_FAILURES.labels(locked.name).set(0)
         if not was_failing:
             return
         incident = Incident.objects.select_for_update(no_key=True).filter(
