@@ -8,6 +8,7 @@ and a chat button would) and serves its metrics the way the gunicorn master does
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,23 @@ pytestmark = [
     pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus (Debian package) is not installed"),
 ]
 TG_CHAT = "-100424242"
+# The counters the remediation must move, judged by their change during the test.
+COUNTERS = (
+    'sum(aiops_incidents_opened_total{job="aiops-web",type="crash_loop"})',
+    'sum(aiops_incidents_resolved_total{type="crash_loop"})',
+    'sum(aiops_playbook_runs_finished_total{job="aiops-worker",playbook="crash_loop_remediation",outcome="resolved"})',
+    'sum(aiops_approvals_total{job="aiops-worker",state="pending"})',
+    'sum(aiops_approvals_total{job="aiops-web",state="approved"})',
+    'sum(aiops_tool_calls_total{job="aiops-worker",tool="restart_pod",outcome="ok"})',
+    'sum(aiops_chat_messages_sent_total{job="aiops-worker",platform="telegram"})',
+    'sum(aiops_celery_tasks_total{job="aiops-worker",outcome="success"})',
+    'sum(aiops_playbook_rule_matches_total{result="matched"})',
+    'sum(aiops_playbook_runs_started_total{playbook="crash_loop_remediation"})',
+    'sum(aiops_playbook_steps_total{job="aiops-worker",state="succeeded"})',
+    'sum(aiops_rca_reports_total{job="aiops-worker"})',
+    'sum(aiops_mcp_sessions_opened_total{job="aiops-worker"})',
+    'sum(aiops_playbook_decision_to_action_seconds_count{tool="restart_pod"})',
+)
 
 
 def _free_port() -> int:
@@ -72,6 +90,17 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
     url = f"http://127.0.0.1:{prometheus_port}"
     try:
         wait_for(lambda: prometheus.alive() and _get(url + "/-/ready")[0] == 200, timeout=30, message="Prometheus")
+        # Counters of this process (the web role) already moved in earlier tests of the session:
+        # take what Prometheus holds before the fault is polled and judge the counters by their
+        # change. Wait for a scrape of each target that started after this point.
+        started = time.time()
+
+        def scraped_since_start() -> bool:
+            scrapes = _query(url, "timestamp(up == 1)")  # when each target was last scraped, if up
+            return len(scrapes) == 2 and all(float(sample["value"][1]) > started for sample in scrapes)
+
+        wait_for(scraped_since_start, timeout=30, message="a first scrape of both targets")
+        baseline = {promql: _value(url, promql) or 0.0 for promql in COUNTERS}
 
         # Sense -> decide -> ask: the demo's crash-looping ledger becomes an incident and a run
         # that waits for approval of restart_pod, announced on Telegram.
@@ -94,7 +123,7 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
         assert run.outcome == "resolved", run.summary
         assert Incident.objects.get(pk=run.incident_id).state == "resolved"
 
-        expectations = {
+        counters = {
             'sum(aiops_incidents_opened_total{job="aiops-web",type="crash_loop"})': lambda v: v >= 1,
             'sum(aiops_incidents_resolved_total{type="crash_loop"})': lambda v: v >= 1,
             'sum(aiops_playbook_runs_finished_total{job="aiops-worker",playbook="crash_loop_remediation",'
@@ -112,21 +141,27 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
             'sum(aiops_rca_reports_total{job="aiops-worker"})': lambda v: v >= 1,
             'sum(aiops_mcp_sessions_opened_total{job="aiops-worker"})': lambda v: v >= 1,
             'sum(aiops_playbook_decision_to_action_seconds_count{tool="restart_pod"})': lambda v: v == 1,
+        }
+        assert set(counters) == set(COUNTERS)
+        gauges = {
             # Resolved, so no open crash_loop incident is left (the series is gone: `or vector(0)`).
             'sum(aiops_incidents_open{job="aiops-web",type="crash_loop"}) or vector(0)': lambda v: v == 0,
             'aiops_database_up{job="aiops-web"}': lambda v: v == 1,
         }
 
         def moved() -> bool:
-            values = {promql: _value(url, promql) for promql in expectations}
-            return all(value is not None and check(value) for (promql, check), value in
-                       zip(expectations.items(), values.values(), strict=True))
+            for promql, check in counters.items():
+                value = _value(url, promql)
+                if value is None or not check(value - baseline[promql]):
+                    return False
+            return all((value := _value(url, promql)) is not None and check(value) for promql, check in gauges.items())
 
         try:
             wait_for(moved, timeout=30, interval=0.5, message="Prometheus to show the remediation")
         except BaseException:
-            seen = {promql: _value(url, promql) for promql in expectations}
-            raise AssertionError(f"Prometheus holds {seen}; targets: {_query(url, 'up')}\n{worker.log()[-3000:]}") from None
+            seen = {promql: (_value(url, promql), baseline.get(promql)) for promql in [*counters, *gauges]}
+            raise AssertionError(f"Prometheus holds (now, before) {seen}; targets: {_query(url, 'up')}\n"
+                                 f"{worker.log()[-3000:]}") from None
     finally:
         app.conf.task_default_queue = previous_queue
         prometheus.terminate()
