@@ -234,7 +234,7 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
         "runs": created,
         "finished": len(finished),
         "outcomes": outcomes,
-        "incidents_found_by_poll": outcome.findings,
+        "findings_by_poll": outcome.findings,
         "poll_s": round(poll_s, 2),
         "wall_s": round(wall, 2),
         "runs_per_min": round(len(finished) / wall * 60, 1) if wall > 0 else None,
