@@ -5,6 +5,7 @@ which alone decides whether a failed delivery is retried."""
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,29 +62,29 @@ class Sent:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Transport:
+class Transport(ABC):
     kind: str = ""
     limit: int = 4000  # characters per message part, after rendering
 
     @classmethod
-    def is_configured(cls) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def is_configured(cls) -> bool: ...
 
-    def render(self, text: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def render(self, text: str) -> str: ...
 
+    @abstractmethod
     def split(self, text: str) -> list[str]:
         """Rendered parts, each within the platform's limit, code blocks intact."""
-        raise NotImplementedError
 
+    @abstractmethod
     def send(self, address: str, parts: list[str], *, buttons: list[Button], reply_to: str, start: int,
              on_part: Any) -> Sent:
         """Send rendered `parts[start:]` in order (buttons on the last), calling `on_part(index, id)`
         after each so a retry resumes after the parts already delivered."""
-        raise NotImplementedError
 
-    def edit(self, address: str, message_id: str, text: str, *, buttons: list[Button]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def edit(self, address: str, message_id: str, text: str, *, buttons: list[Button]) -> None: ...
 
     def answer_callback(self, callback_id: str, text: str, *, alert: bool) -> None:
         raise TransportError(f"{self.kind} has no callback answers", permanent=True)

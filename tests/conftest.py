@@ -120,6 +120,15 @@ def celery_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_fac
     worker.stop()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]
     """Poll until predicate() is truthy; return its value or fail naming what was awaited."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -78,14 +78,8 @@ def test_ready_checks_database_redis_and_broker(client) -> None:  # type: ignore
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_ready_names_redis_when_redis_is_down(client, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.REDIS_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     response = client.get("/ready")
     assert response.status_code == 503
     body = response.json()
@@ -134,7 +128,7 @@ def test_a_request_id_follows_the_request_into_the_worker_and_its_children(
 @pytest.mark.integration
 def test_make_run_launcher_comes_up_refuses_a_second_copy_and_stops_cleanly(tmp_path: Path) -> None:
     """The launcher on its own run directory and ports: embedded PG + Redis, migrate, honcho, /ready."""
-    web_port, flower_port = _closed_port(), _closed_port()
+    web_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AIOPS_SECRET_KEY"}}
     env.update(
         AIOPS_RUN_DIR=str(tmp_path / "run"),

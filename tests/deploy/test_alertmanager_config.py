@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 TOKEN = "shared-secret-file-token"
@@ -26,11 +25,6 @@ pytestmark = [
     pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not installed (.ci/run installs it)"),
 ]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def shipped_alertmanager(live_server, settings, tmp_path: Path) -> Iterator[str]
     for route in (config["route"], *config["route"]["routes"]):
         route.update({"group_wait": "1s", "group_interval": "1s"})
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "alertmanager.log", "wb")
     process = subprocess.Popen(
         [str(ALERTMANAGER), f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",

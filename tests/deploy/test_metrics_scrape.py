@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, wait_for, worker_env
+from tests.conftest import ROOT, free_port, wait_for, worker_env
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
@@ -86,7 +80,7 @@ def _value(prometheus_url: str, promql: str) -> float | None:
 @pytest.fixture
 def stack(transactional_db, tmp_path: Path) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """gunicorn (web role) + a Celery worker, each with its metrics port, and Prometheus scraping both."""
-    ports = {name: _free_port() for name in ("web", "web_metrics", "worker_metrics", "prometheus")}
+    ports = {name: free_port() for name in ("web", "web_metrics", "worker_metrics", "prometheus")}
     idle_queue = f"deploy-idle-{uuid.uuid4().hex[:8]}"  # nobody consumes it: its depth must show
     busy_queue = f"deploy-busy-{uuid.uuid4().hex[:8]}"  # our worker alone consumes it
     (tmp_path / "web-metrics").mkdir()
@@ -228,7 +222,7 @@ def test_django_metrics_serve_state_gauges_and_queue_depth(client, make_incident
 def test_a_scrape_still_answers_when_the_broker_is_down(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from aiops_site.celery import app
 
-    monkeypatch.setitem(app.conf, "broker_read_url", f"redis://127.0.0.1:{_free_port()}/0")
+    monkeypatch.setitem(app.conf, "broker_read_url", f"redis://127.0.0.1:{free_port()}/0")
     started = time.monotonic()
     response = client.get("/metrics")
     assert response.status_code == 200

@@ -7,7 +7,6 @@ and a chat button would) and serves its metrics the way the gunicorn master does
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from tests.conftest import Worker, wait_for, worker_env
+from tests.conftest import Worker, free_port, wait_for, worker_env
 from tests.deploy.test_metrics_scrape import PROMETHEUS, Process, _get, _query, _value
 
 pytestmark = [
@@ -42,11 +41,6 @@ COUNTERS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no-untyped-def]
     transactional_db, sandbox_cluster, kube_mcp, approvers, seed_playbooks, chat, monkeypatch, tmp_path
@@ -70,7 +64,7 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
     Rule.objects.exclude(playbook__name="crash_loop_remediation").update(enabled=False)
     ChannelTarget.objects.create(name="tg-payments", kind="telegram", address=TG_CHAT, namespace_regex="payments")
     (tmp_path / "worker-metrics").mkdir()
-    worker_port, web_port, prometheus_port = _free_port(), _free_port(), _free_port()
+    worker_port, web_port, prometheus_port = free_port(), free_port(), free_port()
     worker = Worker(tmp_path / "worker.log", worker_env({
         "AIOPS_CELERY_QUEUE": queue, "AIOPS_MCP_TOKEN": kube_mcp.token,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "worker-metrics"),

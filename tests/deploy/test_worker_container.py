@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, wait_for, worker_env
-from tests.deploy.test_metrics_scrape import _free_port, _get
+from tests.conftest import ROOT, free_port, wait_for, worker_env
+from tests.deploy.test_metrics_scrape import _get
 
 pytestmark = [pytest.mark.integration]
 
@@ -31,7 +31,7 @@ def test_the_worker_container_runs_worker_and_mcp_and_stops_when_one_dies(  # ty
 
     token_file = tmp_path / "mcp_token"
     token_file.write_text("compose-mcp-token\n")
-    metrics_port, mcp_port = _free_port(), _free_port()
+    metrics_port, mcp_port = free_port(), free_port()
     env = worker_env({
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
@@ -110,7 +110,7 @@ def test_the_kubernetes_mcp_sidecar_serves_its_own_metrics_port(tmp_path: Path) 
     import urllib.error
     import urllib.request
 
-    metrics_port, mcp_port = _free_port(), _free_port()
+    metrics_port, mcp_port = free_port(), free_port()
     env = worker_env({
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"), "AIOPS_METRICS_ADDRESS": "127.0.0.1",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from playbooks.models import ClusterEvent, Incident
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 TOKEN = "real-am-token"
@@ -27,11 +26,6 @@ pytestmark = [
     pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not installed (.ci/run installs it)"),
 ]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -52,7 +46,7 @@ def alertmanager(live_server, settings, tmp_path: Path) -> Iterator[str]:  # typ
             {"name": "no-token", "webhook_configs": [{"url": url, "send_resolved": True}]},
         ],
     }))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "alertmanager.log", "wb")
     process = subprocess.Popen(
         [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",

@@ -111,7 +111,6 @@ def engine_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_fac
     import redis
     from django.conf import settings
 
-    from aiops_site.celery import app
     from tests.conftest import worker_env
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(ENGINE_QUEUE)
