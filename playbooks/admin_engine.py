@@ -7,6 +7,7 @@ read-only records; the actions start a proposed run or cancel an active one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -54,9 +55,8 @@ class AuditedAdmin(admin.ModelAdmin):
     """Writes one AuditEntry per saved or deleted object, after its inlines and M2Ms are saved."""
 
     audit_kind = ""
-
-    def snapshot(self, obj: Any) -> dict[str, Any]:
-        raise NotImplementedError
+    # The YAML export's snapshot of one object: the audit records the same shape GitOps diffs.
+    snapshot: Callable[[Any], dict[str, Any]]
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         before = self.snapshot(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else None
@@ -103,8 +103,7 @@ class RuleAdmin(AuditedAdmin):
     def types(self, rule: Rule) -> str:
         return ", ".join([*(rule.finding_types or []), *(rule.alert_names or [])])
 
-    def snapshot(self, obj: Rule) -> dict[str, Any]:
-        return rule_snapshot(obj)
+    snapshot = staticmethod(rule_snapshot)
 
 
 class StepInline(admin.TabularInline):
@@ -133,8 +132,7 @@ class PlaybookAdmin(AuditedAdmin):
     def rule_names(self, playbook: Playbook) -> str:
         return ", ".join(rule.name for rule in playbook.rules.all())
 
-    def snapshot(self, obj: Playbook) -> dict[str, Any]:
-        return playbook_snapshot(obj)
+    snapshot = staticmethod(playbook_snapshot)
 
 
 class StepRunInline(admin.TabularInline):
