@@ -57,7 +57,7 @@ HIGH_RESTART_MIN_AGE_S = 600
 DEPLOYMENT_GRACE_S = 60
 # A failing newest revision created within this window, after an older one that worked, is a bad
 # rollout (a rollback is the fix); after it, a failure is the running revision's own problem.
-# agents/rca.py judges rollouts with the same window.
+# agents/rca (rules) judges rollouts with the same window.
 BAD_ROLLOUT_WINDOW_S = 6 * 3600
 # A Recreate rollout scales the old ReplicaSet down (and waits for its pods to terminate) before it
 # creates the new one, so the deployment may lose availability a little before the new revision.

@@ -1,0 +1,101 @@
+"""The deterministic report: the strongest hypothesis of the rules, its supporting evidence,
+recommended actions and related resources."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agents.rca.bundle import metadata_of, ref_of, validate_bundle
+from agents.rca.rules import (
+    Case,
+    container_hypotheses,
+    event_hypotheses,
+    node_hypotheses,
+    workload_hypotheses,
+)
+from agents.rca.schema import PLAYBOOKS
+
+
+def _findings(bundle: Mapping[str, Any]) -> list[Any]:
+    from k8s.detectors import detect
+
+    def one(key: str) -> list[Any]:
+        return [bundle[key]] if bundle.get(key) else []
+
+    return detect(one("pod"), one("node"), one("deployment"), bundle.get("replicasets") or [], one("hpa"), one("job"))
+
+
+def _recommendations(failure_class: str, bundle: Mapping[str, Any], evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    deployment = ref_of("Deployment", bundle.get("deployment")) if bundle.get("deployment") else "the workload"
+    node = metadata_of(bundle.get("node")).get("name") or ((bundle.get("pod") or {}).get("spec") or {}).get("nodeName") or "the node"
+    texts = {
+        "oom_killed": "Raise the container's memory limit (the oom_kill_remediation playbook proposes a bounded increase), then look for the leak",
+        "app_crash": "Read the error in the previous container's log; if a recent change introduced it, roll back",
+        "config_error": "Create or fix the missing configuration (env var, ConfigMap, Secret, file or arguments) the workload refers to",
+        "dependency_failure": "Check the dependency named in the log: is it running, is its Service/DNS name right, does a NetworkPolicy block it",
+        "image_pull_error": f"Fix the image name, tag or pull secret of {deployment}, or roll back to the last working revision",
+        "resource_exhaustion": "Add capacity (nodes, quota, autoscaler maximum) or lower the workload's requests",
+        "node_failure": f"Cordon and drain {node}, then repair or replace it",
+        "probe_failure": "Check the probe's endpoint, port and timeouts against what the process serves; slow dependencies make probes fail",
+        "permission_error": "Grant the ServiceAccount the Role it needs, or fix file ownership against the pod's securityContext",
+        "bad_rollout": f"Roll back {deployment} to the previous revision, then fix the new one",
+        "unknown": "Inspect the pod's events and logs; nothing in the bundle names a cause",
+    }
+    actions = [{"action": texts[failure_class], "playbook": PLAYBOOKS.get(failure_class)}]
+    if failure_class == "app_crash" and bundle.get("deployment"):
+        actions.append({"action": f"Roll back {deployment} if the crash started with its latest revision", "playbook": "deployment_rollback"})
+    return actions
+
+
+def _related(bundle: Mapping[str, Any]) -> list[str]:
+    refs = []
+    for key, kind in (("pod", "Pod"), ("deployment", "Deployment"), ("job", "Job"), ("hpa", "HorizontalPodAutoscaler"), ("node", "Node")):
+        if bundle.get(key):
+            refs.append(ref_of(kind, bundle[key]))
+    pod_node = ((bundle.get("pod") or {}).get("spec") or {}).get("nodeName")
+    if pod_node and f"Node/{pod_node}" not in refs:
+        refs.append(f"Node/{pod_node}")
+    for rs in bundle.get("replicasets") or []:
+        refs.append(ref_of("ReplicaSet", rs))
+    for item in bundle.get("related") or []:
+        if isinstance(item, Mapping):
+            label = item.get("ref") or item.get("alertname") or item.get("workload") or item.get("name")
+            if label:
+                refs.append(str(label))
+        elif isinstance(item, str):
+            refs.append(item)
+    return list(dict.fromkeys(refs))
+
+
+def deterministic_report(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    validate_bundle(bundle)
+    case = Case()
+    findings = _findings(bundle)
+    node_hypotheses(case, bundle)
+    container_hypotheses(case, bundle)
+    event_hypotheses(case, bundle)
+    workload_hypotheses(case, bundle, findings)
+    confidence, failure_class, root_cause, evidence = case.best()
+    # Supporting evidence: everything else that points to the same class.
+    for _confidence, other_class, _, other_evidence in sorted(case.hypotheses, key=lambda h: -h[0]):
+        if other_class == failure_class:
+            for item in other_evidence:
+                if item not in evidence:
+                    evidence.append(item)
+    if failure_class == "unknown":
+        root_cause = "No known failure signature in the pod status, events or logs"
+        evidence = [{"source": "status", "detail": f.message} for f in findings] or [
+            {"source": "status", "detail": "no failing container state, event or log pattern found"}
+        ]
+    return {
+        "root_cause": root_cause,
+        "failure_class": failure_class,
+        "confidence": round(min(confidence + 0.05 * (len(evidence) - 1), 0.99) if failure_class != "unknown" else confidence, 2),
+        "evidence": evidence[:12],
+        "recommended_actions": _recommendations(failure_class, bundle, evidence),
+        "related_resources": _related(bundle),
+        "method": "deterministic",
+        "finding_types": sorted({f.type for f in findings}),
+    }
+
