@@ -90,6 +90,12 @@ class Api:
         # which injects faults, always needs the token.
         self.api_needs_token = api_needs_token
         self.stopping = threading.Event()
+        # Watch streams end when the epoch moves on; while `watch_outage` is set, new watches get
+        # 503 (an API server that is restarting), lists and writes still work.
+        self.watch_epoch = 0
+        self.watch_outage = threading.Event()
+        # Seconds of quiet on a watch after which it gets a BOOKMARK (kube-apiserver: about a minute).
+        self.bookmark_interval = 1.0
 
     # --- entry -----------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -222,7 +228,11 @@ class Api:
             since = int(r.query.get("resourceVersion") or 0)
         except ValueError:
             raise ApiError.bad_request("resourceVersion and timeoutSeconds must be integers") from None
+        if self.watch_outage.is_set():
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         store = self.sim.store
+        epoch = self.watch_epoch
+        bookmarks = r.flag("allowWatchBookmarks")
 
         as_table = "as=Table" in r.headers.get("accept", "")
 
@@ -238,7 +248,9 @@ class Api:
             deadline = time.monotonic() + timeout
             with store.lock:
                 if since and since < store.oldest_logged_rv() - 1:
-                    gone = ApiError(410, "Expired", f"too old resource version: {since} ({store.oldest_logged_rv()})")
+                    # As kube-apiserver's watch cache answers a resourceVersion it no longer holds:
+                    # 200, then one ERROR event carrying a 410 Status; the client must list again.
+                    gone = ApiError(410, "Expired", f"too old resource version: {since} ({store.oldest_logged_rv() - 1})")
                     yield orjson.dumps({"type": "ERROR", "object": gone.status()}) + b"\n"
                     return
                 if not since:
@@ -248,21 +260,32 @@ class Api:
                     initial, cursor = [], since
             for obj in initial:
                 yield encode("ADDED", obj)
-            while not self.stopping.is_set() and time.monotonic() < deadline:
+            last_sent = time.monotonic()
+            bookmarked = cursor
+            while not self.stopping.is_set() and epoch == self.watch_epoch and time.monotonic() < deadline:
                 with store.lock:
                     fresh = store.events_since(cursor)
                     if not fresh:
-                        store.changed.wait(timeout=1.0)
+                        store.changed.wait(timeout=min(1.0, self.bookmark_interval))
                         fresh = store.events_since(cursor)
                 for rv, plural, kind, obj in fresh:
                     cursor = rv
                     if plural == resource.plural and wanted(obj):
                         yield encode(kind, obj)
-                if r.flag("allowWatchBookmarks") and not fresh:
+                        last_sent, bookmarked = time.monotonic(), rv
+                # A bookmark carries the resourceVersion this watch has read up to, so a client that
+                # reconnects resumes from there even when other kinds' writes moved the log on and
+                # none of its own kind's did (a quiet kind's last event would soon be too old).
+                if bookmarks and cursor != bookmarked and time.monotonic() - last_sent >= self.bookmark_interval:
                     yield orjson.dumps({"type": "BOOKMARK", "object": {"kind": resource.kind, "apiVersion": resource.api_version,
                                                                        "metadata": {"resourceVersion": str(cursor)}}}) + b"\n"
+                    last_sent, bookmarked = time.monotonic(), cursor
 
         return Response(200, content_type=JSON, stream=events())
+
+    def interrupt_watches(self) -> None:
+        """End every open watch stream (as an API server restart does); clients reconnect."""
+        self.watch_epoch += 1
 
     # --- create ----------------------------------------------------------------------------
     def _create(self, r: Request, resource: Resource, namespace: str) -> Response:

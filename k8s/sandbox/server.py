@@ -7,6 +7,7 @@ bearer token written into the kubeconfig (the admin endpoint mutates the cluster
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import ipaddress
@@ -17,6 +18,7 @@ import ssl
 import tempfile
 import threading
 from base64 import b64encode
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -290,6 +292,20 @@ class Sandbox:
     def generate(self, pods: int, **kwargs: Any) -> dict[str, int]:
         self._generated = True
         return scenarios.generate(self.sim, pods=pods, **kwargs)
+
+    def interrupt_watches(self) -> None:
+        """End every open watch stream, as an API server restart does (clients reconnect)."""
+        self.api.interrupt_watches()
+
+    @contextlib.contextmanager
+    def watch_outage(self) -> Iterator[None]:
+        """Open watch streams end and new ones are refused with 503 until the block exits."""
+        self.api.watch_outage.set()
+        self.api.interrupt_watches()
+        try:
+            yield
+        finally:
+            self.api.watch_outage.clear()
 
     def faults(self) -> list[dict[str, Any]]:
         with self.sim.lock:

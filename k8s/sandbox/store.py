@@ -8,12 +8,12 @@ therefore hold a stored dict without the lock.
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,8 +184,13 @@ class Store:
             token = encode_continue((last.get("namespace", ""), last["name"]), rv)
         return selected, rv, token, (remaining if token else None)
 
-    def events_since(self, rv: int) -> Iterable[tuple[int, str, str, Obj]]:
-        return [entry for entry in list(self.log) if entry[0] > rv]
+    def events_since(self, rv: int) -> list[tuple[int, str, str, Obj]]:
+        # Every write bumps the resourceVersion by one and logs one entry, so the log holds
+        # consecutive versions: the entry after `rv` is at a computed index (no scan of 20,000).
+        if not self.log or self.log[-1][0] <= rv:
+            return []
+        start = max(0, rv + 1 - self.log[0][0])
+        return list(itertools.islice(self.log, start, None))
 
     def oldest_logged_rv(self) -> int:
         return self.log[0][0] if self.log else self.rv

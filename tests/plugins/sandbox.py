@@ -14,6 +14,8 @@ are deterministic; writes (a deleted pod's replacement, a rollout, a scale) reco
     .tick(times=1)                     advance the simulation (restart counts grow...)
     .generate(pods, nodes=None, deployments=None)   the scale generator
     .faults()                          the active faults
+    .interrupt_watches()               end every open watch stream (an API server restart)
+    .watch_outage()                    context manager: watches end and are refused (503) inside it
 
 `sandbox_cluster` (function, needs the database): resets the sandbox to `demo`, then returns
 the `k8s.Cluster` row named "sandbox" (is_default=True) pointing at its kubeconfig.
