@@ -13,11 +13,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from playbooks import engine
 from playbooks.models import Playbook, PlaybookRun, Rule, Step, StepRun
-from playbooks.rules import FINDING_TYPES
+from playbooks.rules import FINDING_TYPES, validate_playbook_steps
 from playbooks.yaml_io import audit_change, playbook_snapshot, rule_snapshot
 
 
@@ -97,6 +98,7 @@ class RuleAdmin(AuditedAdmin):
         ("Matching", {"fields": ("finding_types", "alert_names", "evidence", "namespace_regex", "label_selector",
                                  "min_severity", "clusters", "cooldown_seconds")}),
         ("Approvals", {"fields": ("approver_group", "approvers")}),
+        ("Escalation", {"fields": ("escalate_after", "escalation_window_seconds")}),
     )
 
     @admin.display(description="finding types / alerts")
@@ -106,10 +108,27 @@ class RuleAdmin(AuditedAdmin):
     snapshot = staticmethod(rule_snapshot)
 
 
+class StepFormSet(BaseInlineFormSet):
+    """Conditions may read earlier steps (`steps.<name>.ok`): checked with the playbook's steps
+    as this form orders them, not as the database had them."""
+
+    def clean(self) -> None:
+        super().clean()
+        forms_in_order = sorted(
+            (form for form in self.forms
+             if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE")),
+            key=lambda form: form.cleaned_data.get("order") or 0,
+        )
+        steps = [(form.cleaned_data.get("name") or "", form.cleaned_data.get("when") or "") for form in forms_in_order]
+        for index, message in validate_playbook_steps(steps).items():
+            forms_in_order[index].add_error("when", message)
+
+
 class StepInline(admin.TabularInline):
     model = Step
+    formset = StepFormSet
     extra = 0
-    fields = ("order", "name", "kind", "tool", "args", "on_failure", "timeout_seconds")
+    fields = ("order", "name", "kind", "tool", "args", "when", "on_failure", "timeout_seconds")
     ordering = ("order",)
 
 

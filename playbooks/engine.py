@@ -117,6 +117,7 @@ def create_run(incident: Any, rule: Rule, *, start: bool | None = None, reason: 
                     kind=step.kind,
                     tool=step.tool,
                     args_template=step.args,
+                    when=step.when,
                     on_failure=step.on_failure,
                     timeout_seconds=step.timeout_seconds,
                 )
@@ -254,7 +255,7 @@ def execute_step(step_run_id: int) -> str:
         if run.incident.workload_kind == "Node" and "node_workloads" not in (run.context or {}):
             remember_node_workloads(run.pk)
             run.refresh_from_db(fields=["context"])
-        result = _HANDLERS[step.kind](step, run)
+        result = _condition_result(step, run) or _HANDLERS[step.kind](step, run)
     except TemplateError as exc:
         result = Result(S.FAILED, error=f"argument template: {exc}")
     except Exception as exc:  # noqa: BLE001 - a step's failure is recorded on its row, not lost in a log
@@ -313,6 +314,9 @@ def _record(step: StepRun, result: Result) -> None:
         if result.notify is not None:
             text, severity = result.notify
             notification_requested.send(sender=PlaybookRun, incident=run.incident, run=run, text=text, severity=severity)
+        if current.kind == Step.Kind.HANDOFF and current.state == S.SUCCEEDED:
+            finish_run(run, Outcome.HANDED_OFF, current.output)
+            return
         if result.verdict:
             run.context = {**(run.context or {}), "verdict": result.verdict, "verdict_detail": result.output[:1000]}
             run.save(update_fields=["context", "updated_at"])
@@ -497,6 +501,60 @@ def _notify_step(step: StepRun, run: PlaybookRun) -> Result:
     return Result(S.SUCCEEDED, output=text, rendered_args={"text": text, "severity": severity}, notify=(text, severity))
 
 
+def _handoff_step(step: StepRun, run: PlaybookRun) -> Result:
+    """Tell people what the diagnosis says and what to check; the run ends `handed_off`."""
+    result = _notify_step(step, run)
+    return result
+
+
+def _condition_result(step: StepRun, run: PlaybookRun) -> Result | None:
+    """None when the step should run; a SKIPPED result naming the condition and its values."""
+    if not step.when or step.approval_id is not None or (step.kind == Step.Kind.VERIFY and step.data):
+        return None  # no condition, or resumed after an approval / a re-check: decided already
+    from playbooks.conditions import ConditionError, condition_context, evaluate_condition, used_values
+    from playbooks.templates_render import incident_context
+
+    context = condition_context(incident_context(run.incident, run), _step_results(run, step.order))
+    values = used_values(step.when, context)
+    shown = ", ".join(f"{path} = {_shown(value)}" for path, value in values.items()) or "no values"
+    try:
+        if evaluate_condition(step.when, context):
+            return None
+    except ConditionError as exc:
+        metrics.CONDITIONS.labels("error").inc()
+        log.warning("step_condition_failed", order=step.order, name=step.name, when=step.when, error=str(exc))
+        return Result(
+            S.SKIPPED, output=f"skipped: the condition `{step.when}` could not be evaluated ({exc}); {shown}",
+            data={"condition": step.when, "values": values, "error": str(exc)},
+        )
+    metrics.CONDITIONS.labels("false").inc()
+    return Result(
+        S.SKIPPED, output=f"skipped: `{step.when}` is false ({shown})", data={"condition": step.when, "values": values}
+    )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"' if value else '"" (none)'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def _step_results(run: PlaybookRun, before: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, state, output, data in run.steps.filter(order__lt=before).order_by("order").values_list(
+        "name", "state", "output", "data"
+    ):
+        results[name] = {
+            "ok": state == S.SUCCEEDED, "state": state, "skipped": state == S.SKIPPED, "output": output[:2000],
+            "data": data if data is not None else {},
+        }
+    return results
+
+
 def _verify_step(step: StepRun, run: PlaybookRun) -> Result:
     from playbooks.verify import verify_workload
 
@@ -542,6 +600,7 @@ _HANDLERS = {
     Step.Kind.RCA: _rca_step,
     Step.Kind.NOTIFY: _notify_step,
     Step.Kind.VERIFY: _verify_step,
+    Step.Kind.HANDOFF: _handoff_step,
 }
 
 

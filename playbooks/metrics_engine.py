@@ -41,3 +41,8 @@ RECONCILED = Counter(
     "Steps the reconciler re-enqueued or repaired, by what it found (queued, running, stalled_run, decided).",
     ["found"],
 )
+CONDITIONS = Counter(
+    "aiops_playbook_step_conditions_skipped_total",
+    "Steps skipped by their `when:` condition, by why (false, error: it could not be evaluated).",
+    ["result"],
+)

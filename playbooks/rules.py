@@ -35,7 +35,7 @@ FINDING_TYPES = (
     "high_restart_rate",
     "cluster_unreachable",
 )
-STEP_KINDS = ("tool", "rca", "notify", "verify")
+STEP_KINDS = ("tool", "rca", "notify", "verify", "handoff")
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 LABEL_TERM = re.compile(
     r"^\s*(?P<key>[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?)\s*"
@@ -80,8 +80,19 @@ def tool_schema(tool: str) -> dict[str, Any] | None:
 # --- Validation ----------------------------------------------------------------------------
 
 
-def validate_step(*, kind: str, tool: str, args: Any) -> dict[str, list[str]]:
+def validate_step(
+    *, kind: str, tool: str, args: Any, when: str = "", name: str = "", earlier_steps: list[str] | None = None
+) -> dict[str, list[str]]:
+    """Problems with one step. `earlier_steps` (names) checks `steps.<name>` in its condition;
+    None leaves step names to `validate_playbook_steps`, which sees the whole playbook."""
     errors: dict[str, list[str]] = {}
+    if when:
+        from playbooks.conditions import ConditionError, check_condition
+
+        try:
+            check_condition(when, earlier_steps)
+        except ConditionError as exc:
+            errors.setdefault("when", []).append(f"step {name!r}: {exc}" if name else str(exc))
     if kind not in STEP_KINDS:
         errors.setdefault("kind", []).append(f"unknown step kind {kind!r} (use one of: {', '.join(STEP_KINDS)})")
         return errors
@@ -112,9 +123,9 @@ def validate_step(*, kind: str, tool: str, args: Any) -> dict[str, list[str]]:
                 )
     elif tool:
         errors.setdefault("tool", []).append(f"only tool steps name a tool (this is a {kind} step)")
-    if kind == "notify" and not isinstance(args.get("text"), str):
-        errors.setdefault("args", []).append('a notify step needs {"text": "..."}')
-    if kind == "notify" and args.get("severity", "info") not in SEVERITY_RANK:
+    if kind in ("notify", "handoff") and not isinstance(args.get("text"), str):
+        errors.setdefault("args", []).append(f'a {kind} step needs {{"text": "..."}}')
+    if kind in ("notify", "handoff") and args.get("severity", "info") not in SEVERITY_RANK:
         errors.setdefault("args", []).append(f"severity {args.get('severity')!r} is not one of info, warning, critical")
     if kind == "verify":
         for key in ("checks", "interval"):
@@ -128,6 +139,17 @@ def validate_step(*, kind: str, tool: str, args: Any) -> dict[str, list[str]]:
     if problems:
         errors.setdefault("args", []).extend(problems)
     return errors
+
+
+def validate_playbook_steps(steps: list[tuple[str, str]]) -> dict[int, str]:
+    """{index: message} for steps (name, when) whose condition names a step that is not earlier.
+
+    The one playbook-level validator: the admin's step formset, the YAML import and the API
+    call it with the steps in order.
+    """
+    from playbooks.conditions import playbook_condition_errors
+
+    return playbook_condition_errors(steps)
 
 
 def parse_label_selector(selector: str) -> list[tuple[str, str, list[str]]]:

@@ -23,11 +23,11 @@ from playbooks.models.engine import PLAYBOOK_NAME
 from playbooks.rules import validate_rule, validate_step
 
 PLAYBOOK_KEYS = {"name", "description", "enabled", "steps"}
-STEP_KEYS = {"name", "kind", "tool", "args", "on_failure", "timeout_seconds"}
+STEP_KEYS = {"name", "kind", "tool", "args", "when", "on_failure", "timeout_seconds"}
 RULE_KEYS = {
     "name", "description", "enabled", "priority", "finding_types", "alert_names", "evidence", "namespace_regex",
     "label_selector", "min_severity", "clusters", "cooldown_seconds", "playbook", "approver_group", "approvers",
-    "auto_run",
+    "auto_run", "escalate_after", "escalation_window_seconds",
 }
 
 
@@ -51,6 +51,7 @@ def playbook_snapshot(playbook: Playbook) -> dict[str, Any]:
                 "kind": step.kind,
                 **({"tool": step.tool} if step.tool else {}),
                 "args": step.args,
+                **({"when": step.when} if step.when else {}),
                 "on_failure": step.on_failure,
                 "timeout_seconds": step.timeout_seconds,
             }
@@ -77,6 +78,8 @@ def rule_snapshot(rule: Rule) -> dict[str, Any]:
         "approver_group": rule.approver_group.name if rule.approver_group_id else None,
         "approvers": sorted(user.get_username() for user in rule.approvers.all()),
         "auto_run": rule.auto_run,
+        "escalate_after": rule.escalate_after,
+        "escalation_window_seconds": rule.escalation_window_seconds,
     }
 
 
@@ -234,10 +237,16 @@ def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, An
                     if isinstance(timeout, int) and not 1 <= timeout <= 86400:
                         checker.error(step_loc.at("timeout_seconds"), f"{step_where}.timeout_seconds",
                                       "must be between 1 and 86400")
+                    when = checker.typed(step_loc, step_where, "when", (str,), "a CEL condition (a string)") or ""
                     if isinstance(kind, str):
-                        _field_errors(checker, step_loc, step_where, validate_step(kind=kind, tool=tool, args=args), {})
+                        _field_errors(checker, step_loc, step_where, validate_step(
+                            kind=kind, tool=tool, args=args, when=when if isinstance(when, str) else "",
+                            name=step_name if isinstance(step_name, str) else "",
+                            earlier_steps=[s["name"] for s in steps],
+                        ), {})
                     steps.append({
                         "name": step_name or "", "kind": kind or "", "tool": tool, "args": args if isinstance(args, dict) else {},
+                        "when": when if isinstance(when, str) else "",
                         "on_failure": on_failure, "timeout_seconds": timeout if isinstance(timeout, int) else 180,
                     })
             playbooks.append({"name": name, "description": description,
@@ -277,6 +286,10 @@ def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, An
                 ("approvers", (list,), "a list of usernames"), ("evidence", (dict,), "a mapping"),
             ):
                 checker.typed(located, where, key, kinds, label)
+            for key, low, high in (("escalate_after", 1, 100), ("escalation_window_seconds", 60, 30 * 86400)):
+                number = checker.typed(located, where, key, (int,), "an integer")
+                if isinstance(number, int) and not low <= number <= high:
+                    checker.error(located.at(key), f"{where}.{key}", f"must be between {low} and {high}")
             if isinstance(value.get("cooldown_seconds"), int) and value["cooldown_seconds"] < 0:
                 checker.error(located.at("cooldown_seconds"), f"{where}.cooldown_seconds", "must not be negative")
             severity = value.get("min_severity", Severity.INFO)
@@ -353,16 +366,18 @@ def _apply_playbook(spec: dict[str, Any], actor: str, changes: dict[str, list[st
     playbook.enabled = spec["enabled"]
     playbook.save()
     current = [
-        (s.name, s.kind, s.tool, s.args, s.on_failure, s.timeout_seconds) for s in playbook.steps.order_by("order")
+        (s.name, s.kind, s.tool, s.args, s.when, s.on_failure, s.timeout_seconds)
+        for s in playbook.steps.order_by("order")
     ]
     wanted = [
-        (s["name"], s["kind"], s["tool"], s["args"], s["on_failure"], s["timeout_seconds"]) for s in spec["steps"]
+        (s["name"], s["kind"], s["tool"], s["args"], s["when"], s["on_failure"], s["timeout_seconds"])
+        for s in spec["steps"]
     ]
     if current != wanted:
         playbook.steps.all().delete()
         Step.objects.bulk_create(
             Step(playbook=playbook, order=index, name=s["name"], kind=s["kind"], tool=s["tool"], args=s["args"],
-                 on_failure=s["on_failure"], timeout_seconds=s["timeout_seconds"])
+                 when=s["when"], on_failure=s["on_failure"], timeout_seconds=s["timeout_seconds"])
             for index, s in enumerate(spec["steps"], start=1)
         )
     after = playbook_snapshot(playbook)
@@ -387,6 +402,8 @@ def _apply_rule(spec: dict[str, Any], actor: str, changes: dict[str, list[str]])
     rule.playbook = Playbook.objects.get(name=spec["playbook"])
     rule.approver_group = Group.objects.get(name=spec["approver_group"]) if spec.get("approver_group") else None
     rule.auto_run = spec.get("auto_run", True)
+    rule.escalate_after = spec.get("escalate_after", 2)
+    rule.escalation_window_seconds = spec.get("escalation_window_seconds", 6 * 3600)
     rule.save()
     from k8s.models import Cluster
 

@@ -141,6 +141,7 @@ class Approval(models.Model):
         APPROVED = "approved"
         REJECTED = "rejected"
         EXPIRED = "expired"
+        CANCELLED = "cancelled", "cancelled (its incident is no longer open)"
 
     class Origin(models.TextChoices):
         PLAYBOOK = "playbook", "Playbook step"
@@ -184,7 +185,7 @@ class Approval(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(state__in=["pending", "approved", "rejected", "expired"]),
+                condition=models.Q(state__in=["pending", "approved", "rejected", "expired", "cancelled"]),
                 name="agents_approval_state_valid",
             ),
             models.CheckConstraint(

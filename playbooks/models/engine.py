@@ -53,6 +53,7 @@ class Step(models.Model):
         RCA = "rca", "root-cause analysis"
         NOTIFY = "notify", "notify"
         VERIFY = "verify", "verify"
+        HANDOFF = "handoff", "hand off to a person (notify, end the run)"
 
     class OnFailure(models.TextChoices):
         STOP = "stop", "stop the run"
@@ -69,6 +70,14 @@ class Step(models.Model):
         help_text=(
             'Arguments; strings may hold templates such as "{{ namespace }}", "{{ pod }}", "{{ node }}", '
             '"{{ evidence.container|default:\\"app\\" }}". notify: {"text": ...}; verify: {"checks": N, "interval": S}.'
+        ),
+    )
+    when = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text=(
+            "Run the step only when this CEL condition holds, e.g. "
+            'rca.failure_class in ["app_crash", "unknown"] && pod_count > 1. Empty = always.'
         ),
     )
     on_failure = models.CharField(max_length=10, choices=OnFailure.choices, default=OnFailure.STOP)
@@ -95,7 +104,9 @@ class Step(models.Model):
     def clean(self) -> None:
         from playbooks.rules import validate_step
 
-        errors = validate_step(kind=self.kind, tool=self.tool, args=self.args)
+        # Names of earlier steps are checked with the whole playbook (the admin's step formset,
+        # the YAML import: `playbook_condition_errors`); alone, a step checks everything else.
+        errors = validate_step(kind=self.kind, tool=self.tool, args=self.args, when=self.when, name=self.name)
         if errors:
             raise ValidationError(errors)
 
@@ -130,6 +141,19 @@ class Rule(models.Model):
     )
     approvers = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="+", help_text="People who may approve (instead of the group)."
+    )
+    escalate_after = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text=(
+            "Hand off instead of asking for the same action again once it failed this many times for the "
+            "workload within the escalation window (fix did not hold, or the incident came back)."
+        ),
+    )
+    escalation_window_seconds = models.PositiveIntegerField(
+        default=6 * 3600,
+        validators=[MinValueValidator(60), MaxValueValidator(30 * 86400)],
+        help_text="How far back the workload's history counts for escalation (default 6 h).",
     )
     auto_run = models.BooleanField(
         default=True, help_text="Start the run at once; off = the run is proposed and waits for a person to start it."
@@ -174,6 +198,7 @@ class PlaybookRun(models.Model):
         REJECTED = "rejected", "approval rejected"
         EXPIRED = "expired", "approval expired"
         FAILED = "failed", "a step failed"
+        HANDED_OFF = "handed_off", "handed off to a person (the diagnosis says not to act)"
         CANCELLED = "cancelled"
 
     incident = models.ForeignKey("playbooks.Incident", on_delete=models.CASCADE, related_name="runs")
@@ -243,6 +268,7 @@ class StepRun(models.Model):
     kind = models.CharField(max_length=10, choices=Step.Kind.choices)
     tool = models.CharField(max_length=128, blank=True)
     args_template = models.JSONField(default=dict, blank=True)
+    when = models.TextField(blank=True)
     on_failure = models.CharField(max_length=10, choices=Step.OnFailure.choices, default=Step.OnFailure.STOP)
     timeout_seconds = models.PositiveIntegerField(default=180)
     # What happened.

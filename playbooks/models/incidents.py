@@ -50,6 +50,10 @@ class Incident(models.Model):
     affected_pods = models.JSONField(default=list, blank=True)
     evidence = models.JSONField(default=dict, blank=True, help_text="Latest evidence, by finding type or alert.")
     rca_report = models.JSONField(null=True, blank=True)
+    # Why no playbook ran (set when the incident opened without a run): data, so every surface
+    # renders it in its own words -- {"code": "cooldown"|"no_match"|"auto_run_off"|"budget"|
+    # "silenced"|..., "text": "...", "rule": ..., "run": ..., "until": ISO time, ...}.
+    no_run_reason = models.JSONField(null=True, blank=True)
 
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()

@@ -82,7 +82,8 @@ def test_it_refuses_a_regex_that_does_not_compile_and_audits_rule_changes(admin_
     Step.objects.create(playbook=playbook, order=1, name="v", kind="verify", args={})
     data = {"name": "r1", "priority": "100", "playbook": str(playbook.pk), "auto_run": "on", "enabled": "on",
             "finding_types": ["crash_loop"], "alert_names": "", "evidence": "{}", "namespace_regex": "prod-(",
-            "label_selector": "", "min_severity": "info", "cooldown_seconds": "600"}
+            "label_selector": "", "min_severity": "info", "cooldown_seconds": "600",
+            "escalate_after": "2", "escalation_window_seconds": "21600"}
     response = admin_client_.post("/admin/playbooks/rule/add/", data)
     assert "regex &#x27;prod-(&#x27; does not compile" in response.content.decode()
     assert not Rule.objects.filter(name="r1").exists()
