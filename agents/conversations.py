@@ -120,7 +120,7 @@ def active_conversation(user: Any, channel_kind: str) -> Conversation:
 def set_model(user: Any, channel_kind: str, alias: str) -> str:
     """`/model <alias>`: this conversation's model; `/model` alone lists the choices."""
     alias = (alias or "").strip()
-    known = sorted(llm.aliases())
+    known = llm.selectable()
     conversation = active_conversation(user, channel_kind)
     if not alias:
         current, source = llm.choose_model(user, channel_kind, conversation)
@@ -134,7 +134,7 @@ def set_model(user: Any, channel_kind: str, alias: str) -> str:
 
 def set_preference(user: Any, alias: str) -> str:
     """A person's default model on every channel (below a conversation's /model)."""
-    known = sorted(llm.aliases())
+    known = llm.selectable()
     if alias and alias not in known:
         return f"Unknown model {alias!r}. Available: {', '.join(known)}."
     UserPreference.objects.update_or_create(user=user, defaults={"model_alias": alias})
@@ -239,18 +239,20 @@ def answer_question(question: Message, *, notify: bool = False) -> Answer:
         result = turn.run()
         outcome = "approval_requested" if result.approval_ids else "answered"
     except llm.LLMNotConfigured:
-        result = turn.finish("No language model is configured (LLM_API_KEY), so I can only run commands. Try /help.")
+        result = turn.fail("No language model is configured (LLM_API_KEY), so I can only run commands such as /help.",
+                           "not_configured")
         outcome = "llm_unavailable"
+    except (llm.TimeLimitReached, SoftTimeLimitExceeded):
+        # Our deadline (LLM_CHAT_TIME_LIMIT), or the task's soft limit above it as the last resort:
+        # answer with what happened rather than leave the person without a reply.
+        result = turn.fail("I ran out of time answering this (slow model or tools); please ask again or narrow it down.",
+                           "time_limit")
+        outcome = "error"
     except llm.LLMUnavailable as exc:
-        result = turn.finish(f"I cannot reach the language model right now: {exc}. Commands such as /status still work.")
+        result = turn.fail(f"I could not answer because {exc}; commands such as /status still work.", "unavailable")
         outcome = "llm_unavailable"
     except llm.LLMError as exc:
-        result = turn.finish(f"The language model refused the request: {exc}.")
-        outcome = "error"
-    except SoftTimeLimitExceeded:
-        # The task's soft limit (AIOPS_TASK_SOFT_TIME_LIMIT): answer with what happened so far
-        # rather than leave the person without a reply.
-        result = turn.finish("I ran out of time answering this (slow model or tools); please ask again or narrow it down.")
+        result = turn.fail(f"I could not answer because {exc}.", "refused")
         outcome = "error"
     metrics.CHAT_ANSWERS.labels(outcome).inc()
     log.info(
@@ -309,6 +311,8 @@ class _Turn:
         self.approvals: list[Any] = []
         self.dropped_changes: list[str] = []
         self.tool_output_used = 0
+        self.deadline = llm.deadline_in(settings.LLM_CHAT_TIME_LIMIT)
+        self.tools_refused = False
 
     # -- tools
     def _tools(self) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -347,13 +351,19 @@ class _Turn:
         return messages
 
     def _history(self) -> list[Message]:
-        """Recent person/assistant messages (never tool output) within LLM_CONTEXT_TOKENS."""
+        """Recent person/assistant messages (never tool output) within LLM_CONTEXT_TOKENS.
+
+        Notices about failures ("the circuit is open") are not the model's turns: they and the
+        questions they answered stay out, or a recovered model repeats the notice as its answer.
+        """
         budget = settings.LLM_CONTEXT_TOKENS * 4 - len(self.question.content)  # ~4 characters a token
         picked: list[Message] = []
         recent = (
             self.conversation.messages.filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT], created_at__lte=self.question.created_at)
             .exclude(pk=self.question.pk)
             .exclude(content="")
+            .filter(error="")
+            .exclude(answer__error__gt="")
             .order_by("-created_at", "-id")[:50]
         )
         for item in recent:
@@ -370,8 +380,18 @@ class _Turn:
         messages = self._messages(changes)
         max_rounds = settings.LLM_MAX_TOOL_ROUNDS
         for round_number in range(max_rounds + 1):
-            offer_tools = round_number < max_rounds
-            completion = llm.complete(messages, alias=self.alias, tools=definitions if offer_tools else None, purpose="chat")
+            offer_tools = round_number < max_rounds and not self.tools_refused
+            completion = llm.complete(
+                messages,
+                alias=self.alias,
+                tools=definitions if offer_tools else None,
+                # The configured first move (a forced tool, for servers that call tools only when
+                # named); then the model decides.
+                tool_choice=settings.LLM_TOOL_CHOICE if round_number == 0 else "auto",
+                purpose="chat",
+                deadline=self.deadline,
+            )
+            self.tools_refused = self.tools_refused or completion.tools_refused
             self.prompt_tokens += completion.prompt_tokens
             self.completion_tokens += completion.completion_tokens
             self.latency_ms += completion.latency_ms
@@ -381,11 +401,17 @@ class _Turn:
                 text = self.redactor.restore(completion.content) or "(the model gave no answer)"
                 if completion.tool_calls:
                     text += f"\n\n(I stopped after {max_rounds} rounds of tool calls.)"
+                if completion.truncated:
+                    text += f"\n\n(The answer was cut at {llm.max_tokens_for('chat')} tokens, LLM_MAX_TOKENS_CHAT.)"
+                if self.tools_refused:
+                    text += ("\n\n(The model's endpoint does not accept tools, so I answered without looking at "
+                             "your clusters.)")
                 return self.finish(text)
             messages.append(
                 {
                     "role": "assistant",
-                    "content": completion.content or None,
+                    # A string even when empty: llama-cpp-python's server answers 500 to null.
+                    "content": completion.content or "",
                     "tool_calls": [
                         {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                         for c in completion.tool_calls
@@ -510,7 +536,11 @@ class _Turn:
             tool_calls=[{"name": record["name"], "arguments": record["arguments"], "outcome": record.get("outcome", "")}],
         )
 
-    def finish(self, text: str) -> Answer:
+    def fail(self, text: str, reason: str) -> Answer:
+        """A notice that no answer came: stored for the record, never fed back as the model's turn."""
+        return self.finish(text, error=reason)
+
+    def finish(self, text: str, *, error: str = "") -> Answer:
         notes = []
         for approval in self.approvals:
             arguments = json.dumps(approval.arguments, sort_keys=True)
@@ -538,6 +568,7 @@ class _Turn:
                 tool_calls=self.calls,
                 approval_ids=approval_ids,
                 reply_to=self.question.reply_to,
+                error=error,
             )
             Message.objects.filter(pk=self.question.pk).update(state=Message.State.ANSWERED, answer=reply)
             Conversation.objects.filter(pk=self.conversation.pk).update(updated_at=timezone.now())

@@ -42,3 +42,9 @@ RCA_REPORTS = Counter(
 RCA_FALLBACKS = Counter(
     "aiops_rca_fallbacks", "LLM RCA attempts that fell back to the deterministic report, by reason.", ["reason"]
 )
+LLM_CAPABILITY_FALLBACKS = Counter(
+    "aiops_llm_capability_fallbacks",
+    "An endpoint refused a feature and the request went on without it: feature (structured, tools) and what "
+    "was used instead (json_object, prompt, no).",
+    ["feature", "fallback"],
+)

@@ -50,6 +50,8 @@ _SECRET_KEY_NAMES = r"(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key
 # the scan linear (a leading [\w.-]* would be retried at every character of every word).
 _KEY_VALUE = re.compile(r"(?i)(" + _SECRET_KEY_NAMES + r"[\w.-]*[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]{3,})")
 _KEY_QUOTED_VALUE = re.compile(r"(?i)(" + _SECRET_KEY_NAMES + r"[\w.-]*[\"']?\s*[:=]\s*)([\"'])([^\"'\n]{3,}?)(\2)")
+# Keys that name a count ("tokens", "prompt_tokens", "token_count"): a number after them is no secret.
+_COUNT_KEY = re.compile(r"(?i)^tokens?(?:_count|_used)|^tokens\b|^tokens[\"']")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 # A cheap test for "this line may hold a secret": every pattern above needs one of these.
 # Plain substring tests (memchr-fast), not a case-insensitive regex alternation (~20x slower).
@@ -165,6 +167,8 @@ class Redactor:
         value = match.group(2)
         if _PLACEHOLDER.fullmatch(value):  # already replaced by a more specific pattern
             return match.group(0)
+        if value.isdigit() and _COUNT_KEY.search(match.group(1)):
+            return match.group(0)  # 'tokens': 1066 is a count of LLM tokens, not a secret
         return match.group(1) + self._placeholder(_kind_for_key(match.group(1)), value)
 
     def _key_quoted_value(self, match: re.Match[str]) -> str:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import structlog
 from celery import shared_task
+from django.conf import settings
+
+from agents.llm import task_limits
 
 log = structlog.get_logger(__name__)
 
 
-@shared_task(name="agents.answer_message")
+# Limits from the LLM settings, not the global task limit: the answer ends by its own deadline
+# (LLM_CHAT_TIME_LIMIT) with a message to the person; the soft limit above it is the last resort.
+@shared_task(name="agents.answer_message", **task_limits(settings.LLM_CHAT_TIME_LIMIT))
 def answer_message(message_id: int) -> dict[str, object] | None:
     """Answer a person's stored chat message (from `conversations.submit`).
 

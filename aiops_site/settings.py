@@ -8,6 +8,7 @@ configuration table for every variable.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -231,6 +232,24 @@ LLM_MAX_TOOL_ROUNDS = env_int("LLM_MAX_TOOL_ROUNDS", 5, minimum=1, maximum=20)
 LLM_TOOL_OUTPUT_BUDGET = env_int("LLM_TOOL_OUTPUT_BUDGET", 24_000, minimum=1000)
 LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 6000, minimum=500)
 LLM_REDACT_RESOURCE_NAMES = env_bool("LLM_REDACT_RESOURCE_NAMES", False)
+# Every request carries max_tokens: without it a local model writes until its context is full
+# (minutes on a CPU). Per purpose, because a chat answer is short and a JSON report is not.
+LLM_MAX_TOKENS_CHAT = env_int("LLM_MAX_TOKENS_CHAT", 800, minimum=16, maximum=65536)
+LLM_MAX_TOKENS_RCA = env_int("LLM_MAX_TOKENS_RCA", 1200, minimum=64, maximum=65536)
+# Wall-clock budget of one chat answer (every round, retry and tool call) and of the LLM part of
+# one RCA. Each request's timeout is the smaller of LLM_TIMEOUT and what is left of the budget;
+# the Celery tasks that do this work get soft/hard limits a little above it (agents/llm.py).
+LLM_CHAT_TIME_LIMIT = env_int("LLM_CHAT_TIME_LIMIT", 150, minimum=5, maximum=3600)
+LLM_RCA_TIME_LIMIT = env_int("LLM_RCA_TIME_LIMIT", 150, minimum=5, maximum=3600)
+# What an endpoint+model was found not to support (structured outputs, tools) is remembered in
+# Redis this long, so it is learned once and not paid for on every request.
+LLM_CAPABILITY_TTL = env_int("LLM_CAPABILITY_TTL", 6 * 3600, minimum=60, maximum=30 * 86400)
+# The first round's tool_choice in chat: "auto" (the model decides), "required" (it must call a
+# tool), or the name of one LOW tool it must call first. llama-cpp-python's server returns tool
+# calls only for a named tool (see README, "LLM servers").
+LLM_TOOL_CHOICE = env_str("LLM_TOOL_CHOICE", "auto").strip() or "auto"
+if not re.fullmatch(r"auto|required|none|[A-Za-z0-9_-]{1,64}", LLM_TOOL_CHOICE):
+    raise EnvError(f"LLM_TOOL_CHOICE={LLM_TOOL_CHOICE!r} is not auto, required, none or a tool name")
 for _name, _value in (("LLM_MODEL_ALIASES", LLM_MODEL_ALIASES), ("LLM_CHANNEL_MODELS", LLM_CHANNEL_MODELS)):
     for _item in filter(None, (item.strip() for item in _value.split(","))):
         if "=" not in _item or not all(part.strip() for part in _item.split("=", 1)):

@@ -1,4 +1,4 @@
-"""A local fake of an OpenAI-compatible chat completions API, for tests.
+r"""A local fake of an OpenAI-compatible chat completions API, for tests.
 
 It speaks the real wire format (`POST /v1/chat/completions`, `GET /v1/models`), so the real
 `openai` SDK is what talks to it, from the test process or from a Celery worker process.
@@ -8,6 +8,23 @@ the log never reached the LLM" is asserted on the bytes the provider would have 
 
 Replies: `text(...)`, `tool_calls(...)`, `json_reply(...)`, `error(...)`, `rate_limited(...)`,
 `raw(...)`; any of them can be made slow with `delay=`.
+
+It is no kinder than the server it plays. `mode` picks which (`reset()` returns to "openai"):
+
+- "openai": OpenAI's own checks: `content: null` only beside tool calls; a tool message must
+  answer a preceding tool call; arguments are strings; `json_object` needs the word "json" in
+  the messages; a named `tool_choice` must be one of the tools.
+- "llama-cpp-python" (0.3.36's `llama_cpp.server`, checked against the real one): `content:
+  null` anywhere -> 500 with a pydantic dump; `json_schema` -> 500; tool calls come back only
+  for a `tool_choice` naming the tool (otherwise the model's call is plain text: the server
+  parses none); a forced tool whose schema has a `pattern` with `\.` crashes it (the connection
+  drops; `crashes` counts it); without `max_tokens` a request takes `unbounded_delay` seconds
+  and ends with finish_reason "length" (the model writes until the context is full).
+- "vllm": tools with `tool_choice` "auto" (or none) -> 400 unless `tools_supported` (the server's
+  --enable-auto-tool-choice); prompt + max_tokens over `context_length` -> 400; errors are
+  vLLM's top-level `{"object": "error", "message": ...}`.
+- "ollama": any tools -> 400 "... does not support tools" unless `tools_supported`; `content:
+  null` without tool calls -> 400.
 """
 
 from __future__ import annotations
@@ -94,10 +111,34 @@ def raw(body: str | bytes, *, status: int = 200, content_type: str = "applicatio
     return Reply(status=status, body=data, headers={"Content-Type": content_type}, delay=delay)
 
 
+MODES = ("openai", "llama-cpp-python", "vllm", "ollama")
+
+# What llama-cpp-python 0.3.36 answered to an assistant message with "content": null (abridged):
+# FastAPI's validation of the request, wrapped by its error handler as an internal server error.
+LLAMA_CPP_NULL_CONTENT = (
+    "7 validation errors for CreateChatCompletionRequest\nmessages.1.ChatCompletionRequestSystemMessage.content\n"
+    "  Input should be a valid string [type=string_type, input_value=None, input_type=NoneType]\n"
+    "    For further information visit https://errors.pydantic.dev/2.12/v/string_type\n"
+    "  File \"/usr/lib/python3/dist-packages/llama_cpp/server/app.py\", line 491, in create_chat_completion"
+)
+
+
+def _error_body(mode: str, status: int, message: str, kind: str) -> bytes:
+    if mode == "vllm":
+        return json.dumps({"object": "error", "message": message, "type": kind, "param": None, "code": status}).encode()
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+
+
 class FakeOpenAI:
     """The server. `url` is the base URL to give the SDK (ends in /v1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "openai") -> None:
+        self.mode = mode
+        self.tools_supported = True
+        self.context_length = 8192
+        self.unbounded_delay = 0.0
+        self.models = ["fake-model"]
+        self.crashes = 0
         self._lock = threading.Lock()
         self._queue: list[Reply] = []
         self._responder: Callable[[Recorded], Reply] | None = None
@@ -139,7 +180,8 @@ class FakeOpenAI:
             def do_GET(self) -> None:  # noqa: N802
                 self._record()
                 if self.path.rstrip("/").endswith("/models"):
-                    body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]})
+                    data = [{"id": name, "object": "model", "owned_by": "fake"} for name in fake.models]
+                    body = json.dumps({"object": "list", "data": data})
                     self._send(200, body.encode(), {"Content-Type": "application/json"})
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}', {"Content-Type": "application/json"})
@@ -149,13 +191,23 @@ class FakeOpenAI:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, b'{"error": {"message": "not found"}}', {"Content-Type": "application/json"})
                     return
-                reply = fake._next(recorded)
+                request = recorded.json if isinstance(recorded.json, dict) else {}
+                refusal = fake._refuse(request)
+                if refusal == "crash":
+                    with fake._lock:
+                        fake.crashes += 1
+                    self.close_connection = True
+                    self.request.shutdown(socket.SHUT_RDWR)
+                    return
+                if refusal is not None:
+                    self._send(refusal.status, refusal.body, refusal.headers)
+                    return
+                reply = fake._shape(fake._next(recorded), request)
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.message is None:
                     self._send(reply.status, reply.body, reply.headers)
                     return
-                request = recorded.json or {}
                 prompt_tokens = max(1, len(recorded.body) // 4)
                 completion_tokens = max(1, len(json.dumps(reply.message)) // 4)
                 body = {
@@ -179,6 +231,100 @@ class FakeOpenAI:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
         self._thread.start()
 
+    # --- what each real server refuses ----------------------------------------------------------
+    def _error(self, status: int, message: str) -> Reply:
+        kind = {400: "invalid_request_error", 500: "internal_server_error"}.get(status, "api_error")
+        if self.mode == "vllm":
+            kind = "BadRequestError" if status == 400 else "InternalServerError"
+        return Reply(status=status, body=_error_body(self.mode, status, message, kind), headers={"Content-Type": "application/json"})
+
+    def _refuse(self, request: dict[str, Any]) -> Reply | str | None:
+        messages = request.get("messages")
+        if not request.get("model") or not isinstance(messages, list) or not messages:
+            return self._error(400, "'model' and a non-empty 'messages' list are required")
+        tools = request.get("tools") or []
+        choice = request.get("tool_choice")
+        names = {(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)}
+        max_tokens = request.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            return self._error(400, f"max_tokens must be a positive integer, not {max_tokens!r}")
+        if isinstance(choice, dict) and (choice.get("function") or {}).get("name") not in names:
+            return self._error(400, "tool_choice names a function that is not among the tools")
+        if self.mode == "llama-cpp-python":
+            if any(isinstance(m, dict) and m.get("content", "") is None for m in messages):
+                return self._error(500, LLAMA_CPP_NULL_CONTENT)
+            if (request.get("response_format") or {}).get("type") == "json_schema":
+                return self._error(500, "'json_schema'")
+            if isinstance(choice, dict):
+                forced = next(t for t in tools if (t.get("function") or {}).get("name") == choice["function"]["name"])
+                if "\\." in json.dumps(forced):
+                    return "crash"  # its grammar parser segfaulted on a pattern with an escaped dot
+            return None
+        issue = self._check_openai_rules(messages, names, request)
+        if issue is not None:
+            return issue
+        if self.mode == "vllm":
+            if tools and choice in (None, "auto") and not self.tools_supported:
+                return self._error(400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
+            prompt_tokens = max(1, len(json.dumps(messages)) // 4)
+            wanted = max_tokens if max_tokens is not None else 16
+            if prompt_tokens + wanted > self.context_length:
+                return self._error(
+                    400,
+                    f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                    f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in the completion). "
+                    "Please reduce the length of the messages or completion.",
+                )
+        if self.mode == "ollama" and tools and not self.tools_supported:
+            return self._error(400, f"registry.ollama.ai/library/{request['model']}:latest does not support tools")
+        return None
+
+    def _check_openai_rules(self, messages: list[Any], names: set[Any], request: dict[str, Any]) -> Reply | None:
+        answered: set[str] = set()
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "tool", "developer"):
+                return self._error(400, f"messages[{index}]: not a message with a known role")
+            calls = message.get("tool_calls") or []
+            if message.get("content") is None and not calls:
+                if self.mode == "ollama":
+                    return self._error(400, "invalid message content type: <nil>")
+                return self._error(400, f"messages[{index}].content: null is only allowed beside tool_calls")
+            for call in calls:
+                if not isinstance((call.get("function") or {}).get("arguments"), str):
+                    return self._error(400, f"messages[{index}].tool_calls: function.arguments must be a string")
+                answered.add(call.get("id"))
+            if message["role"] == "tool" and message.get("tool_call_id") not in answered:
+                return self._error(
+                    400, "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'."
+                )
+        if self.mode == "openai" and (request.get("response_format") or {}).get("type") == "json_object":
+            if "json" not in json.dumps(messages).lower():
+                return self._error(
+                    400, "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
+                )
+        return None
+
+    def _shape(self, reply: Reply, request: dict[str, Any]) -> Reply:
+        """What this server makes of the model's reply for this request."""
+        if self.mode != "llama-cpp-python" or reply.message is None:
+            return reply
+        choice = request.get("tool_choice")
+        if isinstance(choice, dict) and request.get("tools"):
+            # The grammar forces a call of that tool; the scripted call's arguments if it is one.
+            name = choice["function"]["name"]
+            calls = [c for c in reply.message.get("tool_calls") or [] if c["function"]["name"] == name]
+            call = calls[0] if calls else {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                                            "function": {"name": name, "arguments": "{}"}}
+            reply = Reply(message={"role": "assistant", "content": None, "tool_calls": [call]},
+                          finish_reason="tool_calls", delay=reply.delay)
+        elif reply.message.get("tool_calls"):
+            # No tools in the prompt, or none parsed: what the model wrote is the answer.
+            written = json.dumps([c["function"] for c in reply.message["tool_calls"]])
+            reply = Reply(message={"role": "assistant", "content": written}, delay=reply.delay)
+        if request.get("max_tokens") is None:
+            reply = Reply(message=reply.message, finish_reason="length", delay=reply.delay + self.unbounded_delay)
+        return reply
+
     # --- scripting ---------------------------------------------------------------------------
     def script(self, *replies: Reply) -> None:
         """Queue replies, answered in order to the next chat completion requests."""
@@ -194,6 +340,12 @@ class FakeOpenAI:
             self._queue.clear()
             self.requests.clear()
         self._responder = None
+        self.mode = "openai"
+        self.tools_supported = True
+        self.context_length = 8192
+        self.unbounded_delay = 0.0
+        self.models = ["fake-model"]
+        self.crashes = 0
         self.default = error(500, "the fake LLM has no scripted reply left")
 
     def _next(self, recorded: Recorded) -> Reply:
