@@ -4,6 +4,7 @@ recommended actions and related resources."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.rca.bundle import metadata_of, ref_of, validate_bundle
@@ -17,13 +18,24 @@ from agents.rca.rules import (
 from agents.rca.schema import PLAYBOOKS
 
 
-def _findings(bundle: Mapping[str, Any]) -> list[Any]:
+def as_of(bundle: Mapping[str, Any]) -> datetime:
+    """The moment the bundle describes: its `collected_at` (a saved bundle is judged as of when it
+    was read, so ages and "recent" mean the same later), else now."""
+    from k8s.detectors import parse_time
+
+    collected = parse_time(bundle.get("collected_at")) if isinstance(bundle.get("collected_at"), str) else None
+    if collected is not None and collected.tzinfo is None:
+        collected = collected.replace(tzinfo=UTC)
+    return collected or datetime.now(UTC)
+
+
+def _findings(bundle: Mapping[str, Any], now: datetime) -> list[Any]:
     from k8s.detectors import detect
 
     def one(key: str) -> list[Any]:
         return [bundle[key]] if bundle.get(key) else []
 
-    return detect(one("pod"), one("node"), one("deployment"), bundle.get("replicasets") or [], one("hpa"), one("job"))
+    return detect(one("pod"), one("node"), one("deployment"), bundle.get("replicasets") or [], one("hpa"), one("job"), now=now)
 
 
 def _recommendations(failure_class: str, bundle: Mapping[str, Any], evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,11 +83,12 @@ def _related(bundle: Mapping[str, Any]) -> list[str]:
 def deterministic_report(bundle: Mapping[str, Any]) -> dict[str, Any]:
     validate_bundle(bundle)
     case = Case()
-    findings = _findings(bundle)
+    now = as_of(bundle)
+    findings = _findings(bundle, now)
     node_hypotheses(case, bundle)
     container_hypotheses(case, bundle)
     event_hypotheses(case, bundle)
-    workload_hypotheses(case, bundle, findings)
+    workload_hypotheses(case, bundle, findings, now)
     confidence, failure_class, root_cause, evidence = case.best()
     # Supporting evidence: everything else that points to the same class.
     for _confidence, other_class, _, other_evidence in sorted(case.hypotheses, key=lambda h: -h[0]):

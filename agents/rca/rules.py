@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from agents.rca.bundle import metadata_of, normalized_events
@@ -237,7 +237,7 @@ def _revision_of(obj: Mapping[str, Any]) -> int:
 _REVISION_FINDINGS = frozenset({"crash_loop", "oom_killed", "image_pull_failure", "probe_failure", "high_restart_rate"})
 
 
-def _rollout_hypothesis(case: Case, bundle: Mapping[str, Any], failing: bool) -> None:
+def _rollout_hypothesis(case: Case, bundle: Mapping[str, Any], failing: bool, now: datetime) -> None:
     """A failing pod of the newest revision while an older revision still serves: a bad rollout.
 
     The detectors call it only when nothing is available; mid-rollout the old ReplicaSet keeps
@@ -257,7 +257,7 @@ def _rollout_hypothesis(case: Case, bundle: Mapping[str, Any], failing: bool) ->
         # revision is recent (a crash long after a rollout is not the rollout's fault).
         created = metadata_of(newest).get("creationTimestamp") or ""
         try:
-            age = (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+            age = (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
         except ValueError:
             return
         if age > BAD_ROLLOUT_WINDOW_S:
@@ -279,9 +279,9 @@ def _rollout_hypothesis(case: Case, bundle: Mapping[str, Any], failing: bool) ->
     )
 
 
-def workload_hypotheses(case: Case, bundle: Mapping[str, Any], findings: list[Any]) -> None:
+def workload_hypotheses(case: Case, bundle: Mapping[str, Any], findings: list[Any], now: datetime) -> None:
     pod_failing = any(f.kind == "Pod" and f.type in _REVISION_FINDINGS for f in findings)
-    _rollout_hypothesis(case, bundle, pod_failing)
+    _rollout_hypothesis(case, bundle, pod_failing, now)
     for finding in findings:
         if finding.type == "replication_failure" and finding.evidence.get("bad_rollout"):
             older = [o for o in finding.evidence.get("older_revisions") or [] if o.get("revision")]

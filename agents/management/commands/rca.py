@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = "Print the root-cause report for a context bundle (JSON file, or - for stdin)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("file", help="bundle JSON file (pod, events, logs, previous_logs, node, ...) or -")
+        parser.add_argument("file", help="bundle JSON file (pod, events, logs, previous_logs, node, ...), an evaluation case file, or -")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--llm", dest="use_llm", action="store_const", const=True, default=None,
                           help="ask the LLM (falls back to the deterministic report when it fails)")
@@ -38,6 +38,8 @@ class Command(BaseCommand):
             bundle = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CommandError(f"{source}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        if isinstance(bundle, dict) and isinstance(bundle.get("bundle"), dict) and "expected" in bundle:
+            bundle = bundle["bundle"]  # an evaluation case (tests/evals/cases): its bundle
         try:
             report = analyze(bundle, use_llm=options["use_llm"], model=options["model"])
         except BundleError as exc:
