@@ -26,6 +26,7 @@ from agents import metrics
 from agents.models import Approval, AuditEntry, Risk
 from agents.registry import UnknownTool, get_tool
 from agents.signals import approval_decided, approval_requested
+from k8s.names import validate_json
 
 log = structlog.get_logger(__name__)
 
@@ -120,7 +121,7 @@ def request_approval(
     if registered.risk == Risk.LOW:
         raise ApprovalError(f"{tool} is LOW risk: it runs without an approval")
     try:
-        jsonschema.validate(args, registered.input_schema or {"type": "object"})
+        validate_json(args, registered.input_schema or {"type": "object"})
     except jsonschema.ValidationError as exc:
         raise ApprovalError(f"arguments for {tool} are invalid: {exc.message}") from None
     if approvers is not None:

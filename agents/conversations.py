@@ -318,8 +318,8 @@ class _Turn:
     def _tools(self) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
         from agents.registry import list_tools
 
-        low = {t.name: t for t in list_tools(risk="LOW") if _TOOL_NAME.match(t.name)}
-        changes = {t.name: t for t in list_tools(risk=["MEDIUM", "HIGH"]) if _TOOL_NAME.match(t.name)}
+        low = {t.name: t for t in list_tools(risk="LOW") if _TOOL_NAME.fullmatch(t.name)}
+        changes = {t.name: t for t in list_tools(risk=["MEDIUM", "HIGH"]) if _TOOL_NAME.fullmatch(t.name)}
         definitions = [_tool_definition(t.name, t.description or t.name, t.input_schema) for t in low.values()]
         if changes:
             definitions.append(

@@ -39,6 +39,7 @@ from agents.approvals import (
 from agents.mcp_client import MCPConfigError, MCPTimeout, MCPTransportError, manager
 from agents.models import Approval, AuditEntry, MCPTool, Risk
 from agents.registry import UnknownTool, get_tool, server_config
+from k8s.names import validate_json
 
 __all__ = [
     "ApprovalError",
@@ -186,7 +187,7 @@ def call_tool(
     if not isinstance(args, dict):
         return finish(False, "invalid", f"arguments for {tool} must be a JSON object, not {type(args).__name__}")
     try:
-        jsonschema.validate(args, registered.input_schema or {"type": "object"})
+        validate_json(args, registered.input_schema or {"type": "object"})
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(arguments)"
         return finish(False, "invalid", f"arguments for {tool} are invalid at {where}: {exc.message}")

@@ -26,19 +26,20 @@ class Severity(models.TextChoices):
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
-_TELEGRAM_CHAT = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$")
+# ASCII only (\\d and \\w would take other scripts' digits and letters) and whole-string (fullmatch).
+_TELEGRAM_CHAT = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{4,31})$", re.ASCII)
 _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
-_DISCORD_CHANNEL = re.compile(r"^\d{15,22}$")
-_DISCORD_WEBHOOK = re.compile(r"^https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/(?:v\d+/)?webhooks/\d+/[\w-]+$")
+_DISCORD_CHANNEL = re.compile(r"^\d{15,22}$", re.ASCII)
+_DISCORD_WEBHOOK = re.compile(r"^https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/(?:v\d+/)?webhooks/\d+/[\w-]+$", re.ASCII)
 
 
 def validate_address(kind: str, address: str) -> None:
     """A target's address must be something the platform can deliver to; say which form is expected."""
-    if kind == Kind.TELEGRAM and not _TELEGRAM_CHAT.match(address):
+    if kind == Kind.TELEGRAM and not _TELEGRAM_CHAT.fullmatch(address):
         raise ValidationError({"address": f"{address!r} is not a Telegram chat id (e.g. -1001234567890 or @channel)."})
-    if kind == Kind.SLACK and not _SLACK_CHANNEL.match(address):
+    if kind == Kind.SLACK and not _SLACK_CHANNEL.fullmatch(address):
         raise ValidationError({"address": f"{address!r} is not a Slack channel id (e.g. C0123456789)."})
-    if kind == Kind.DISCORD and not (_DISCORD_CHANNEL.match(address) or _DISCORD_WEBHOOK.match(address)):
+    if kind == Kind.DISCORD and not (_DISCORD_CHANNEL.fullmatch(address) or _DISCORD_WEBHOOK.fullmatch(address)):
         raise ValidationError(
             {"address": f"{address!r} is not a Discord channel id or https://discord.com/api/webhooks/... URL."}
         )

@@ -239,13 +239,13 @@ def _namespaced(value: str, what: str, rest: list[str]) -> tuple[str, str, list[
     else:
         raise UsageError(f"Give the {what} as `<namespace>/<name>`.")
     for part in (namespace, name):
-        if not _NAME.match(part):
+        if not _NAME.fullmatch(part) or len(part) > 253:
             raise UsageError(f"{part!r} is not a valid Kubernetes name.")
     return namespace, name, rest
 
 
 def _valid_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value) or len(value) > 253:
         raise UsageError(f"{value!r} is not a valid Kubernetes name.")
     return value
 

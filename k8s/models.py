@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator
 from django.db import models
 
-DNS_LABEL = RegexValidator(
+from k8s.names import FullMatchValidator
+
+DNS_LABEL = FullMatchValidator(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     "Use lowercase letters, digits and '-', starting and ending with a letter or digit.",
 )

@@ -158,11 +158,11 @@ def parse_label_selector(selector: str) -> list[tuple[str, str, list[str]]]:
     if not selector.strip():
         return terms
     for raw in _split_selector(selector):
-        negated = LABEL_NEGATED.match(raw)
+        negated = LABEL_NEGATED.fullmatch(raw)
         if negated:
             terms.append((negated.group("key"), "!exists", []))
             continue
-        match = LABEL_TERM.match(raw)
+        match = LABEL_TERM.fullmatch(raw)
         if not match:
             raise ValueError(f"label selector term {raw.strip()!r} is not key, key=value, key!=value or key in (a,b)")
         key = match.group("key")

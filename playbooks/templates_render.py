@@ -91,7 +91,7 @@ QUANTITY_FACTORS = {
 
 def scale_quantity(value: Any, factor: Any) -> str:
     """A Kubernetes memory quantity times a factor, rounded up to whole Mi ("256Mi" x 1.5 -> "384Mi")."""
-    match = QUANTITY.match(str(value).strip())
+    match = QUANTITY.fullmatch(str(value).strip())
     if not match:
         raise TemplateError(f"filter 'scale_quantity' cannot apply to {value!r} (not a memory quantity like 256Mi)")
     number = float(match.group(1)) * QUANTITY_FACTORS[match.group(2)] * _number("scale_quantity", factor)
@@ -120,7 +120,7 @@ def parse_expression(source: str) -> Expression:
     if not parts or not parts[0]:
         raise TemplateError(f"empty expression {{{{{source}}}}}")
     head = parts[0]
-    if not PATH.match(head):
+    if not PATH.fullmatch(head):
         raise TemplateError(f"{{{{{source.strip()}}}}}: {head!r} is not a field path (use names joined by dots)")
     filters: list[tuple[str, Any]] = []
     for part in parts[1:]:

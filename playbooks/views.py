@@ -34,12 +34,12 @@ class AlertSerializer(serializers.Serializer):
     startsAt = serializers.DateTimeField()
     endsAt = serializers.CharField(required=False, allow_blank=True)  # "0001-01-01T00:00:00Z" while firing
     generatorURL = serializers.CharField(required=False, allow_blank=True, max_length=2048)
-    fingerprint = serializers.RegexField(r"^[0-9a-f]{1,64}$", error_messages={"invalid": "must be 1-64 lowercase hex digits"})
+    fingerprint = serializers.RegexField(r"^[0-9a-f]{1,64}\Z", error_messages={"invalid": "must be 1-64 lowercase hex digits"})
 
     def validate_labels(self, labels: dict[str, str]) -> dict[str, str]:
         if not labels.get("alertname"):
             raise serializers.ValidationError("must include a non-empty 'alertname'")
-        bad = [name for name in labels if not _LABEL_NAME.match(name)]
+        bad = [name for name in labels if not _LABEL_NAME.fullmatch(name)]
         if bad:
             raise serializers.ValidationError(f"invalid label name {bad[0]!r}")
         return labels
@@ -102,9 +102,9 @@ def _fast_alerts(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
         if type(alert) is not dict or alert.get("status") not in _STATUSES:
             return None
         labels, fingerprint, starts = alert.get("labels"), alert.get("fingerprint"), alert.get("startsAt")
-        if not _plain_map(labels, 4096) or not labels.get("alertname") or not all(map(_LABEL_NAME.match, labels)):
+        if not _plain_map(labels, 4096) or not labels.get("alertname") or not all(map(_LABEL_NAME.fullmatch, labels)):
             return None
-        if type(fingerprint) is not str or not _FINGERPRINT.match(fingerprint) or fingerprint.endswith("\n"):
+        if type(fingerprint) is not str or not _FINGERPRINT.fullmatch(fingerprint):
             return None
         annotations = alert.get("annotations", {})
         if not _plain_map(annotations, 16384):

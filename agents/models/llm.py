@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.db import models
+
+from k8s.names import FullMatchValidator
 
 __all__ = ["Conversation", "Message", "ModelAlias", "UserPreference"]
 
-ALIAS_NAME = RegexValidator(
+ALIAS_NAME = FullMatchValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
     "Letters, digits, '.', '_' and '-', starting with a letter or digit (what people type after /model).",
 )
@@ -29,7 +30,7 @@ class ModelAlias(models.Model):
     api_key_variable = models.CharField(
         max_length=100,
         blank=True,
-        validators=[RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. OLLAMA_API_KEY.")],
+        validators=[FullMatchValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. OLLAMA_API_KEY.")],
         help_text="Environment variable holding this endpoint's API key. Empty: LLM_API_KEY for the "
         "default endpoint, none for an endpoint of its own.",
     )

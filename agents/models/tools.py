@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.db import models
+
+from k8s.names import FullMatchValidator
 
 __all__ = ["MCPServer", "MCPTool", "Approval", "AuditEntry", "Risk", "canonical_arguments", "arguments_digest"]
 
-NAME_VALIDATOR = RegexValidator(
+NAME_VALIDATOR = FullMatchValidator(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     "Use lowercase letters, digits and '-', starting and ending with a letter or digit.",
 )

@@ -10,7 +10,6 @@ synchronous, so each call runs in a worker thread.
 from __future__ import annotations
 
 import hmac
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +23,10 @@ from kubernetes.client import ApiClient
 
 from k8s.mcp_server import kube
 from k8s.mcp_server.metrics import CALL_DURATION, CALLS
-from k8s.mcp_server.tools import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX, TOOL_SPECS, ToolSpec
+from k8s.mcp_server.tools import LABEL_MAX, SUBDOMAIN_MAX, TOOL_SPECS, ToolSpec
+from k8s.names import is_dns1123_label, is_dns1123_subdomain, validate_json
 
 log = structlog.get_logger(__name__)
-
-_LABEL = re.compile(DNS1123_LABEL)
-_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
 
 
 class ToolInputError(Exception):
@@ -45,15 +42,15 @@ def check_arguments(spec: ToolSpec, args: Any) -> dict[str, Any]:
         value = args[arg]
         if not isinstance(value, str):
             raise ToolInputError(f"{arg} must be a string, not {type(value).__name__}")
-        limit, pattern = (LABEL_MAX, _LABEL) if kind == "label" else (SUBDOMAIN_MAX, _SUBDOMAIN)
-        if not value or len(value) > limit or not pattern.match(value):
+        limit, valid = (LABEL_MAX, is_dns1123_label) if kind == "label" else (SUBDOMAIN_MAX, is_dns1123_subdomain)
+        if not valid(value):
             shown = value if len(value) <= 80 else value[:77] + "..."
             raise ToolInputError(
                 f"{arg} {shown!r} is not a valid Kubernetes name (DNS-1123 {kind}: lowercase letters, digits "
                 f"and '-'{', dots between parts' if kind == 'subdomain' else ''}, at most {limit} characters)"
             )
     try:
-        jsonschema.validate(args, spec.input_schema)
+        validate_json(args, spec.input_schema)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
         raise ToolInputError(f"{where}: {exc.message}") from None

@@ -15,11 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# DNS-1123 label (namespaces, containers) and subdomain (pods, deployments, nodes, HPAs).
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-LABEL_MAX = 63
-SUBDOMAIN_MAX = 253
+from k8s.names import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX
+
 # Label selectors: keys, values and the operators of the selector grammar, nothing else.
 LABEL_SELECTOR = r"^[A-Za-z0-9_./=!, ()-]*$"
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from k8s.names import FullMatchValidator
+
 __all__ = ["Severity", "Rule", "Playbook", "Step", "PlaybookRun", "StepRun"]
 
-PLAYBOOK_NAME = RegexValidator(
+PLAYBOOK_NAME = FullMatchValidator(
     r"^[a-z0-9][a-z0-9_-]{0,99}$",
     "Use lowercase letters, digits, '_' and '-', starting with a letter or digit.",
 )

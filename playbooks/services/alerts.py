@@ -26,6 +26,7 @@ from django.utils import timezone
 from psycopg import errors as psycopg_errors
 
 from k8s.models import Cluster
+from k8s.names import is_dns1123_label, is_dns1123_subdomain
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
 from playbooks.services.incidents import announce_opened, announce_resolved, build_event, open_incident, worst_severity
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 # Generated names use Kubernetes' "safe" alphabet (no vowels, no 0/1/3): <deployment>-<pod-template-hash>-<suffix>.
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 _DEPLOYMENT_POD = re.compile(rf"^(?P<owner>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-[{_SAFE}]{{6,10}}-[{_SAFE}]{{5}}$")
+_ALERTNAME_MAX = Incident._meta.get_field("alertname").max_length
 _SEVERITIES = {"critical": "critical", "error": "critical", "page": "critical", "warning": "warning",
                "warn": "warning", "info": "info", "none": "info"}
 
@@ -46,21 +48,35 @@ def dedup_key(alert: dict[str, Any]) -> str:
 
 
 def alert_workload(labels: dict[str, str]) -> tuple[str, str, str] | None:
-    """The workload an alert's labels name (kube-state-metrics conventions), or None."""
+    """The workload an alert's labels name (kube-state-metrics conventions), or None.
+
+    Label values are free text (Prometheus bounds neither length nor alphabet); only a valid
+    Kubernetes name (DNS-1123, namespace <= 63, object <= 253 characters) names a workload. An
+    alert whose labels name none is keyed by its fingerprint like any other such alert, and its
+    labels are kept whole in the event's and the incident's JSON: nothing is cut or lost.
+    """
     namespace = labels.get("namespace", "")
+    namespaced = is_dns1123_label(namespace)
     for label, kind in (("deployment", "Deployment"), ("statefulset", "StatefulSet"), ("daemonset", "DaemonSet"),
                         ("cronjob", "CronJob"), ("job_name", "Job")):
-        if labels.get(label) and namespace:
+        if namespaced and is_dns1123_subdomain(labels.get(label)):
             return kind, namespace, labels[label]
     pod = labels.get("pod")
-    if pod and namespace:
-        match = _DEPLOYMENT_POD.match(pod)
+    if namespaced and is_dns1123_subdomain(pod):
+        match = _DEPLOYMENT_POD.fullmatch(pod)
         if match:
             return "Deployment", namespace, match.group("owner")
         return "Pod", namespace, pod
-    if labels.get("node"):
+    if is_dns1123_subdomain(labels.get("node")):
         return "Node", "", labels["node"]
     return None
+
+
+def indexed_alertname(alert: dict[str, Any]) -> str:
+    """The alert's name as the `alertname` columns hold it: whole up to their 200 characters,
+    else cut with a marker (the whole name stays in the labels, the evidence and `alerts`)."""
+    name = alert["labels"]["alertname"]
+    return name if len(name) <= _ALERTNAME_MAX else name[:_ALERTNAME_MAX - 1] + "…"
 
 
 def alert_severity(labels: dict[str, str]) -> str:
@@ -334,7 +350,7 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
             severity = alert_severity(alert["labels"])
             delta["alerts"][alert["fingerprint"]] = alertname
             delta["evidence"][f"alert:{alertname}"] = _evidence_entry(alert)
-            delta["alertname"] = delta["alertname"] or alertname
+            delta["alertname"] = delta["alertname"] or indexed_alertname(alert)
             delta["severity"] = worst_severity([delta["severity"] or severity, severity])
             delta["count"] += 1
         event = _alert_event(None, ClusterEvent.Kind.ALERT_FIRED, alert, key, cluster, workload)
@@ -447,7 +463,7 @@ def _alert_event(incident: Incident | None, kind: str, alert: dict[str, Any], ke
                  workload: tuple[str, str, str] | None) -> ClusterEvent:
     labels = alert["labels"]
     return build_event(
-        incident, cluster, kind, alertname=labels["alertname"], severity=alert_severity(labels), message=_summary(alert),
+        incident, cluster, kind, alertname=indexed_alertname(alert), severity=alert_severity(labels), message=_summary(alert),
         workload=workload or ("", "", ""), dedup_key=key,
         data={"fingerprint": alert["fingerprint"], "labels": labels, "annotations": alert.get("annotations") or {},
               "startsAt": alert["startsAt"].isoformat(), "generatorURL": alert.get("generatorURL", "")},
@@ -492,7 +508,7 @@ def _new_incident(alert: dict[str, Any], cluster: Cluster | None, workload: tupl
 
 def _opening_fields(alert: dict[str, Any]) -> dict[str, Any]:
     alertname = alert["labels"]["alertname"]
-    return {"alertname": alertname, "alerts": {alert["fingerprint"]: alertname},
+    return {"alertname": indexed_alertname(alert), "alerts": {alert["fingerprint"]: alertname},
             "severity": alert_severity(alert["labels"]), "title": _summary(alert)[:500],
             "evidence": {f"alert:{alertname}": _evidence_entry(alert)}}
 
@@ -506,7 +522,7 @@ def _open_for_alert(alert: dict[str, Any], cluster: Cluster | None, workload: tu
 def _apply_firing(incident: Incident, alert: dict[str, Any], now: datetime) -> None:
     alertname = alert["labels"]["alertname"]
     incident.alerts = {**(incident.alerts or {}), alert["fingerprint"]: alertname}
-    incident.alertname = incident.alertname or alertname
+    incident.alertname = incident.alertname or indexed_alertname(alert)
     incident.severity = worst_severity([incident.severity, alert_severity(alert["labels"])])
     incident.evidence = {**(incident.evidence or {}), f"alert:{alertname}": _evidence_entry(alert)}
     incident.last_seen_at = now

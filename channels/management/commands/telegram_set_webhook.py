@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
         if not TelegramTransport.is_configured():
             raise CommandError("TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET must both be set")
-        if not _SECRET.match(settings.TELEGRAM_WEBHOOK_SECRET):
+        if not _SECRET.fullmatch(settings.TELEGRAM_WEBHOOK_SECRET):
             raise CommandError("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - "
                                "(Telegram refuses other secret tokens)")
         base = (options["url"] or settings.AIOPS_PUBLIC_URL).rstrip("/")
