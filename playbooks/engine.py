@@ -482,10 +482,18 @@ def _workload(run: PlaybookRun) -> dict[str, str]:
     return {"kind": incident.workload_kind, "namespace": incident.namespace, "name": incident.workload_name}
 
 
+# What an RCA step keeps of its time limit for itself (storing the report, the next step's enqueue).
+RCA_STEP_MARGIN_S = 10
+
+
 def _rca_step(step: StepRun, run: PlaybookRun) -> Result:
+    from agents.llm import deadline_in
     from agents.rca import analyze, gather_bundle
 
-    report = analyze(gather_bundle(run.cluster, _workload(run)))
+    # The LLM part ends inside the step's limit (and LLM_RCA_TIME_LIMIT): a slow model yields the
+    # deterministic report with its reason, never a step without a report.
+    deadline = deadline_in(max(min(settings.LLM_RCA_TIME_LIMIT, step.timeout_seconds - RCA_STEP_MARGIN_S), 1))
+    report = analyze(gather_bundle(run.cluster, _workload(run)), deadline=deadline)
     summary = f"{report.get('failure_class', 'unknown')}: {report.get('root_cause', '')}"
     return Result(S.SUCCEEDED, output=summary, data=report, rca_report=report)
 

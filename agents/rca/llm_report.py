@@ -1,5 +1,11 @@
 """The LLM path: the model is asked for a report (validated against REPORT_SCHEMA, one repair),
-and `analyze` falls back to the deterministic report when it fails."""
+and `analyze` falls back to the deterministic report when it fails, whatever the failure.
+
+The LLM part has its own deadline (LLM_RCA_TIME_LIMIT, or the caller's, e.g. inside a playbook
+step's time limit): a slow model costs at most that, and the incident still gets a report.
+Structured output goes json_schema -> json_object -> the prompt alone, as the endpoint allows
+(`llm.complete_json`); the report is validated in every case.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from agents import llm
@@ -97,7 +104,7 @@ def _llm_input(bundle: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias: str) -> dict[str, Any]:
+def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias: str, deadline: float) -> dict[str, Any]:
     redactor = Redactor(resource_names=settings.LLM_REDACT_RESOURCE_NAMES)
     redactor.add_names_from(bundle)
     payload = redactor.redact(json.dumps(_llm_input(bundle), indent=1, default=str))
@@ -115,18 +122,12 @@ def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias:
         {"role": "system", "content": system},
         {"role": "user", "content": f"<untrusted_data source=\"bundle\">\n{payload}\n</untrusted_data>"},
     ]
-    schema_format = {"type": "json_schema", "json_schema": {"name": "rca_report", "schema": REPORT_SCHEMA, "strict": False}}
     tokens = 0
     last_error = ""
     for attempt in range(2):  # the answer, then one repair
-        try:
-            completion = llm.complete(messages, alias=alias, response_format=schema_format, purpose="rca", temperature=0)
-        except llm.LLMError as exc:
-            if isinstance(exc, llm.LLMUnavailable) or "response_format" not in str(exc):
-                raise
-            # An endpoint without structured outputs: plain JSON mode, the schema is in the prompt.
-            schema_format = {"type": "json_object"}
-            completion = llm.complete(messages, alias=alias, response_format=schema_format, purpose="rca", temperature=0)
+        completion = llm.complete_json(
+            messages, alias=alias, schema=REPORT_SCHEMA, name="rca_report", purpose="rca", deadline=deadline
+        )
         tokens += completion.tokens
         try:
             report = parse_report(completion.content)
@@ -147,13 +148,20 @@ def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias:
         report["model"] = completion.model_label
         report["tokens"] = tokens
         report["repaired"] = attempt == 1
+        report["structured_output"] = completion.structured
         report["finding_types"] = deterministic.get("finding_types", [])
         return report
     raise ReportInvalid(last_error)
 
 
-def analyze(bundle: dict[str, Any], *, use_llm: bool | None = None, model: str | None = None) -> dict[str, Any]:
-    """The RCA report for a bundle. Raises BundleError (naming the field) on a malformed bundle."""
+def analyze(
+    bundle: dict[str, Any], *, use_llm: bool | None = None, model: str | None = None, deadline: float | None = None
+) -> dict[str, Any]:
+    """The RCA report for a bundle. Raises BundleError (naming the field) on a malformed bundle.
+
+    With an LLM, its report within `deadline` (monotonic; default LLM_RCA_TIME_LIMIT from now);
+    on any failure of that part the deterministic report, with `fallback: {reason, detail}`.
+    """
     deterministic = deterministic_report(bundle)
     alias = model or settings.LLM_RCA_MODEL or settings.LLM_DEFAULT_MODEL
     if use_llm is None:
@@ -161,16 +169,28 @@ def analyze(bundle: dict[str, Any], *, use_llm: bool | None = None, model: str |
     report = deterministic
     if use_llm:
         try:
-            report = _llm_report(bundle, deterministic, alias)
-        except (llm.LLMError, ReportInvalid) as exc:
-            reason = "invalid_output" if isinstance(exc, ReportInvalid) else "provider_error"
+            report = _llm_report(bundle, deterministic, alias, deadline or llm.deadline_in(settings.LLM_RCA_TIME_LIMIT))
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the incident gets the deterministic report
+            reason, detail = _fallback_reason(exc)
             metrics.RCA_FALLBACKS.labels(reason).inc()
-            detail = f"the LLM's report was invalid after one repair ({exc})" if reason == "invalid_output" else f"the LLM call failed ({exc})"
             report = {**deterministic, "fallback": {"reason": reason, "detail": detail},
                       "note": f"Deterministic report: {detail}."}
-            log.warning("rca_fallback", reason=reason, detail=str(exc)[:500])
+            if reason == "error":
+                log.exception("rca_fallback", reason=reason)
+            else:
+                log.warning("rca_fallback", reason=reason, detail=str(exc)[:500])
     metrics.RCA_REPORTS.labels(report["method"], report["failure_class"]).inc()
     log.info("rca_report", method=report["method"], failure_class=report["failure_class"], confidence=report["confidence"])
     report["analyzed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return report
 
+
+def _fallback_reason(exc: BaseException) -> tuple[str, str]:
+    """(reason, detail): the detail is read by people on the incident page."""
+    if isinstance(exc, ReportInvalid):
+        return "invalid_output", f"the LLM's report was invalid after one repair ({exc})"
+    if isinstance(exc, llm.TimeLimitReached | SoftTimeLimitExceeded):
+        return "time_limit", "the LLM did not finish within the time allowed for it"
+    if isinstance(exc, llm.LLMError):
+        return "provider_error", f"the LLM call failed ({exc})"
+    return "error", "the LLM analysis failed unexpectedly (see the worker log)"

@@ -268,3 +268,48 @@ def test_log_masking_keeps_token_counts_and_still_masks_tokens() -> None:
                                             "line": "max_tokens=800 token=abcdef123"})
     assert event["result"] == "{'text': 'hi', 'tokens': 1066}"
     assert event["line"].startswith("max_tokens=800 token=[TOKEN_")
+
+
+# 5: the RCA always leaves a report, whatever the model does and however slow it is.
+
+CRASHING_POD = {
+    "pod": {
+        "metadata": {"name": "api-1", "namespace": "shop", "labels": {"app": "api"}},
+        "spec": {"containers": [{"name": "api", "image": "shop/api:1"}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "api", "ready": False, "restartCount": 5, "image": "shop/api:1",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]},
+    },
+    "events": [],
+}
+GOOD_REPORT = {
+    "root_cause": "The container exceeds its memory limit.", "failure_class": "oom_killed", "confidence": 0.7,
+    "evidence": [{"source": "status", "detail": "OOMKilled"}],
+    "recommended_actions": [{"action": "Raise the memory limit", "playbook": None}], "related_resources": [],
+}
+
+
+def test_an_rca_on_llama_cpp_python_goes_through_the_ladder_to_a_validated_report(fake_llm, endpoint) -> None:  # type: ignore[no-untyped-def]
+    from agents.rca import analyze
+
+    fake_llm.mode = "llama-cpp-python"
+    fake_llm.respond_with(lambda r: json_reply(GOOD_REPORT))
+    report = analyze(json.loads(json.dumps(CRASHING_POD)))
+    assert report["method"] == "llm" and report["structured_output"] == "json_object"
+    assert [r.json.get("response_format", {}).get("type") for r in fake_llm.completions] == ["json_schema", "json_object"]
+
+
+def test_a_model_slower_than_the_deadline_leaves_the_deterministic_report_with_the_reason(fake_llm, endpoint, settings) -> None:  # type: ignore[no-untyped-def]
+    from agents.rca import analyze
+
+    settings.LLM_RCA_TIME_LIMIT = 2
+    fake_llm.respond_with(lambda r: json_reply(GOOD_REPORT, delay=30))
+    before = _metric("aiops_rca_fallbacks_total", reason="time_limit")
+    started = time.monotonic()
+    report = analyze(json.loads(json.dumps(CRASHING_POD)))
+    assert time.monotonic() - started < 6
+    assert report["method"] == "deterministic" and report["failure_class"] == "oom_killed"
+    assert report["fallback"] == {"reason": "time_limit", "detail": "the LLM did not finish within the time allowed for it"}
+    assert _metric("aiops_rca_fallbacks_total", reason="time_limit") == before + 1
+    assert not llm.CircuitBreaker(endpoint.base_url).is_open()

@@ -27,10 +27,12 @@ def fake_llm_server() -> Iterator[FakeOpenAI]:
 
 def _point_default_alias_at(server: FakeOpenAI, name: str) -> None:
     from agents.llm import CircuitBreaker
+    from agents.llm.compat import Capabilities
     from agents.models import ModelAlias
 
     ModelAlias.objects.update_or_create(name=name, defaults={"model": "fake-model", "base_url": server.url, "enabled": True})
     CircuitBreaker(server.url).reset()
+    Capabilities(server.url, "fake-model").forget()  # what an earlier test's mode taught the client
 
 
 @pytest.fixture
