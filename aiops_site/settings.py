@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "rest_framework",
     "django_celery_beat",
+    "django_htmx",
     "k8s",
     "agents",
     "playbooks",
@@ -103,6 +104,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the console's partial updates
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]

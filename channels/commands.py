@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from channels.formatting import shorten
+from channels.formatting import arguments_text, shorten
 from channels.models import InboundUpdate, OutboundMessage
 from channels.services import queue_message
 
@@ -43,7 +43,8 @@ def run_read_tool(update_id: int, tool: str, args: dict[str, Any]) -> str:
 
 
 def format_result(tool: str, args: dict[str, Any], ok: bool, output: str, data: Any, truncated: bool) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in sorted(args.items()) if k != "tail")
+    where = arguments_text({k: v for k, v in args.items() if k != "tail" and v is not None}) if args else ""
+    where = "" if where == "no arguments" else where
     head = f"**{tool}**" + (f" ({where})" if where else "")
     if not ok:
         return f"⚠️ {head} failed:\n```\n{shorten(output, 3000)}\n```"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 _INLINE = re.compile(r"\*\*(?P<bold>[^*\n]+?)\*\*|`(?P<code>[^`\n]+)`")
 
@@ -125,3 +126,283 @@ def _longest_prefix(text: str, budget: int, measure: Callable[[str], int]) -> in
 
 def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- Words for people ----------------------------------------------------------------------
+# Everything below turns what the engine stores (finding types, failure classes, JSON values,
+# RCA reports) into plain words, once, for every platform and the console: a platform differs
+# only in markup. Nothing here may produce a Python repr: values go through `value_text`.
+
+FINDING_WORDS = {
+    "crash_loop": "crash-looping",
+    "oom_killed": "killed for running out of memory",
+    "not_ready_node": "node not Ready",
+    "replication_failure": "replicas not available",
+    "image_pull_failure": "image cannot be pulled",
+    "unschedulable": "pods cannot be scheduled",
+    "probe_failure": "health probes failing",
+    "hpa_maxed": "autoscaler at its maximum",
+    "failed_job": "job failed",
+    "evicted": "pods evicted",
+    "high_restart_rate": "restarting often",
+    "cluster_unreachable": "cluster unreachable",
+}
+
+CLASS_WORDS = {
+    "oom_killed": "Out of memory",
+    "app_crash": "The application crashes",
+    "config_error": "A configuration error",
+    "dependency_failure": "A dependency is unreachable",
+    "image_pull_error": "The image cannot be pulled",
+    "resource_exhaustion": "Not enough resources",
+    "node_failure": "The node is failing",
+    "probe_failure": "Health probes fail",
+    "permission_error": "A permission is missing",
+    "bad_rollout": "A bad rollout",
+    "unknown": "Cause not determined",
+}
+
+SOURCE_WORDS = {
+    "log": "container log",
+    "previous_log": "log of the previous container",
+    "event": "Kubernetes event",
+    "status": "pod status",
+    "node": "node status",
+    "deployment": "deployment status",
+    "replicaset": "ReplicaSet",
+    "hpa": "autoscaler",
+    "job": "job status",
+    "metrics": "metrics",
+}
+
+
+def words(code: str, vocabulary: dict[str, str]) -> str:
+    """The plain words for a code; an unknown code reads as itself with spaces."""
+    return vocabulary.get(code) or (code or "").replace("_", " ")
+
+
+def value_text(value: Any) -> str:
+    """Any stored JSON value as a person reads it: never a repr, never `None`."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple | set):
+        return ", ".join(value_text(item) for item in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {value_text(item)}" for key, item in value.items()) or "—"
+    return str(value)
+
+
+def arguments_text(arguments: dict[str, Any] | None) -> str:
+    return ", ".join(f"{key}={value_text(value)}" for key, value in sorted((arguments or {}).items())) or "no arguments"
+
+
+def workload_label(kind: str, namespace: str, name: str) -> str:
+    """`Deployment shop/cart`, `Node node-4`: no empty path segment (`Node//node-4`) ever."""
+    path = f"{namespace}/{name}" if namespace else name
+    return f"{kind} {path}".strip() if kind else path
+
+
+# What a tool call does, in words; the codes follow it where people read them.
+TOOL_WORDS = {
+    "restart_pod": "Restart the pod {namespace}/{name}",
+    "restart_deployment": "Restart the deployment {namespace}/{name}",
+    "scale_deployment": "Scale the deployment {namespace}/{name} to {replicas} replicas",
+    "rollback_deployment": "Roll back the deployment {namespace}/{name}",
+    "set_hpa_max_replicas": "Raise the autoscaler {namespace}/{name} to at most {max_replicas} replicas",
+    "cordon_node": "Cordon the node {name}",
+    "uncordon_node": "Uncordon the node {name}",
+    "drain_node": "Drain the node {name}",
+    "patch_memory_limit": "Set the memory limit of {namespace}/{name} to {memory}",
+    "describe_pod": "Describe the pod {namespace}/{name}",
+    "describe_deployment": "Describe the deployment {namespace}/{name}",
+    "describe_node": "Describe the node {name}",
+    "get_pod_logs": "Read the logs of the pod {namespace}/{name}",
+    "analyze_pod_logs": "Analyse the logs of the pod {namespace}/{name}",
+    "list_pods": "List the pods",
+    "list_events": "List the events",
+}
+
+
+class _Known(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        raise KeyError(key)
+
+
+def action_words(tool: str, arguments: dict[str, Any] | None) -> str:
+    """`Restart the deployment shop/cart`; a tool without words (or missing an argument the
+    words need) reads as `tool_name (arguments)`."""
+    arguments = arguments or {}
+    template = TOOL_WORDS.get(tool)
+    if template:
+        known = {k: value_text(v) for k, v in arguments.items()}
+        if tool == "patch_memory_limit" and "name" not in known:
+            known["name"] = known.get("pod", "")
+        try:
+            return template.format_map(_Known(known))
+        except KeyError:
+            pass
+    name = " ".join(tool.replace("_", " ").split()).capitalize()
+    return f"{name} ({arguments_text(arguments)})"
+
+
+def incident_workload(incident: Any) -> str:
+    if incident.fingerprint and not incident.workload_name:
+        return f"alert {incident.alertname or incident.fingerprint[:12]}"
+    return workload_label(incident.workload_kind, incident.namespace, incident.workload_name)
+
+
+def incident_what(incident: Any) -> str:
+    if incident.primary_type:
+        return words(incident.primary_type, FINDING_WORDS)
+    return incident.alertname or "incident"
+
+
+def strip_prefix(text: str, *prefixes: str) -> str:
+    """`text` without a leading `<prefix>: ` (a summary that repeats the workload it is about)."""
+    for prefix in prefixes:
+        if prefix and text.startswith(prefix + ": "):
+            return text[len(prefix) + 2 :]
+    return text
+
+
+# --- The RCA report ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExcerptLine:
+    number: int | None
+    text: str
+    highlighted: bool
+
+
+@dataclass(frozen=True)
+class Evidence:
+    source: str  # plain words: "container log"
+    where: str  # "line 12", "status.containerStatuses[0].state.waiting.reason", "3 times"
+    detail: str
+    excerpt: list[ExcerptLine]  # log evidence: the lines around the matching one
+
+
+@dataclass(frozen=True)
+class Action:
+    text: str
+    playbook: str
+
+
+@dataclass(frozen=True)
+class Report:
+    failure_class: str
+    class_words: str
+    root_cause: str
+    confidence: int | None  # percent
+    evidence: list[Evidence]
+    actions: list[Action]
+    related: list[str]
+    method: str  # "the LLM (model)" or "the built-in rules"
+    note: str
+
+
+def _excerpt(item: dict[str, Any]) -> list[ExcerptLine]:
+    line = item.get("line")
+    excerpt = item.get("excerpt")
+    if isinstance(excerpt, dict) and isinstance(excerpt.get("lines"), list):
+        first = excerpt.get("first") if isinstance(excerpt.get("first"), int) else None
+        return [
+            ExcerptLine(first + i if first is not None else None, str(text),
+                        first is not None and first + i == line)
+            for i, text in enumerate(excerpt["lines"])
+        ]
+    if item.get("source") in ("log", "previous_log") and item.get("detail"):
+        return [ExcerptLine(line if isinstance(line, int) else None, str(item["detail"]), True)]
+    return []
+
+
+def _evidence(item: Any) -> Evidence | None:
+    if isinstance(item, str):
+        return Evidence("", "", item, [])
+    if not isinstance(item, dict):
+        return None
+    source = str(item.get("source") or "")
+    where = []
+    if isinstance(item.get("line"), int):
+        where.append(f"line {item['line']}")
+    if item.get("field"):
+        where.append(str(item["field"]))
+    if isinstance(item.get("count"), int) and item["count"] > 1:
+        where.append(f"seen {item['count']} times")
+    return Evidence(words(source, SOURCE_WORDS), ", ".join(where), value_text(item.get("detail") or ""), _excerpt(item))
+
+
+def _action(item: Any) -> Action | None:
+    if isinstance(item, str):
+        return Action(item, "")
+    if isinstance(item, dict):
+        text = item.get("action") or item.get("description") or item.get("text")
+        if text:
+            return Action(value_text(text), str(item.get("playbook") or ""))
+    return None
+
+
+def repeats(detail: str, seen: list[str]) -> bool:
+    """Whether `detail` says nothing that one of `seen` does not already say (its message part,
+    after a leading `Reason: `, quoted in full)."""
+    message = detail.split(": ", 1)[-1].strip()
+    return bool(message) and any(message in earlier for earlier in seen)
+
+
+def rca_report(report: Any) -> Report | None:
+    """The stored report (the RCA engine's JSON) as a `Report` for people; None when empty."""
+    if not isinstance(report, dict) or not report:
+        return None
+    failure_class = str(report.get("failure_class") or "unknown")
+    confidence = report.get("confidence")
+    percent = round(confidence * 100) if isinstance(confidence, int | float) and 0 <= confidence <= 1 else None
+    actions = report.get("recommended_actions") or report.get("recommendations") or []
+    method = report.get("method")
+    model = report.get("model")
+    return Report(
+        failure_class=failure_class,
+        class_words=words(failure_class, CLASS_WORDS),
+        root_cause=value_text(report.get("root_cause") or report.get("summary") or ""),
+        confidence=percent,
+        evidence=[e for e in (_evidence(i) for i in (report.get("evidence") or [])) if e is not None],
+        actions=[a for a in (_action(i) for i in (actions if isinstance(actions, list) else [])) if a is not None],
+        related=[value_text(r) for r in (report.get("related_resources") or []) if r],
+        method=(f"the LLM ({model})" if model else "the LLM") if method == "llm" else "the built-in rules",
+        note=value_text(report.get("note") or ""),
+    )
+
+
+def rca_text(report: Report, *, evidence_limit: int = 4) -> str:
+    """The report in neutral markup, for chat: plain words first, the codes after."""
+    confidence = f", {report.confidence}% confident" if report.confidence is not None else ""
+    lines = [f"**{report.class_words}** (`{report.failure_class}`{confidence})"]
+    if report.root_cause:
+        lines.append(shorten(report.root_cause, 1200))
+    shown = 0
+    seen = [report.root_cause]
+    for item in report.evidence:
+        if shown == evidence_limit:
+            break
+        # Evidence the root cause (or an earlier line) already quotes would only repeat it: an
+        # image-pull error carries the registry's message in the cause, the status and the event.
+        if repeats(item.detail, seen):
+            continue
+        seen.append(item.detail)
+        if shown == 0:
+            lines.append("**Evidence**")
+        where = f" ({item.where})" if item.where else ""
+        lines.append(f"- {item.source or 'evidence'}{where}: {shorten(item.detail, 300)}")
+        shown += 1
+    if report.actions:
+        lines.append("**Recommended**")
+        for action in report.actions[:5]:
+            playbook = f" (playbook `{action.playbook}`)" if action.playbook else ""
+            lines.append(f"- {shorten(action.text, 300)}{playbook}")
+    if report.note:
+        lines.append(report.note)
+    return "\n".join(lines)

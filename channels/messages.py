@@ -8,14 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.formatting import shorten
+from channels.formatting import (
+    FINDING_WORDS,
+    action_words,
+    arguments_text,
+    incident_what,
+    incident_workload,
+    rca_report,
+    rca_text,
+    repeats,
+    shorten,
+    strip_prefix,
+    value_text,
+    words,
+)
 
 SEVERITY_ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
-STATE_LINE = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired"}
+STATE_LINE = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired", "cancelled": "🚫 Cancelled"}
 
 
 def _args(arguments: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(arguments.items())) or "no arguments"
+    return arguments_text(arguments)
 
 
 def _cluster(incident: Any) -> str:
@@ -24,9 +37,14 @@ def _cluster(incident: Any) -> str:
 
 
 def incident_title(incident: Any) -> str:
-    what = incident.primary_type or incident.alertname or "incident"
-    where = incident.workload_key if incident.workload_name else (incident.alertname or "")
-    return f"#{incident.pk} {what} {where}".strip()
+    """`#12 crash-looping: Deployment shop/web` -- what, then where, in plain words."""
+    return f"#{incident.pk} {incident_what(incident)}: {incident_workload(incident)}"
+
+
+def _pods(incident: Any, limit: int) -> str:
+    pods = [value_text(p.get("name") if isinstance(p, dict) else p) for p in (incident.affected_pods or [])]
+    more = f" (+{len(pods) - limit} more)" if len(pods) > limit else ""
+    return ", ".join(pods[:limit]) + more
 
 
 def incident_opened(incident: Any) -> str:
@@ -34,11 +52,11 @@ def incident_opened(incident: Any) -> str:
     lines = [f"{icon} **Incident {incident_title(incident)}** ({incident.severity}){_cluster(incident)}"]
     if incident.title:
         lines.append(shorten(incident.title, 500))
-    if incident.finding_types:
-        lines.append("Findings: " + ", ".join(incident.finding_types))
-    pods = list(incident.affected_pods or [])
-    if pods:
-        lines.append("Pods: " + ", ".join(str(p) for p in pods[:10]) + (f" (+{len(pods) - 10} more)" if len(pods) > 10 else ""))
+    others = [t for t in incident.finding_types or [] if t != incident.primary_type]
+    if others:
+        lines.append("Also: " + ", ".join(words(t, FINDING_WORDS) for t in others))
+    if incident.affected_pods:
+        lines.append("Pods: " + _pods(incident, 10))
     return "\n".join(lines)
 
 
@@ -48,8 +66,8 @@ def incident_resolved(incident: Any) -> str:
 
 def approval_request(approval: Any) -> str:
     lines = [
-        f"🔐 **Approval needed: {approval.tool}** ({approval.risk} risk), code `{approval.code}`",
-        f"Arguments: {_args(approval.arguments)}",
+        f"🔐 **Approval needed: {action_words(approval.tool, approval.arguments)}** ({approval.risk} risk)",
+        f"Tool `{approval.tool}`, {_args(approval.arguments)}; code `{approval.code}`",
         f"Why: {shorten(approval.reason, 800)}",
     ]
     if approval.requester:
@@ -78,31 +96,25 @@ def approval_decided(approval: Any) -> str:
 
 
 def approval_request_summary(approval: Any) -> str:
-    return (f"🔐 **{approval.tool}** ({approval.risk} risk), code `{approval.code}`\n"
-            f"Arguments: {_args(approval.arguments)}\nWhy: {shorten(approval.reason, 300)}")
+    return (f"🔐 **{action_words(approval.tool, approval.arguments)}** ({approval.risk} risk)\n"
+            f"Tool `{approval.tool}`, {_args(approval.arguments)}; code `{approval.code}`\n"
+            f"Why: {shorten(approval.reason, 300)}")
 
 
 def tool_finished(approval: Any, ok: bool, output: str) -> str:
     head = "✅" if ok else "⚠️"
     verdict = "done" if ok else "failed"
-    text = f"{head} **{approval.tool} {verdict}** (approval `{approval.code}`): {_args(approval.arguments)}"
+    text = (f"{head} **{action_words(approval.tool, approval.arguments)}: {verdict}** "
+            f"(tool `{approval.tool}`, approval `{approval.code}`)")
     if output:
         text += f"\n```\n{shorten(output, 1500)}\n```"
     return text
 
 
 def rca_ready(incident: Any, report: dict[str, Any]) -> str:
-    lines = [f"🧠 **Root cause analysis: incident {incident_title(incident)}**"]
-    for key, label in (("failure_class", "Class"), ("summary", "Summary"), ("root_cause", "Root cause"),
-                       ("confidence", "Confidence")):
-        if report.get(key) not in (None, ""):
-            lines.append(f"{label}: {shorten(str(report[key]), 1200)}")
-    actions = report.get("recommended_actions") or report.get("recommendations") or []
-    if isinstance(actions, list) and actions:
-        lines.append("Recommended:")
-        for action in actions[:5]:
-            lines.append(f"- {shorten(action if isinstance(action, str) else str(action.get('description') or action), 300)}")
-    return "\n".join(lines)
+    head = f"🧠 **Root cause analysis: incident {incident_title(incident)}**"
+    view = rca_report(report)
+    return head if view is None else head + "\n" + rca_text(view)
 
 
 def run_finished(run: Any) -> str:
@@ -110,6 +122,20 @@ def run_finished(run: Any) -> str:
     incident = getattr(run, "incident", None)
     about = f" for incident {incident_title(incident)}" if incident is not None else ""
     text = f"📋 **Playbook {run.playbook_name}** {outcome}{about}"
-    if run.summary:
-        text += f"\n{shorten(run.summary, 1500)}"
+    summary = run_summary(run)
+    if summary:
+        text += f"\n{shorten(summary, 1500)}"
     return text
+
+
+def run_summary(run: Any) -> str:
+    """The run's summary without the workload the title already names (verify writes
+    `Deployment/shop/cart: no findings`), and without a part that repeats another."""
+    incident = getattr(run, "incident", None)
+    parts: list[str] = []
+    for part in (run.summary or "").split("; "):
+        if incident is not None:
+            part = strip_prefix(part, incident.workload_key, incident_workload(incident))
+        if part and not repeats(part, parts):
+            parts.append(part)
+    return "; ".join(parts)

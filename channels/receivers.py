@@ -114,7 +114,7 @@ def on_approval_decided(sender: Any, approval: Any, **kwargs: Any) -> None:
     """Edit every button message of this approval: the outcome, who decided, no more buttons."""
     sent = OutboundMessage.objects.filter(
         approval_id=approval.pk, operation=Operation.SEND, payload__buttons=True
-    ).exclude(state=MessageState.FAILED).exclude(kind=Kind.WEB)
+    ).exclude(state=MessageState.FAILED)
     text = messages.approval_decided(approval)
     for message in sent:
         queue_message(

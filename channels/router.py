@@ -22,7 +22,7 @@ import structlog
 from django.db import transaction
 
 from channels import metrics, services
-from channels.formatting import shorten
+from channels.formatting import FINDING_WORDS, action_words, rca_report, shorten, words
 from channels.inbound import Inbound
 from channels.messages import approval_request, incident_title
 
@@ -151,9 +151,8 @@ def _approval_list(inbound: Inbound, args: list[str]) -> None:
         return
     lines = ["**Pending approvals**"]
     for approval in pending:
-        args_text = ", ".join(f"{k}={v}" for k, v in sorted(approval.arguments.items()))
-        lines.append(f"`{approval.code}` {approval.tool} ({approval.risk}) {args_text}, "
-                     f"expires {approval.expires_at:%H:%M:%S} UTC")
+        lines.append(f"`{approval.code}` {action_words(approval.tool, approval.arguments)}, {approval.risk} risk "
+                     f"(`{approval.tool}`), expires {approval.expires_at:%H:%M:%S} UTC")
     reply(inbound, "\n".join(lines))
 
 
@@ -180,7 +179,7 @@ def _incident(inbound: Inbound, args: list[str]) -> None:
         reply(inbound, _incident_details(incident))
         return
     reason = " ".join(args[2:]) or f"closed from {inbound.kind} by {inbound.who}"
-    reply(inbound, _close_incident(incident, inbound, reason))
+    reply(inbound, close_incident(incident, inbound, reason))
 
 
 def _incident_details(incident: Any) -> str:
@@ -192,16 +191,17 @@ def _incident_details(incident: Any) -> str:
     lines.append(f"Opened {incident.opened_at:%Y-%m-%d %H:%M:%S} UTC, last seen {incident.last_seen_at:%H:%M:%S} UTC, "
                  f"seen {incident.count} times")
     if incident.finding_types:
-        lines.append("Findings: " + ", ".join(incident.finding_types))
+        lines.append("Findings: " + ", ".join(words(t, FINDING_WORDS) for t in incident.finding_types))
     if incident.affected_pods:
         lines.append("Pods: " + ", ".join(str(p) for p in incident.affected_pods[:15]))
-    report = incident.rca_report or {}
-    if report.get("summary"):
-        lines.append(f"RCA: {shorten(str(report['summary']), 800)}")
+    report = rca_report(incident.rca_report)
+    if report is not None:
+        lines.append(f"Root cause: {report.class_words}. {shorten(report.root_cause, 800)}")
     return "\n".join(lines)
 
 
-def _close_incident(incident: Any, inbound: Inbound, reason: str) -> str:
+def close_incident(incident: Any, inbound: Inbound, reason: str) -> str:
+    """Close an open incident as the person behind `inbound`; returns what to tell them."""
     from django.utils import timezone
 
     from playbooks.models import Incident
@@ -225,7 +225,7 @@ def _alert(inbound: Inbound, args: list[str]) -> None:
         reply(inbound, "No Alertmanager alerts are firing.")
         return
     lines = ["**Firing alerts**"]
-    lines += [f"#{a.pk} {a.alertname} ({a.severity}) {shorten(a.title, 200)}" for a in alerts]
+    lines += [f"#{a.pk} {a.alertname} ({a.severity}) {shorten(a.title, 200)}".rstrip() for a in alerts]
     reply(inbound, "\n".join(lines))
 
 

@@ -11,6 +11,7 @@ from channels.web import views as web
 app_name = "channels"
 
 urlpatterns = [
+    path("", web.root, name="root"),
     path("api/webhooks/telegram", telegram_webhook, name="telegram"),
     path("api/webhooks/slack/events", slack_events, name="slack-events"),
     path("api/webhooks/slack/interactions", slack_interactions, name="slack-interactions"),
@@ -18,8 +19,13 @@ urlpatterns = [
     path("console/", web.home, name="console"),
     path("console/login/", web.ConsoleLogin.as_view(), name="console-login"),
     path("console/logout/", LogoutView.as_view(next_page="/console/login/"), name="console-logout"),
+    path("console/incidents", web.incidents, name="console-incidents"),
     path("console/incidents/<int:incident_id>", web.incident, name="console-incident"),
+    path("console/incidents/<int:incident_id>/close", web.close, name="console-close"),
+    path("console/runs/<int:run_id>/start", web.start_run, name="console-start-run"),
+    path("console/approvals", web.approvals, name="console-approvals"),
     path("console/approvals/<int:approval_id>/decide", web.decide, name="console-decide"),
+    path("console/notifications", web.feed, name="console-feed"),
     path("console/chat", web.chat, name="console-chat"),
     path("console/chat/messages", web.chat_messages, name="console-chat-messages"),
 ]

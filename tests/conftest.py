@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.plugins.chat",
     "tests.plugins.incidents",
     "tests.plugins.engine",
+    "tests.plugins.texts",
 ]
 
 

@@ -1,5 +1,7 @@
 """The web console's "delivery": the outbox row itself is what the console shows, so
-delivering it only marks it delivered (no network, never retried)."""
+delivering it only marks it delivered (no network, never retried). An edit is delivered the
+same way: the console shows a message as its latest edit says (an approval's copy loses its
+buttons and says who decided, like every other platform's)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,11 @@ class WebTransport(Transport):
 
     def send(self, address: str, parts: list[str], *, buttons: list[Button], reply_to: str, start: int,
              on_part: Any) -> Sent:
-        return Sent(message_id="")
+        # An id, so that edits of this message (an approval decided) are delivered like any other's.
+        message_id = f"web:{address}"
+        for index in range(start, len(parts)):
+            on_part(index, message_id)
+        return Sent(message_id=message_id)
 
     def edit(self, address: str, message_id: str, text: str, *, buttons: list[Button]) -> None:
         return None

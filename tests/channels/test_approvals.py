@@ -97,7 +97,7 @@ def test_an_approval_is_decided_by_button_on_any_platform(client, chat, targets,
     assert "Approved by alice" in edited_discord["content"] and edited_discord["components"] == []
 
     # The outcome of the action is announced where the approval was asked for and shown.
-    wait_for(lambda: any("set_value done" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT)),
+    wait_for(lambda: any("value=1): done" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT)),
              message="the action's outcome in Telegram")
 
     # bob presses afterwards: told it is already decided, and by whom.

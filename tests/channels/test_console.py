@@ -81,7 +81,7 @@ def test_the_demo_gets_a_console_feed_once_and_it_shows_incidents(client, dave, 
     client.force_login(dave)
     page = client.get("/console/").content.decode()
     assert f'data-id="{incident.pk}"' in page and 'data-state="open"' in page
-    assert f"Incident #{incident.pk} crash_loop" in page  # the feed
+    assert f"Incident #{incident.pk} crash-looping: Deployment shop/web" in page  # the feed
     assert "web &lt;crash&gt; looping" in page
     detail = client.get(f"/console/incidents/{incident.pk}")
     assert detail.status_code == 200 and "web-5d9c7-abcde" in detail.content.decode()

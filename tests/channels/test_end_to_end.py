@@ -12,6 +12,7 @@ from agents.models import Approval
 from channels.models import ChannelTarget, Identity, MessageState, OutboundMessage
 from playbooks.models import Incident, PlaybookRun, StepRun
 from playbooks.services.poll import poll
+from tests.channels import browser as browser_tools
 from tests.channels import platforms
 from tests.conftest import wait_for
 
@@ -52,16 +53,20 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    from channels.startup import ensure_console_feed
+
     engine = chat_setup
+    ensure_console_feed()  # as `make run` does: the console's feed is a target too
     poll(engine.cluster)
     approval = _approval_for("ledger")  # crash_loop_remediation: restart_pod in namespace payments
     assert approval.tool == "restart_pod"
     incident = Incident.objects.get(workload_name="ledger", state="open")
-    wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, state=MessageState.DELIVERED).count() == 3,
-             message="the approval on all three platforms")
+    wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, state=MessageState.DELIVERED).count() == 4,
+             message="the approval on all three platforms and the console's feed")
 
     # Routing: the incident and its approval reached the payments targets, with buttons each.
-    assert any(f"Incident #{incident.pk} crash_loop" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT))
+    assert any(f"Incident #{incident.pk} crash-looping: Deployment payments/ledger" in m["text"]
+               for m in chat.telegram.chat_messages(TG_CHAT))
     tg = _with_code(chat.telegram.chat_messages(TG_CHAT), approval.code)
     assert tg["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"apv:{approval.pk}:approve"
     assert _with_code(chat.slack.channel_messages(SLACK_CHANNEL), approval.code)["blocks"][1]["type"] == "actions"
@@ -76,25 +81,47 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
     # restarts the pod, verifies, and the page shows the incident resolved.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop in this thread
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = browser_tools.launch(playwright)
         try:
-            page = browser.new_page()
-            page.goto(f"{live_server.url}/console/")
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{live_server.url}/")  # the address `make run` prints
             expect(page).to_have_url(f"{live_server.url}/console/login/?next=/console/")
+            browser_tools.check_page(page, "login")
             page.fill("input[name=username]", "alice")
             page.fill("input[name=password]", "x")
             page.click("button[type=submit]")
-            row = page.locator(f"tr.pending-approval[data-code='{approval.code}']")
-            expect(row).to_contain_text("restart_pod")
-            expect(page.locator(f"tr.incident[data-id='{incident.pk}']")).to_have_attribute("data-state", "open")
-            row.locator("button.approve").click()
+
+            # The fault is in the incidents list, its approval in the pending ones.
+            row = page.locator(f"tr.incident[data-id='{incident.pk}']")
+            expect(row).to_have_attribute("data-state", "open")
+            expect(row).to_contain_text("Crash-looping: Deployment payments/ledger")
+            expect(page.locator(f".pending-approval[data-code='{approval.code}']")).to_contain_text("Restart the pod payments/")
+            browser_tools.check_page(page, "incidents")
+
+            # Open the incident and approve inline; the page is never reloaded.
+            row.locator("td.what a").click()
+            expect(page).to_have_url(f"{live_server.url}/console/incidents/{incident.pk}")
+            page.evaluate("window.walkMarker = 'same page'")  # a reload would lose it
+            waiting = page.locator(f".waiting-approval[data-code='{approval.code}']")
+            expect(waiting).to_contain_text("Restart the pod payments/")
+            timeline = page.locator("ol.timeline")
+            expect(timeline.locator("li[data-kind='Approval requested']")).to_contain_text(approval.code)
+            browser_tools.check_page(page, "incident-waiting")
+            waiting.locator("button.approve").click()
             expect(page.locator(".flash.success")).to_contain_text(f"Approved {approval.code}")
-            expect(page.locator(f"tr.decided-approval[data-code='{approval.code}']")).to_contain_text("approved by alice")
-            expect(page.locator(f"tr.incident[data-id='{incident.pk}']")).to_have_attribute(
-                "data-state", "resolved", timeout=90_000)
+            expect(timeline.locator("li[data-kind='Approved']")).to_contain_text("by alice", timeout=30_000)
+            expect(timeline.locator("li[data-kind='Action']")).to_contain_text("Restart the pod payments/", timeout=90_000)
+            expect(timeline.locator("li[data-kind='Action']")).to_contain_text(": done", timeout=90_000)
+            expect(timeline.locator("li[data-kind='Verification']")).to_contain_text("done", timeout=90_000)
+            expect(timeline.locator("li[data-kind='Resolved']")).to_have_count(1, timeout=90_000)
+            expect(page.locator(".incident-head .incident-state")).to_contain_text("resolved")
+            expect(page.locator(".report .class")).not_to_be_empty()
+            assert page.evaluate("window.walkMarker") == "same page"
+            browser_tools.check_page(page, "incident-resolved")
+
+            page.goto(f"{live_server.url}/console/notifications")
+            expect(page.locator(".feed-item").first).to_be_visible()
+            browser_tools.check_page(page, "notifications")
         finally:
             browser.close()
     run = PlaybookRun.objects.get(incident=incident)
@@ -106,6 +133,11 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
              and "Approved by alice" in chat.discord.messages[dc["id"]]["content"],
              message="the approval messages to show the decision")
     assert "reply_markup" not in chat.telegram.message(TG_CHAT, tg["message_id"])
+    # ... and so does the console's copy (an edit delivered like every other platform's).
+    wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, kind="web", operation="edit",
+                                                    state=MessageState.DELIVERED).exists(),
+             message="the console's copy of the approval to be edited")
+    assert "Approved by alice" in OutboundMessage.objects.get(approval_id=approval.pk, kind="web", operation="edit").text
     wait_for(lambda: any(f"Resolved: incident #{incident.pk}" in m["text"] for m in chat.telegram.chat_messages(TG_CHAT)),
              message="the resolution in Telegram")
 

@@ -45,7 +45,7 @@ def test_incidents_reach_only_the_targets_whose_filters_accept_them(chat, cluste
     assert _addresses(incident_id=warning_shop.pk) == {"C0ALL"}  # below the telegram target's minimum
     assert _addresses(incident_id=staging_payments.pk) == {"C0ALL", "111111111111111111", "C0STAGE"}
     text = OutboundMessage.objects.get(incident_id=critical_shop.pk, address="C0ALL").text
-    assert f"Incident #{critical_shop.pk} crash_loop Deployment/shop/web" in text and "on cluster prod" in text
+    assert f"Incident #{critical_shop.pk} crash-looping: Deployment shop/web" in text and "on cluster prod" in text
 
     # A redelivered event does not notify twice; the resolution follows the same routing.
     incident_opened.send(sender=type(critical_shop), incident=critical_shop)
@@ -88,7 +88,7 @@ def test_runs_rca_and_playbook_notifications_are_announced(chat, clusters, make_
                                 severity="info")
     texts = list(OutboundMessage.objects.order_by("pk").values_list("text", flat=True))
     assert texts[0].startswith("📋 **Playbook crash_loop_remediation** resolved (verified healthy) for incident")
-    assert "Class: config_error" in texts[1] and "- restart the deployment" in texts[1]
+    assert "**A configuration error** (`config_error`)" in texts[1] and "- restart the deployment" in texts[1]
     assert texts[2] == "Heads up: **web** restarted"
 
 

@@ -124,7 +124,7 @@ def test_incident_commands(client, chat, slack_people, make_incident, no_playboo
     assert said(client, "!incident list") == ["No open incidents. 🎉"]
     incident = make_incident()
     [listing] = said(client, "!incident list")
-    assert f"#{incident.pk} crash_loop Deployment/shop/web" in listing
+    assert f"#{incident.pk} crash-looping: Deployment shop/web" in listing
     [details] = said(client, f"!incident show {incident.pk}")
     assert "web crash-looping" in details and "web-5d9c7-abcde" in details
     [closed] = said(client, f"!incident close {incident.pk} fixed by hand")
@@ -143,7 +143,7 @@ def test_approval_list_shows_pending_codes(client, chat, slack_people, fake_mcp)
     assert said(client, "!approval list") == ["No approvals are pending."]
     approval = request_approval("fake__set_value", {"key": "k", "value": "v"}, reason="test", origin="playbook")
     [listing] = said(client, "!approval list")
-    assert f"`{approval.code}` fake__set_value (HIGH) key=k, value=v" in listing
+    assert f"`{approval.code}` Fake set value (key=k, value=v), HIGH risk (`fake__set_value`)" in listing
 
 
 def test_model_reset_and_status_are_answered_by_the_assistant_services(client, chat, slack_people, no_llm) -> None:  # type: ignore[no-untyped-def]
