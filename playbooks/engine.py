@@ -315,7 +315,10 @@ def _record(step: StepRun, result: Result) -> None:
             text, severity = result.notify
             notification_requested.send(sender=PlaybookRun, incident=run.incident, run=run, text=text, severity=severity)
         if current.kind == Step.Kind.HANDOFF and current.state == S.SUCCEEDED:
-            finish_run(run, Outcome.HANDED_OFF, current.output)
+            if run.dry_run:
+                finish_run(run, Outcome.DRY_RUN, f"dry run: would hand off: {current.output}")
+            else:
+                finish_run(run, Outcome.HANDED_OFF, current.output)
             return
         if result.verdict:
             run.context = {**(run.context or {}), "verdict": result.verdict, "verdict_detail": result.output[:1000]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 # An expression holds no braces, so "{{ a }} {{ b }}" is two expressions, never one.
@@ -38,10 +39,10 @@ ROOTS: dict[str, str] = {
     "evidence": "the incident's evidence (any key)",
     "rca": "the incident's RCA report once an rca step ran (root_cause, failure_class, ...)",
     "incident": "the incident's fields",
-    "run": "id, playbook",
+    "run": "id, playbook, started (the run's start, UTC, as 2026-01-31T09:10:00Z: an idempotency token)",
 }
 WORKLOAD_KEYS = ("kind", "namespace", "name")
-RUN_KEYS = ("id", "playbook")
+RUN_KEYS = ("id", "playbook", "started")
 # Roots whose sub-keys are free-form data, not checked at save time.
 OPEN_ROOTS = ("evidence", "rca")
 MISSING = object()
@@ -214,7 +215,7 @@ def template_errors(value: Any, *, where: str = "args") -> list[str]:
         elif root == "workload" and (len(rest) != 1 or rest[0] not in WORKLOAD_KEYS):
             errors.append(f"{label}: use workload.kind, workload.namespace or workload.name")
         elif root == "run" and (len(rest) != 1 or rest[0] not in RUN_KEYS):
-            errors.append(f"{label}: use run.id or run.playbook")
+            errors.append(f"{label}: use run.id, run.playbook or run.started")
         elif root == "pods" and rest and not all(part.isdigit() for part in rest):
             errors.append(f"{label}: pods is a list; use pods.0 or the first/join filters")
         elif root not in OPEN_ROOTS and root not in ("incident", "workload", "run", "pods") and rest:
@@ -350,9 +351,19 @@ def incident_context(incident: Any, run: Any = None) -> dict[str, Any]:
         "evidence": evidence,
         "rca": incident.rca_report if isinstance(incident.rca_report, dict) else {},
         "incident": fields,
-        "run": {"id": run.pk, "playbook": run.playbook_name} if run is not None else {"id": 0, "playbook": ""},
+        "run": _run_context(run),
     }
     return context
+
+
+def _run_context(run: Any) -> dict[str, Any]:
+    if run is None:
+        return {"id": 0, "playbook": "", "started": ""}
+    started = run.started_at or run.created_at
+    return {
+        "id": run.pk, "playbook": run.playbook_name,
+        "started": started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if started else "",
+    }
 
 
 def render_args(args: dict[str, Any], incident: Any, run: Any = None) -> dict[str, Any]:

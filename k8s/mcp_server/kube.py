@@ -25,6 +25,7 @@ JSON_PATCH = "application/json-patch+json"
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
 class ToolFailure(Exception):
@@ -132,6 +133,18 @@ class Kube:
         if found is None:
             raise ToolFailure(f"deployment {namespace}/{name} not found")
         return found
+
+    def workload(self, namespace: str, kind: str, name: str) -> tuple[str, JSON]:
+        """(its API path, the object) of a Deployment, StatefulSet or DaemonSet."""
+        plural = WORKLOAD_PLURALS.get(kind)
+        if plural is None:
+            raise ToolFailure(f"kind {kind!r} is not one of {', '.join(WORKLOAD_PLURALS)}")
+        self.require_namespace(namespace)
+        path = f"/apis/apps/v1/namespaces/{namespace}/{plural}/{name}"
+        found = self.get_or_none(path)
+        if found is None:
+            raise ToolFailure(f"{kind} {namespace}/{name} not found")
+        return path, found
 
     def node(self, name: str) -> JSON:
         found = self.get_or_none(f"/api/v1/nodes/{name}")
@@ -522,6 +535,18 @@ def restart_deployment(k: Kube, namespace: str, name: str, restarted_at: str | N
     return f"restarted deployment {namespace}/{name} (restartedAt={stamp})"
 
 
+def restart_workload(k: Kube, namespace: str, kind: str, name: str, restarted_at: str | None = None) -> str:
+    """`kubectl rollout restart` of a Deployment, StatefulSet or DaemonSet: every pod is replaced
+    by its controller's own rollout (honouring maxUnavailable / partitions / PDB-free order)."""
+    path, obj = k.workload(namespace, kind, name)
+    stamp = restarted_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    annotations = (((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    if annotations.get(RESTARTED_AT) == stamp:
+        return f"{kind} {namespace}/{name} was already restarted at {stamp}; nothing to do"
+    k.patch(path, {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}})
+    return f"restarted {kind} {namespace}/{name} (restartedAt={stamp}); its controller replaces every pod"
+
+
 def scale_deployment(k: Kube, namespace: str, name: str, replicas: int) -> str:
     ceiling = int(_env_number("AIOPS_MAX_SCALE_REPLICAS"))
     if replicas > ceiling:
@@ -655,16 +680,18 @@ def _deployment_of_pod(k: Kube, namespace: str, pod_name: str) -> str:
 
 
 def patch_memory_limit(k: Kube, namespace: str, memory: str, name: str | None = None, pod: str | None = None,
-                       container: str | None = None) -> str:
+                       container: str | None = None, kind: str = "Deployment") -> str:
     if bool(name) == bool(pod):
-        raise ToolFailure("give exactly one of name (the deployment) or pod")
+        raise ToolFailure("give exactly one of name (the workload) or pod")
+    if pod and kind != "Deployment":
+        raise ToolFailure("pod finds a Deployment; give the name of the StatefulSet or DaemonSet instead")
     deployment_name = name or _deployment_of_pod(k, namespace, pod or "")
-    d = k.deployment(namespace, deployment_name)
+    path, d = k.workload(namespace, kind, deployment_name)
     containers = ((d["spec"].get("template") or {}).get("spec") or {}).get("containers") or []
     names = [c["name"] for c in containers]
     target = container or (names[0] if names else None)
     if target not in names:
-        raise ToolFailure(f"container {target!r} is not in deployment {namespace}/{deployment_name} "
+        raise ToolFailure(f"container {target!r} is not in {kind} {namespace}/{deployment_name} "
                           f"(containers: {', '.join(names)})")
     index = names.index(target)
     resources = orjson.loads(orjson.dumps(containers[index].get("resources") or {}))
@@ -687,13 +714,13 @@ def patch_memory_limit(k: Kube, namespace: str, memory: str, name: str | None = 
         return f"container {target} of {namespace}/{deployment_name} already has a {memory} memory limit; nothing to do"
     before = limits.get("memory", "none")
     limits["memory"] = memory
-    k.patch(f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment_name}", [
+    k.patch(path, [
         # The test guards the index: if the containers changed meanwhile, the patch fails instead
         # of changing another container.
         {"op": "test", "path": f"/spec/template/spec/containers/{index}/name", "value": target},
         {"op": "add", "path": f"/spec/template/spec/containers/{index}/resources", "value": resources},
     ], JSON_PATCH)
-    return f"set memory limit of {target} in deployment {namespace}/{deployment_name} from {before} to {memory}"
+    return f"set memory limit of {target} in {kind} {namespace}/{deployment_name} from {before} to {memory}"
 
 
 def delete_pod_force(k: Kube, namespace: str, name: str) -> str:
@@ -716,7 +743,8 @@ OPERATIONS = {
     "list_deployments": list_deployments, "describe_deployment": describe_deployment,
     "rollout_history": rollout_history, "rollout_status": rollout_status, "list_events": list_events,
     "list_namespaces": list_namespaces, "list_services": list_services, "get_hpa": get_hpa,
-    "restart_pod": restart_pod, "restart_deployment": restart_deployment, "scale_deployment": scale_deployment,
+    "restart_pod": restart_pod, "restart_deployment": restart_deployment, "restart_workload": restart_workload,
+    "scale_deployment": scale_deployment,
     "set_hpa_max_replicas": set_hpa_max_replicas, "cordon_node": cordon_node, "uncordon_node": uncordon_node,
     "drain_node": drain_node, "rollback_deployment": rollback_deployment, "patch_memory_limit": patch_memory_limit,
     "delete_pod_force": delete_pod_force,

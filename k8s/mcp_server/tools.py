@@ -112,6 +112,10 @@ POD = _subdomain("Pod name.")
 DEPLOYMENT = _subdomain("Deployment name.")
 NODE = _subdomain("Node name.")
 CONTAINER = _label("Container name; the pod's only (or first) container if omitted.")
+WORKLOAD_KIND = {"type": "string", "enum": ["Deployment", "StatefulSet", "DaemonSet"],
+                 "description": "The workload's kind."}
+RESTARTED_AT_ARG = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$", "maxLength": 40,
+                    "description": "UTC timestamp to set; now if omitted."}
 _R, _L, _W = ("get",), ("get", "list"), ("get", "list", "watch")
 _NS = ("", "namespaces", ("get",))
 
@@ -180,6 +184,14 @@ _SPECS = [
            "restarted_at": {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$",
                             "maxLength": 40, "description": "UTC timestamp to set; now if omitted."}},
           ["namespace", "name"], [_NS, ("apps", "deployments", ("get", "patch"))]),
+    _spec("restart_workload", "MEDIUM",
+          "Rollout restart of a Deployment, StatefulSet or DaemonSet (every pod replaced by its controller). "
+          "Pass restarted_at to make a retry a no-op.",
+          {"namespace": NAMESPACE, "kind": WORKLOAD_KIND, "name": _subdomain("The workload's name."),
+           "restarted_at": RESTARTED_AT_ARG},
+          ["namespace", "kind", "name"],
+          [_NS, ("apps", "deployments", ("get", "patch")), ("apps", "statefulsets", ("get", "patch")),
+           ("apps", "daemonsets", ("get", "patch"))]),
     _spec("scale_deployment", "MEDIUM", "Set a deployment's replica count (bounded by AIOPS_MAX_SCALE_REPLICAS).",
           {"namespace": NAMESPACE, "name": DEPLOYMENT,
            "replicas": {"type": "integer", "minimum": 0, "maximum": 1000}},
@@ -207,14 +219,17 @@ _SPECS = [
           ["namespace", "name"],
           [_NS, ("apps", "deployments", ("get", "patch")), ("apps", "replicasets", ("list",))]),
     _spec("patch_memory_limit", "HIGH",
-          "Set one container's memory limit on a deployment (bounded: at most AIOPS_MEMORY_LIMIT_MAX_FACTOR times "
-          "the current limit). Give the deployment, or a pod whose owning deployment is meant.",
-          {"namespace": NAMESPACE, "name": _subdomain("Deployment name (or give pod)."),
+          "Set one container's memory limit on a Deployment, StatefulSet or DaemonSet (bounded: at most "
+          "AIOPS_MEMORY_LIMIT_MAX_FACTOR times the current limit). Give the workload, or a pod whose owning "
+          "deployment is meant.",
+          {"namespace": NAMESPACE, "kind": WORKLOAD_KIND | {"default": "Deployment"},
+           "name": _subdomain("Workload name (or give pod)."),
            "pod": _subdomain("A pod of the deployment, instead of name."), "container": CONTAINER,
            "memory": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$", "maxLength": 20,
                       "description": "The new limit, e.g. 512Mi."}},
           ["namespace", "memory"],
-          [_NS, ("apps", "deployments", ("get", "patch")), ("apps", "replicasets", _R), ("", "pods", _R)]),
+          [_NS, ("apps", "deployments", ("get", "patch")), ("apps", "statefulsets", ("get", "patch")),
+           ("apps", "daemonsets", ("get", "patch")), ("apps", "replicasets", _R), ("", "pods", _R)]),
     _spec("delete_pod_force", "HIGH",
           "Delete a pod immediately (grace period 0), e.g. one stuck Terminating. Does nothing if it is gone.",
           {"namespace": NAMESPACE, "name": POD}, ["namespace", "name"], [_NS, ("", "pods", ("get", "delete"))]),

@@ -15,6 +15,7 @@ from playbooks.services.poll import poll
 from tests.channels import browser as browser_tools
 from tests.channels import platforms
 from tests.conftest import wait_for
+from tests.plugins.engine import restart_pods_regardless
 
 pytestmark = [pytest.mark.integration]
 
@@ -36,6 +37,7 @@ def _with_code(messages: list[dict[str, Any]], code: str, field: str = "text") -
 @pytest.fixture
 def chat_setup(engine, chat):  # type: ignore[no-untyped-def]
     # One fault (the ledger's crash loop) instead of the demo's three: one run to wait for.
+    restart_pods_regardless()
     engine.sandbox.clear("data/report-builder")
     engine.sandbox.clear("node-4")
     alice, carol = engine.approvers.alice, engine.approvers.carol

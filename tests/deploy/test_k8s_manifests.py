@@ -114,16 +114,16 @@ def test_the_cluster_role_grants_exactly_what_the_tools_and_the_poll_use() -> No
 
 def test_a_tool_without_its_rbac_fails_the_comparison() -> None:
     specs = dict(TOOL_SPECS)
-    specs["restart_statefulset"] = ToolSpec(
-        name="restart_statefulset", risk="MEDIUM", description="", input_schema={},
-        rbac=(Permission("apps", "statefulsets", ("get", "patch")),),
+    specs["suspend_cronjob"] = ToolSpec(
+        name="suspend_cronjob", risk="MEDIUM", description="", input_schema={},
+        rbac=(Permission("batch", "cronjobs", ("get", "patch")),),
     )
     problems = rbac_mismatch(granted_to_agent(render("default")), required_permissions(specs))
     assert problems == [
-        "missing get apps/statefulsets (needed by restart_statefulset)",
-        "missing patch apps/statefulsets (needed by restart_statefulset)",
+        "missing get batch/cronjobs (needed by suspend_cronjob)",
+        "missing patch batch/cronjobs (needed by suspend_cronjob)",
     ]
-    del specs["restart_statefulset"], specs["scale_deployment"]
+    del specs["suspend_cronjob"], specs["scale_deployment"]
     # Still needed by the other deployment tools, so nothing becomes excess.
     assert rbac_mismatch(granted_to_agent(render("default")), required_permissions(specs)) == []
 

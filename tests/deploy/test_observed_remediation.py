@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import Worker, free_port, wait_for, worker_env
 from tests.deploy.test_metrics_scrape import PROMETHEUS, Process, _get, _query, _value
+from tests.plugins.engine import restart_pods_regardless
 
 pytestmark = [
     pytest.mark.integration,
@@ -62,6 +63,7 @@ def test_prometheus_shows_the_remediation_of_a_sandbox_fault(  # type: ignore[no
     # One fault is enough to see every counter move; the demo's other two would only compete
     # for the worker's two processes.
     Rule.objects.exclude(playbook__name="crash_loop_remediation").update(enabled=False)
+    restart_pods_regardless()  # ledger's crash is a dependency failure, which the seeded playbook hands off
     ChannelTarget.objects.create(name="tg-payments", kind="telegram", address=TG_CHAT, namespace_regex="payments")
     (tmp_path / "worker-metrics").mkdir()
     worker_port, web_port, prometheus_port = free_port(), free_port(), free_port()

@@ -194,6 +194,19 @@ def test_medium_tools_change_the_cluster_once(kube_mcp, fresh_sandbox) -> None: 
                    "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}") == stamp
     assert "nothing to do" in ok(kube_mcp, "restart_deployment", namespace="shop", name="frontend", restarted_at=stamp)
 
+    # The whole workload, whatever its kind; the token makes a retry a no-op.
+    for kind, ns, name, short in (("Deployment", "shop", "cart", "deploy"), ("DaemonSet", "monitoring", "node-exporter", "ds")):
+        assert ok(kube_mcp, "restart_workload", namespace=ns, kind=kind, name=name, restarted_at=stamp) == (
+            f"restarted {kind} {ns}/{name} (restartedAt={stamp}); its controller replaces every pod")
+        assert kubectl(kc, "get", short, name, "-n", ns, "-o",
+                       "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}") == stamp
+        assert "was already restarted" in ok(kube_mcp, "restart_workload", namespace=ns, kind=kind, name=name,
+                                             restarted_at=stamp)
+    success, text = call(kube_mcp, "restart_workload", namespace="shop", kind="CronJob", name="cart")
+    assert not success and "kind" in text and "CronJob" in text
+    success, text = call(kube_mcp, "restart_workload", namespace="shop", kind="StatefulSet", name="cart")
+    assert not success and "StatefulSet shop/cart not found" in text
+
     assert ok(kube_mcp, "scale_deployment", namespace="shop", name="frontend", replicas=5) == \
         "scaled deployment shop/frontend from 3 to 5 replicas"
     assert kubectl(kc, "get", "deploy", "frontend", "-n", "shop", "-o", "jsonpath={.spec.replicas}") == "5"
@@ -247,10 +260,18 @@ def test_high_tools_change_the_cluster_within_their_bounds(kube_mcp, fresh_sandb
     success, text = call(kube_mcp, "patch_memory_limit", namespace="data", pod=builder, memory="1Gi")
     assert not success and "outside the allowed range (0, 2 x 256Mi]" in text
     assert ok(kube_mcp, "patch_memory_limit", namespace="data", pod=builder, memory="512Mi") == (
-        "set memory limit of report-builder in deployment data/report-builder from 256Mi to 512Mi")
+        "set memory limit of report-builder in Deployment data/report-builder from 256Mi to 512Mi")
     assert kubectl(kc, "get", "deploy", "report-builder", "-n", "data", "-o",
                    "jsonpath={.spec.template.spec.containers[0].resources.limits.memory}") == "512Mi"
     assert "nothing to do" in ok(kube_mcp, "patch_memory_limit", namespace="data", name="report-builder", memory="512Mi")
+    # A DaemonSet's limit, within the same bound.
+    assert ok(kube_mcp, "patch_memory_limit", namespace="monitoring", kind="DaemonSet", name="node-exporter",
+              memory="256Mi") == "set memory limit of node-exporter in DaemonSet monitoring/node-exporter from 128Mi to 256Mi"
+    assert kubectl(kc, "get", "ds", "node-exporter", "-n", "monitoring", "-o",
+                   "jsonpath={.spec.template.spec.containers[0].resources.limits.memory}") == "256Mi"
+    success, text = call(kube_mcp, "patch_memory_limit", namespace="monitoring", kind="DaemonSet", name="node-exporter",
+                         memory="1Gi")
+    assert not success and "outside the allowed range (0, 2 x 256Mi]" in text
 
     victim = kubectl(kc, "get", "pods", "-n", "shop", "-l", "app.kubernetes.io/name=cart", "-o", "jsonpath={.items[0].metadata.name}")
     assert ok(kube_mcp, "delete_pod_force", namespace="shop", name=victim) == f"force-deleted pod shop/{victim}"

@@ -179,3 +179,31 @@ def test_a_false_condition_skips_the_step_with_the_condition_and_values(make_inc
     assert third.state == "skipped" and "could not be evaluated (the incident has no value for 'memory_limit')" in third.output
     assert skipped("false") == before_false + 1 and skipped("error") == before_error + 1
 
+
+
+def test_every_seed_playbook_is_valid_and_no_action_contradicts_its_diagnosis(seed_playbooks) -> None:  # type: ignore[no-untyped-def]
+    from playbooks.conditions import condition_context, evaluate_condition
+
+    for playbook in Playbook.objects.prefetch_related("steps"):
+        steps = list(playbook.steps.order_by("order"))
+        for step in steps:
+            assert validate_step(kind=step.kind, tool=step.tool, args=step.args, when=step.when, name=step.name) == {}
+        assert validate_playbook_steps([(s.name, s.when) for s in steps]) == {}
+        # After an RCA step, every mutating step runs only for a diagnosis it fixes, and a
+        # hand-off covers every other one.
+        if not any(s.kind == "rca" for s in steps):
+            continue
+        acting = [s for s in steps if s.kind == "tool" and s.tool in (
+            "restart_pod", "restart_workload", "patch_memory_limit", "rollback_deployment", "drain_node")]
+        for failure_class in ("app_crash", "dependency_failure", "config_error", "permission_error",
+                              "image_pull_error", "oom_killed", "unknown"):
+            context = condition_context(
+                {"pods": ["a"], "kind": "Deployment", "evidence": {"memory_limit": "256Mi"},
+                 "rca": {"failure_class": failure_class, "confidence": 0.8}, "incident": {}}, {})
+            acts = [s.name for s in acting if not s.when or evaluate_condition(s.when, context)]
+            hands_off = [s.name for s in steps if s.kind == "handoff" and (not s.when or evaluate_condition(s.when, context))]
+            assert bool(acts) != bool(hands_off) or not acting, (playbook.name, failure_class, acts, hands_off)
+            if playbook.name == "crash_loop_remediation":
+                assert bool(acts) == (failure_class in ("app_crash", "unknown")), (failure_class, acts)
+            if playbook.name == "oom_kill_remediation":
+                assert bool(acts) == (failure_class in ("oom_killed", "unknown")), (failure_class, acts)

@@ -78,41 +78,80 @@ def test_it_remediates_the_demo_faults_end_to_end(engine) -> None:  # type: igno
         "crash_loop_remediation", "oom_kill_remediation", "node_not_ready_remediation")
 
     approved = _approve_until_finished(engine, [crash, oom, node])
+    # ledger's log shows its database refusing connections: a restart would not fix that, so the
+    # run hands off with the diagnosis and asks for no approval at all.
     assert approved == {
-        "crash_loop_remediation": ["restart_pod"],
+        "crash_loop_remediation": [],
         "oom_kill_remediation": ["patch_memory_limit"],
         "node_not_ready_remediation": ["cordon_node", "drain_node"],
     }
     for run in (crash, oom, node):
         run.refresh_from_db()
-    assert (crash.outcome, oom.outcome, node.outcome) == ("resolved", "resolved", "mitigated"), _describe(
+    assert (crash.outcome, oom.outcome, node.outcome) == ("handed_off", "resolved", "mitigated"), _describe(
         [crash, oom, node])
 
     # LOW steps ran at once, each through call_tool (audited); the actions ran once each.
     steps = {s.name: s for s in crash.steps.all()}
     assert steps["describe pod"].state == "succeeded" and steps["describe pod"].risk == "LOW"
     assert steps["describe pod"].approval is None and steps["describe pod"].audit.outcome == "ok"
-    assert steps["restart pod"].approval.state == "approved" and steps["restart pod"].audit.outcome == "ok"
     assert steps["root cause"].state == "succeeded"
-    assert AuditEntry.objects.filter(action="tool_call", tool="restart_pod", outcome="ok").count() == 1
+    assert steps["hand off"].state == "succeeded"
+    assert "Not restarting Deployment payments/ledger" in crash.summary
+    assert "dependency_failure" in crash.summary and "What to check: Check the dependency" in crash.summary
+    assert steps["restart workload"].state == steps["restart pod"].state == steps["verify"].state == "cancelled"
+    assert not Approval.objects.filter(step_runs__run=crash).exists()
+    assert not AuditEntry.objects.filter(action="tool_call", tool__in=["restart_pod", "restart_workload"]).exists()
+    assert AuditEntry.objects.filter(action="tool_call", tool="patch_memory_limit", outcome="ok").count() == 1
 
-    # The incidents: resolved by verify, the node's stays open (NotReady needs a person).
-    assert Incident.objects.get(pk=crash.incident_id).state == "resolved"
-    assert Incident.objects.get(pk=crash.incident_id).rca_report["failure_class"]
+    # The incidents: resolved by verify; the ledger's and the node's stay open (they need a person).
+    assert Incident.objects.get(pk=crash.incident_id).state == "open"
+    assert Incident.objects.get(pk=crash.incident_id).rca_report["failure_class"] == "dependency_failure"
     assert Incident.objects.get(pk=oom.incident_id).state == "resolved"
     assert Incident.objects.get(pk=node.incident_id).state == "open"
 
-    # What the sandbox shows: a new ledger pod, a raised memory limit, node-4 cordoned and empty.
-    ledger_after = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
-    assert len(ledger_before - ledger_after) == 1
+    # What the sandbox shows: ledger untouched, a raised memory limit, node-4 cordoned and empty.
+    assert {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")} == ledger_before
     apps = client.AppsV1Api(engine.sandbox.api_client())
     builder = apps.read_namespaced_deployment("report-builder", "data").to_dict()
     assert builder["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
+    assert oom.steps.get(name="raise memory limit").rendered_args == {
+        "namespace": "data", "kind": "Deployment", "name": "report-builder", "container": "report-builder",
+        "memory": "512Mi"}
     core = client.CoreV1Api(engine.sandbox.api_client())
     assert core.read_node("node-4").spec.unschedulable is True
     left = [p for p in core.list_pod_for_all_namespaces(field_selector="spec.nodeName=node-4").items
             if not any(ref.kind == "DaemonSet" for ref in p.metadata.owner_references or [])]
     assert left == []
+
+
+def test_an_all_pods_crash_loop_is_resolved_with_one_approval_of_a_workload_restart(engine) -> None:  # type: ignore[no-untyped-def]
+    from kubernetes import client
+
+    Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    before = {p["metadata"]["name"] for p in _pods(engine, "shop", "cart")}
+    assert len(before) == 2
+    engine.sandbox.fault("crash_loop", "shop/cart")  # every pod of it; its log shows a Go panic
+    engine.sandbox.tick(2)
+    poll(engine.cluster)
+    run = _run("cart")
+    approved = _approve_until_finished(engine, [run])
+    run.refresh_from_db()
+    assert approved == {"crash_loop_remediation": ["restart_workload"]}, _describe([run])
+    assert run.outcome == "resolved", _describe([run])
+    steps = {s.name: s for s in run.steps.all()}
+    assert steps["root cause"].data["failure_class"] == "app_crash"
+    assert steps["hand off"].state == "skipped" and "is false" in steps["hand off"].output
+    assert steps["restart pod"].state == "skipped"
+    assert "pod_count = 2" in steps["restart pod"].output and 'kind = "Deployment"' in steps["restart pod"].output
+    restart = steps["restart workload"]
+    assert restart.state == "succeeded" and restart.approval.state == "approved"
+    assert restart.rendered_args["kind"] == "Deployment" and restart.rendered_args["name"] == "cart"
+    assert restart.rendered_args["restarted_at"] == run.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert AuditEntry.objects.filter(action="tool_call", tool="restart_workload", outcome="ok").count() == 1
+    assert Incident.objects.get(pk=run.incident_id).state == "resolved"
+    template = client.AppsV1Api(engine.sandbox.api_client()).read_namespaced_deployment("cart", "shop").spec.template
+    assert template.metadata.annotations["kubectl.kubernetes.io/restartedAt"] == restart.rendered_args["restarted_at"]
+    assert not before & {p["metadata"]["name"] for p in _pods(engine, "shop", "cart")}  # every pod replaced
 
 
 def test_a_bad_rollout_is_rolled_back_and_a_maxed_hpa_raised(engine) -> None:  # type: ignore[no-untyped-def]
@@ -139,11 +178,12 @@ def test_a_bad_rollout_is_rolled_back_and_a_maxed_hpa_raised(engine) -> None:  #
     assert hpa.steps.get(name="raise max replicas").rendered_args == {"namespace": "shop", "name": "cart", "max_replicas": 12}
 
 
-def test_a_crash_loop_on_a_deployment_rolled_out_days_ago_is_remediated_not_rolled_back(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_loop_on_a_deployment_rolled_out_days_ago_is_not_rolled_back(engine) -> None:  # type: ignore[no-untyped-def]
     from kubernetes import client
 
     # checkout has revisions 1-3, the newest 3 days old; every pod of it now crash-loops, so
-    # nothing is available (replication_failure) yet the rollout is not the cause.
+    # nothing is available (replication_failure) yet the rollout is not the cause: its database
+    # refuses connections, which neither a rollback nor a restart fixes.
     apps = client.AppsV1Api(engine.sandbox.api_client())
     image = apps.read_namespaced_deployment("checkout", "shop").spec.template.spec.containers[0].image
     engine.sandbox.fault("crash_loop", "shop/checkout")
@@ -154,18 +194,23 @@ def test_a_crash_loop_on_a_deployment_rolled_out_days_ago_is_remediated_not_roll
     assert {"crash_loop", "replication_failure"} <= set(incident.finding_types)
     assert incident.evidence["replication_failure"]["bad_rollout"] is False
     assert run.playbook_name == "crash_loop_remediation"
-    waiting = wait_for(lambda: _waiting(run), timeout=90, message="the restart approval")
-    assert waiting.tool == "restart_pod"
+    wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=90, message="the run to end")
+    run.refresh_from_db()
+    assert run.outcome == "handed_off", _describe([run])
     assert not StepRun.objects.filter(tool="rollback_deployment").exists()
+    assert not Approval.objects.filter(step_runs__run=run).exists()
     assert apps.read_namespaced_deployment("checkout", "shop").spec.template.spec.containers[0].image == image
 
 
 def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> None:  # type: ignore[no-untyped-def]
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
-    before = {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")}
+    engine.sandbox.fault("crash_loop", "shop/cart")
+    engine.sandbox.tick(2)
+    before = {p["metadata"]["name"] for p in _pods(engine, "shop", "cart")}
     poll(engine.cluster)
-    run = _run("ledger")
+    run = _run("cart")
     waiting = wait_for(lambda: _waiting(run), timeout=90, message="the restart approval")
+    assert waiting.tool == "restart_workload"
     decide_approval(waiting.approval.code, engine.approvers.bob, "reject", "not during the sale")
     wait_for(lambda: PlaybookRun.objects.get(pk=run.pk).state == "finished", timeout=30, message="the run to end")
     run.refresh_from_db()
@@ -173,8 +218,8 @@ def test_a_rejected_approval_ends_the_run_and_nothing_is_executed(engine) -> Non
     step = StepRun.objects.get(pk=waiting.pk)
     assert step.state == "rejected" and "rejected by bob: not during the sale" in step.error
     assert run.steps.get(name="verify").state == "cancelled"
-    assert not AuditEntry.objects.filter(action="tool_call", tool="restart_pod").exists()
-    assert {p["metadata"]["name"] for p in _pods(engine, "payments", "ledger")} == before
+    assert not AuditEntry.objects.filter(action="tool_call", tool="restart_workload").exists()
+    assert {p["metadata"]["name"] for p in _pods(engine, "shop", "cart")} == before
     assert Incident.objects.get(pk=run.incident_id).state == "open"
 
 
@@ -297,13 +342,14 @@ def _drive(run: PlaybookRun, limit: int = 40) -> PlaybookRun:
 def test_dry_run_records_every_step_and_calls_no_tool(engine, settings) -> None:  # type: ignore[no-untyped-def]
     settings.AIOPS_DRY_RUN = True
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    _crash_cart(engine)
     with _no_enqueue():
         poll(engine.cluster)
-        run = _drive(_run("ledger"))
+        run = _drive(_run("cart"))
     assert (run.state, run.outcome, run.dry_run) == ("finished", "dry_run", True)
-    restart = run.steps.get(name="restart pod")
-    assert restart.state == "skipped" and restart.output.startswith("dry run: restart_pod [MEDIUM]")
-    assert restart.rendered_args["namespace"] == "payments" and restart.approval is None
+    restart = run.steps.get(name="restart workload")
+    assert restart.state == "skipped" and restart.output.startswith("dry run: restart_workload [MEDIUM]")
+    assert restart.rendered_args["namespace"] == "shop" and restart.approval is None
     assert not AuditEntry.objects.filter(action="tool_call").exists()
 
 
@@ -316,14 +362,16 @@ def test_without_auto_remediation_diagnostics_run_and_no_approval_is_requested(e
 
     settings.AIOPS_AUTO_REMEDIATION = False
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    _crash_cart(engine)
     timed_before = timed_describes()
     with _no_enqueue():
         poll(engine.cluster)
-        run = _drive(_run("ledger"))
+        run = _drive(_run("cart"))
     steps = {s.name: s for s in run.steps.all()}
     assert steps["describe pod"].state == "succeeded"
     assert timed_describes() >= timed_before + 1  # the step's latency is observed under its tool
-    assert steps["restart pod"].state == "skipped" and "AIOPS_AUTO_REMEDIATION is off" in steps["restart pod"].output
+    restart = steps["restart workload"]
+    assert restart.state == "skipped" and "AIOPS_AUTO_REMEDIATION is off" in restart.output
     assert not Approval.objects.exists()
     assert run.outcome == "not_remediated", run.summary
 
@@ -331,12 +379,21 @@ def test_without_auto_remediation_diagnostics_run_and_no_approval_is_requested(e
 def test_the_hourly_action_budget_stops_requests(engine, settings) -> None:  # type: ignore[no-untyped-def]
     settings.AIOPS_ACTIONS_PER_HOUR = 0
     Rule.objects.exclude(name="crash_loop").update(enabled=False)
+    _crash_cart(engine)
     with _no_enqueue():
         poll(engine.cluster)
-        run = _drive(_run("ledger"))
-    restart = run.steps.get(name="restart pod")
+        run = _drive(_run("cart"))
+    restart = run.steps.get(name="restart workload")
     assert restart.state == "skipped" and "budget of 0 automatic actions per hour" in restart.output
     assert not Approval.objects.exists()
+
+
+def _crash_cart(engine: Any) -> None:
+    """Every pod of shop/cart crash-loops with a Go panic (a process crash: the RCA allows a
+    restart), and the demo's ledger crash loop (a dependency: handed off) is cleared."""
+    engine.sandbox.fault("crash_loop", "shop/cart")
+    engine.sandbox.clear("payments/ledger")
+    engine.sandbox.tick(2)
 
 
 class _no_enqueue:  # noqa: N801 - reads as a statement
@@ -384,7 +441,7 @@ def test_a_diagnostic_playbook_stores_the_rca_and_asks_for_a_notification(engine
     finally:
         rca_ready.disconnect(on_rca)
         notification_requested.disconnect(on_notify)
-    assert (run.playbook_name, run.outcome) == ("image_pull_diagnosis", "completed"), _describe([run])
+    assert (run.playbook_name, run.outcome) == ("image_pull_diagnosis", "handed_off"), _describe([run])
     incident = Incident.objects.get(pk=run.incident_id)
     assert incident.rca_report["failure_class"] == "image_pull_error"
     assert [h["report"]["failure_class"] for h in heard["rca"]] == ["image_pull_error"]

@@ -1,7 +1,7 @@
 """Shared test fixtures: engine (loaded by tests/conftest.py).
 
-- `seed_playbooks` (function, needs db): the built-in playbooks and rules of migration 0003,
-  seeded again (transactional tests truncate what the migration wrote).
+- `seed_playbooks` (function, needs db): the built-in playbooks and rules of migrations 0003 and
+  0007, seeded again (transactional tests truncate what the migration wrote).
 - `no_playbooks` (function, needs db): every rule disabled, for tests of other rooms that open
   incidents and do not want the engine to start runs on them.
 - `make_incident(**fields)` (function, needs db): an open `Incident` with sensible defaults.
@@ -22,6 +22,20 @@ def seed_playbooks(db) -> None:  # type: ignore[no-untyped-def]
 
     seed = importlib.import_module("playbooks.migrations.0003_seed_playbooks")
     seed.seed_defaults(Playbook, Step, Rule)
+    importlib.import_module("playbooks.migrations.0007_seed_playbooks_follow_the_diagnosis").upgrade_defaults(
+        Playbook, Step)
+
+
+def restart_pods_regardless() -> None:
+    """crash_loop_remediation as it was before it read its diagnosis: restart the one pod
+    whatever the RCA says. For tests of other rooms (chat, metrics) that need the demo's ledger
+    crash loop (a dependency failure, which the seeded playbook hands off) to ask for an approval."""
+    from playbooks.models import Step
+
+    steps = Step.objects.filter(playbook__name="crash_loop_remediation")
+    steps.filter(kind="handoff").delete()
+    steps.filter(tool="restart_workload").delete()
+    steps.filter(tool="restart_pod").update(when="")
 
 
 @pytest.fixture
