@@ -31,6 +31,10 @@ class Cluster(models.Model):
         help_text="Seconds between polls; empty = AIOPS_POLL_INTERVAL.",
     )
     ignored_namespaces = models.JSONField(default=list, blank=True, help_text="Namespaces never reported on.")
+    prometheus_url = models.URLField(
+        max_length=500, blank=True,
+        help_text="This cluster's Prometheus (e.g. http://prometheus.monitoring:9090), for the query_prometheus tool.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -10,6 +10,7 @@ synchronous, so each call runs in a worker thread.
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from kubernetes.client import ApiClient
 
 from k8s.mcp_server import kube
 from k8s.mcp_server.metrics import CALL_DURATION, CALLS
+from k8s.mcp_server.prometheus import query_prometheus
 from k8s.mcp_server.tools import LABEL_MAX, SUBDOMAIN_MAX, TOOL_SPECS, ToolSpec
 from k8s.names import is_dns1123_label, is_dns1123_subdomain, validate_json
 
@@ -68,21 +70,31 @@ class ClusterResolver:
         self._cache: dict[Any, ApiClient] = {}
         self._lock = threading.Lock()
 
+    def _row(self, cluster: str | None) -> Any:
+        from django.db import close_old_connections
+
+        from k8s.models import Cluster
+
+        close_old_connections()
+        rows = Cluster.objects.filter(enabled=True)
+        row = rows.filter(name=cluster).first() if cluster else rows.filter(is_default=True).first()
+        if row is None:
+            known = ", ".join(rows.values_list("name", flat=True)) or "none"
+            wanted = f"named {cluster!r}" if cluster else "marked default"
+            raise kube.ToolFailure(f"no enabled cluster {wanted} is registered (clusters: {known})")
+        return row
+
+    def prometheus_for(self, cluster: str | None) -> str:
+        """The cluster's Prometheus URL: its row's `prometheus_url`, or AIOPS_PROMETHEUS_URL outside Django."""
+        if self.use_django:
+            return str(self._row(cluster).prometheus_url or "")
+        return os.environ.get("AIOPS_PROMETHEUS_URL", "")
+
     def api_for(self, cluster: str | None) -> ApiClient:
         from k8s.client import ClusterConfigError, api_client_for, api_client_for_kubeconfig, api_client_in_cluster
 
         if self.use_django:
-            from django.db import close_old_connections
-
-            from k8s.models import Cluster
-
-            close_old_connections()
-            rows = Cluster.objects.filter(enabled=True)
-            row = rows.filter(name=cluster).first() if cluster else rows.filter(is_default=True).first()
-            if row is None:
-                known = ", ".join(rows.values_list("name", flat=True)) or "none"
-                wanted = f"named {cluster!r}" if cluster else "marked default"
-                raise kube.ToolFailure(f"no enabled cluster {wanted} is registered (clusters: {known})")
+            row = self._row(cluster)
             # Keyed by what the client is built from (not updated_at, which the watch loop's
             # health writes move every poll), so the cache holds one client per cluster.
             key: Any = ("db", row.pk, row.kubeconfig_path, row.context, row.in_cluster)
@@ -112,6 +124,8 @@ class ClusterResolver:
 def run_tool(resolver: ClusterResolver, spec: ToolSpec, args: dict[str, Any], timeout: float) -> Any:
     args = dict(args)
     cluster = args.pop("cluster", None)
+    if spec.name == "query_prometheus":
+        return query_prometheus(resolver.prometheus_for(cluster), timeout=timeout, **args)
     k = kube.Kube(resolver.api_for(cluster), timeout=timeout)
     return kube.OPERATIONS[spec.name](k, **args)
 

@@ -19,6 +19,7 @@ from k8s.names import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX
 
 # Label selectors: keys, values and the operators of the selector grammar, nothing else.
 LABEL_SELECTOR = r"^[A-Za-z0-9_./=!, ()-]*$"
+DURATION = r"^[0-9]+[smhd]$"
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,16 @@ _SPECS = [
     _spec("get_hpa", "LOW", "HorizontalPodAutoscalers with min/max/current/desired replicas and whether maxed out.",
           {"namespace": NAMESPACE, "name": _subdomain("HPA name; all in the namespace if omitted.")},
           ["namespace"], [_NS, ("autoscaling", "horizontalpodautoscalers", _L)]),
+    _spec("query_prometheus", "LOW",
+          "PromQL against the cluster's Prometheus: an instant query now, or with range (e.g. 1h) a range query "
+          "ending now. E.g. container_memory_working_set_bytes{namespace=\"shop\"} before an OOM kill, or "
+          "increase(kube_pod_container_status_restarts_total[1h]). At most 20 series of 60 points come back.",
+          {"query": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "A PromQL expression."},
+           "range": {"type": "string", "pattern": DURATION, "maxLength": 10,
+                     "description": "How far back a range query reaches, e.g. 30m, 6h; an instant query if omitted."},
+           "step": {"type": "string", "pattern": DURATION, "maxLength": 10,
+                    "description": "Resolution of a range query, e.g. 30s; range/60 if omitted."}},
+          ["query"], []),
     # --- MEDIUM: reversible changes -----------------------------------------------------
     _spec("restart_pod", "MEDIUM",
           "Delete one pod that a controller owns, so the controller replaces it. Does nothing if the pod is "
