@@ -70,6 +70,9 @@ case "$role" in
     ;;
   migrate)
     python manage.py migrate --no-input "$@"
+    # Our MCP server's tools into the registry (from code): playbook steps and chat call tools by
+    # their registered names, at AIOPS_MCP_URL (the worker's sidecar or its container's loopback).
+    python manage.py mcp sync --builtin-only
     exec python "$app_dir/deploy/docker/register_cluster.py"
     ;;
   help|--help|-h)

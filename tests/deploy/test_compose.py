@@ -115,3 +115,17 @@ def test_it_refuses_to_start_without_the_passwords(tmp_path: Path) -> None:
     result = _config(_project(tmp_path, env))
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+def test_our_services_are_the_image_and_roles_that_verify_image_runs(rendered: dict[str, Any]) -> None:
+    """deploy/verify-image.sh builds this image and runs each of these roles for real (CI)."""
+    script = (ROOT / "deploy" / "verify-image.sh").read_text()
+    verified = set(re.search(r"^ROLES=\(([a-z -]+)\)$", script, re.MULTILINE)[1].split())  # type: ignore[index]
+    assert verified == {"migrate", "web", "worker", "beat", "flower", "mcp", "worker-with-mcp"}
+    ours = {name: service for name, service in rendered["services"].items() if "build" in service}
+    assert set(ours) == {"migrate", "web", "worker", "beat", "flower"}
+    assert {service["image"] for service in ours.values()} == {"aiops-agent:local"}
+    assert {name: service["command"][0] for name, service in ours.items()} == {
+        "migrate": "migrate", "web": "web", "worker": "worker-with-mcp", "beat": "beat", "flower": "flower",
+    }
+    assert {service["command"][0] for service in ours.values()} <= verified
