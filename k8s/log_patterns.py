@@ -63,6 +63,14 @@ PATTERNS: tuple[LogPattern, ...] = (
         ('exception in thread "', ".java:", ".kt:", ".scala:", "native method", "unknown source", "caused by: "),
     ),
     LogPattern(
+        "unhandled_exception", "exception", "error",
+        r"Unhandled [Ee]xception[.:] {0,2}System\.[\w.]{1,200}|UnhandledPromiseRejection"
+        r"|(?:^|\s)(?:TypeError|ReferenceError|RangeError|SyntaxError): |\b(?:NoMethodError|NameError|ArgumentError|LoadError)\b|rake aborted!",
+        "An uncaught exception ended the program (.NET, Node.js or Ruby): the lines after it name the failing code.",
+        ("unhandled exception", "unhandledpromiserejection", "typeerror: ", "referenceerror: ", "rangeerror: ", "syntaxerror: ",
+         "nomethoderror", "nameerror", "argumenterror", "loaderror", "rake aborted!"),
+    ),
+    LogPattern(
         "python_traceback", "exception", "error",
         r"Traceback \(most recent call last\):",
         "An uncaught Python exception: the last line of the traceback names it.",
@@ -142,9 +150,10 @@ PATTERNS: tuple[LogPattern, ...] = (
     ),
     LogPattern(
         "permission_denied", "permissions", "error",
-        r"(?i:permission denied)|EACCES|(?i:operation not permitted)|\bEPERM\b|PermissionError|AccessDeniedException",
+        r"(?i:permission denied)|EACCES|(?i:operation not permitted)|\bEPERM\b|PermissionError|AccessDeniedException"
+        r"|(?i:read-only file system)|\bEROFS\b",
         "The process lacks a permission: file ownership vs. the pod's securityContext (runAsUser, fsGroup), or a read-only filesystem.",
-        ("permission denied", "eacces", "operation not permitted", "eperm", "permissionerror", "accessdeniedexception"),
+        ("permission denied", "eacces", "operation not permitted", "eperm", "permissionerror", "accessdeniedexception", "read-only file system", "erofs"),
     ),
     LogPattern(
         "exit_code", "exit", "error",

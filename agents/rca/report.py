@@ -8,13 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.rca.bundle import metadata_of, ref_of, validate_bundle
-from agents.rca.rules import (
-    Case,
-    container_hypotheses,
-    event_hypotheses,
-    node_hypotheses,
-    workload_hypotheses,
-)
+from agents.rca.placement import event_hypotheses, node_hypotheses
+from agents.rca.rules import Case, container_hypotheses, workload_hypotheses
 from agents.rca.schema import PLAYBOOKS
 
 
@@ -86,7 +81,7 @@ def deterministic_report(bundle: Mapping[str, Any]) -> dict[str, Any]:
     now = as_of(bundle)
     findings = _findings(bundle, now)
     node_hypotheses(case, bundle)
-    container_hypotheses(case, bundle)
+    container_hypotheses(case, bundle, findings, now)
     event_hypotheses(case, bundle)
     workload_hypotheses(case, bundle, findings, now)
     confidence, failure_class, root_cause, evidence = case.best()
@@ -97,8 +92,8 @@ def deterministic_report(bundle: Mapping[str, Any]) -> dict[str, Any]:
                 if item not in evidence:
                     evidence.append(item)
     if failure_class == "unknown":
-        root_cause = "No known failure signature in the pod status, events or logs"
-        evidence = [{"source": "status", "detail": f.message} for f in findings] or [
+        root_cause = root_cause or "No known failure signature in the pod status, events or logs"
+        evidence = [*evidence, *({"source": "status", "detail": f.message} for f in findings)] or [
             {"source": "status", "detail": "no failing container state, event or log pattern found"}
         ]
     return {

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from agents.rca.bundle import metadata_of, normalized_events
+from agents.rca.bundle import metadata_of
 from k8s.detectors import BAD_ROLLOUT_WINDOW_S
 
 # A failing newest revision younger than BAD_ROLLOUT_WINDOW_S, with an older one, is a bad
@@ -25,15 +25,22 @@ _LOG_CLASSES: list[tuple[set[str], str, float]] = [
     ({"connection_refused", "dns_failure", "database_error", "tls_error", "timeout"}, "dependency_failure", 0.8),
     ({"auth_failure"}, "config_error", 0.6),
     ({"port_in_use"}, "config_error", 0.6),
-    ({"panic", "segfault", "java_stack_trace", "python_traceback"}, "app_crash", 0.75),
+    ({"panic", "segfault", "java_stack_trace", "python_traceback", "unhandled_exception"}, "app_crash", 0.75),
 ]
-_RBAC = re.compile(r"(?i)forbidden.{0,200}(cannot (get|list|watch|create|update|patch|delete)|serviceaccount)")
+RBAC = re.compile(r"(?i)forbidden.{0,200}(cannot (get|list|watch|create|update|patch|delete)|serviceaccount)")
 _EXEC_FORMAT = re.compile(r"(?i)exec format error")
 _NO_EXECUTABLE = re.compile(r"(?i)(executable file not found|no such file or directory)")
-_INSUFFICIENT = re.compile(r"(?i)insufficient (cpu|memory|ephemeral-storage|pods|[\w./-]+)|too many pods")
-_NODE_TAINT = re.compile(r"(?i)node\.kubernetes\.io/(not-ready|unreachable|memory-pressure|disk-pressure|pid-pressure)")
-_QUOTA = re.compile(r"(?i)exceeded quota|forbidden: exceeded")
-_MISSING_REF = re.compile(r"(?i)(secret|configmap) \"?[\w.-]+\"? not found|couldn't find key|not found in (secret|configmap)")
+QUOTA = re.compile(r"(?i)exceeded quota|forbidden: exceeded")
+MISSING_REF = re.compile(r"(?i)(secret|configmap)s? \"?[\w.-]+\"? not found|couldn't find key|not found in (secret|configmap)")
+# Exit codes that name a crash of the program itself (SIGILL, SIGABRT, SIGFPE, SIGSEGV); any other
+# exit code says only that it stopped, not why: without a log line that says why, that is `unknown`.
+_CRASH_EXIT_CODES = frozenset({132, 134, 136, 139})
+# Log classes that explain a process the kubelet then killed for failing its liveness probe (it had
+# run out of memory, or waits on a dependency), or that keeps a running container unready.
+_UNDERLYING = ("oom_killed", "dependency_failure", "config_error", "permission_error", "resource_exhaustion")
+_WAITING_FOR = re.compile(r"(?im)^.{0,80}\bwait(?:ing)?\b.{0,20}\b(?:for|until|on)\b.{0,120}$")
+# An init container still running this long while the pod is Pending is stuck, not starting.
+_INIT_STUCK_S = 120
 
 
 class Case:
@@ -51,9 +58,11 @@ class Case:
         return max(self.hypotheses, key=lambda h: h[0])
 
 
-def _log_hypotheses(case: Case, text: str, source: str, context: str) -> None:
+def _log_hypotheses(case: Case, text: str, source: str, context: str) -> list[tuple[float, str, str, list[dict[str, Any]]]]:
+    """Hypotheses from a log's failure signatures; returns those it added."""
     if not text:
-        return
+        return []
+    before = len(case.hypotheses)
     from k8s.log_patterns import analyze_logs
 
     analysis = analyze_logs(text)
@@ -65,7 +74,7 @@ def _log_hypotheses(case: Case, text: str, source: str, context: str) -> None:
         if not found:
             continue
         match = min(found, key=lambda m: m.line)
-        if failure_class == "config_error" and match.pattern == "auth_failure" and _RBAC.search(text):
+        if failure_class == "config_error" and match.pattern == "auth_failure" and RBAC.search(text):
             failure_class, confidence = "permission_error", 0.8
         explanation = match.explanation or ""
         case.add(
@@ -75,7 +84,7 @@ def _log_hypotheses(case: Case, text: str, source: str, context: str) -> None:
             {"source": source, "line": match.line, "detail": match.text[:300], "pattern": match.pattern},
         )
     for regex, failure_class, confidence, why in (
-        (_RBAC, "permission_error", 0.85, "the Kubernetes API denies it a permission (RBAC)"),
+        (RBAC, "permission_error", 0.85, "the Kubernetes API denies it a permission (RBAC)"),
         (_EXEC_FORMAT, "config_error", 0.85, "the image is built for another CPU architecture (exec format error)"),
     ):
         found = regex.search(text)
@@ -83,15 +92,21 @@ def _log_hypotheses(case: Case, text: str, source: str, context: str) -> None:
             line = text.count("\n", 0, found.start()) + 1
             line_text = text.splitlines()[line - 1] if text.splitlines() else found.group(0)
             case.add(failure_class, confidence, f"{context}: {why}", {"source": source, "line": line, "detail": line_text[:300]})
+    return case.hypotheses[before:]
 
 
-def container_hypotheses(case: Case, bundle: Mapping[str, Any]) -> None:
+def container_hypotheses(case: Case, bundle: Mapping[str, Any], findings: list[Any], now: datetime) -> None:
     pod = bundle.get("pod") or {}
     status = pod.get("status") or {}
     spec = pod.get("spec") or {}
     specs = {c.get("name"): c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]}
-    statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-    crashed = probe_killed = False
+    init_statuses = status.get("initContainerStatuses") or []
+    statuses = [*init_statuses, *(status.get("containerStatuses") or [])]
+    restarting_containers = {f.evidence.get("container") for f in findings
+                             if f.kind == "Pod" and f.type in ("high_restart_rate", "oom_killed", "probe_failure") and f.evidence.get("restarts_per_hour")}
+    unready_containers = {f.evidence.get("container") for f in findings
+                          if f.kind == "Pod" and f.type == "probe_failure" and f.evidence.get("probe") == "readiness"}
+    crashed = probe_killed = unready = False
     for index, cstatus in enumerate(statuses):
         name = cstatus.get("name") or "?"
         field_base = f"status.containerStatuses[{index}]"
@@ -121,109 +136,96 @@ def container_hypotheses(case: Case, bundle: Mapping[str, Any]) -> None:
             else:
                 case.add("app_crash", 0.5, f"Container {name} fails to start: {message or reason}",
                          {"source": "status", "field": f"{field_base}.state.waiting.reason", "detail": reason})
-        running_ready = bool((cstatus.get("state") or {}).get("running")) and cstatus.get("ready") is not False
+        state = cstatus.get("state") or {}
+        running = state.get("running")
+        running_ready = bool(running) and cstatus.get("ready") is not False
+        # A container the detectors call restarting (restart rate, OOM or liveness kills while it
+        # runs between them): its last termination is the current problem, not history.
+        restarting = name in restarting_containers
         for where, term in (("state.terminated", terminated), ("lastState.terminated", last)):
-            if not term or (where == "lastState.terminated" and running_ready):
-                continue  # a past termination of a container that now runs and is ready is history
+            if not term:
+                continue
             code = term.get("exitCode")
+            if where == "lastState.terminated" and running_ready and not restarting:
+                if term.get("reason") == "OOMKilled":
+                    case.add("oom_killed", 0.7, f"Container {name} runs now, but its last restart was an OOM kill (memory limit "
+                             f"{_memory_limit(specs.get(name)) or 'not set'}): it needs more memory at its peaks, or leaks",
+                             {"source": "status", "field": f"{field_base}.{where}.reason", "detail": f"OOMKilled, exit code {code}, finished {term.get('finishedAt')}"})
+                continue  # any other past termination of a container that now runs and is ready is history
             if term.get("reason") == "OOMKilled":
-                limit = ((specs.get(name) or {}).get("resources") or {}).get("limits", {}).get("memory")
                 case.add(
                     "oom_killed",
                     0.95,
-                    f"Container {name} is killed for exceeding its memory limit ({limit or 'no limit set'}): "
+                    f"Container {name} is killed for exceeding its memory limit ({_memory_limit(specs.get(name)) or 'no limit set'}): "
                     "it needs more memory than it is given, or it leaks",
                     {"source": "status", "field": f"{field_base}.{where}.reason", "detail": f"OOMKilled, exit code {code}"},
                 )
             elif code not in (None, 0):
+                from k8s.log_patterns import explain_exit_code
+
+                meaning = explain_exit_code(int(code)) or f"exit code {code}"
+                evidence = {"source": "status", "field": f"{field_base}.{where}.exitCode", "detail": meaning}
                 liveness = (specs.get(name) or {}).get("livenessProbe")
                 if liveness and code in (137, 143) and term.get("reason") == "Error":
-                    # Killed from outside by the kubelet, not exited on its own: what the logs say
-                    # about slow dependencies is why the probe fails, the class is the probe's.
+                    # Killed from outside by the kubelet, not exited on its own; unless its log says
+                    # what had gone wrong first (below), the probe is the answer.
                     probe_killed = True
                     case.add("probe_failure", 0.85, f"Container {name} is restarted by its failing liveness probe",
-                             {"source": "status", "field": f"{field_base}.{where}.exitCode", "detail": f"exit code {code} with a liveness probe"})
+                             {**evidence, "detail": f"exit code {code} with a liveness probe"})
+                elif int(code) in _CRASH_EXIT_CODES:
+                    crashed = True
+                    case.add("app_crash", 0.6, f"Container {name} crashes ({meaning})", evidence)
                 else:
                     crashed = True
-                    from k8s.log_patterns import explain_exit_code
-
-                    meaning = explain_exit_code(int(code)) or f"exit code {code}"
-                    case.add("app_crash", 0.5, f"Container {name} exits with an error ({meaning})",
-                             {"source": "status", "field": f"{field_base}.{where}.exitCode", "detail": meaning})
+                    case.add("unknown", 0.3, f"Container {name} exits with {meaning.split(':')[0]} and nothing in the bundle says why", evidence)
         ready = cstatus.get("ready")
-        running = (cstatus.get("state") or {}).get("running")
-        if running and ready is False and (specs.get(name) or {}).get("readinessProbe"):
+        if running and ready is False and name in unready_containers:  # past its probe's start-up allowance
+            unready = True
             case.add("probe_failure", 0.55, f"Container {name} runs but fails its readiness probe",
                      {"source": "status", "field": f"{field_base}.ready", "detail": "running, not ready"})
-    if (crashed and not probe_killed) or bundle.get("job"):
+        if running and cstatus in init_statuses and status.get("phase") == "Pending":
+            _stuck_init_hypothesis(case, bundle, name, running, now)
+    if crashed or probe_killed or unready or bundle.get("job"):
         context = "The program fails"
-        _log_hypotheses(case, bundle.get("previous_logs") or "", "previous_log", context)
-        _log_hypotheses(case, bundle.get("logs") or "", "log", context)
+        found = _log_hypotheses(case, bundle.get("previous_logs") or "", "previous_log", context)
+        found += _log_hypotheses(case, bundle.get("logs") or "", "log", context)
+        if probe_killed or unready:
+            # The probe fails because the process had already failed: out of memory, or waiting
+            # on a dependency that is down. That cause, not the probe, is what to act on.
+            for _confidence, failure_class, cause, evidence in found:
+                if failure_class in _UNDERLYING:
+                    case.add(failure_class, 0.9, f"{cause} (the health checks fail because of it)", *evidence)
     # Scheduling and eviction.
+    from agents.rca.placement import eviction_hypothesis, scheduling_hypothesis
+
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            _scheduling_hypothesis(case, condition.get("message") or "", {"source": "status", "field": "status.conditions[PodScheduled]", "detail": (condition.get("message") or condition.get("reason") or "")[:300]})
+            scheduling_hypothesis(case, condition.get("message") or "", {"source": "status", "field": "status.conditions[PodScheduled]", "detail": (condition.get("message") or condition.get("reason") or "")[:300]})
     if status.get("reason") == "Evicted":
         message = status.get("message") or ""
-        case.add("resource_exhaustion", 0.9, f"The pod was evicted: {message}",
-                 {"source": "status", "field": "status.reason", "detail": f"Evicted: {message}"[:300]})
+        eviction_hypothesis(case, message, {"source": "status", "field": "status.reason", "detail": f"Evicted: {message}"[:300]}, 0.9)
 
 
-def _scheduling_hypothesis(case: Case, message: str, evidence: dict[str, Any]) -> None:
-    if _INSUFFICIENT.search(message):
-        case.add("resource_exhaustion", 0.9, f"No node has room for the pod: {message}", evidence)
-    elif _NODE_TAINT.search(message):
-        case.add("node_failure", 0.75, f"The pod cannot be placed because nodes are unhealthy: {message}", evidence)
-    elif re.search(r"(?i)affinity|selector|persistentvolumeclaim", message):
-        case.add("config_error", 0.7, f"The pod's placement rules or volume claims match no node: {message}", evidence)
-    elif message:
-        case.add("resource_exhaustion", 0.5, f"The pod cannot be scheduled: {message}", evidence)
+def _memory_limit(container_spec: Mapping[str, Any] | None) -> str | None:
+    return (((container_spec or {}).get("resources") or {}).get("limits") or {}).get("memory")
 
 
-def event_hypotheses(case: Case, bundle: Mapping[str, Any]) -> None:
-    for index, event in enumerate(normalized_events(bundle)):
-        reason, message = event["reason"], event["message"]
-        evidence = {"source": "event", "detail": f"{reason}: {message}"[:300], "count": event["count"], "index": index}
-        if reason == "FailedScheduling":
-            _scheduling_hypothesis(case, message, evidence)
-        elif reason == "Unhealthy" and re.search(r"(?i)(liveness|readiness|startup) probe failed", message):
-            case.add("probe_failure", 0.75, f"Health checks fail while the process runs: {message}", evidence)
-        elif reason in ("FailedMount", "FailedAttachVolume") and _MISSING_REF.search(message):
-            case.add("config_error", 0.85, f"A volume cannot be mounted: {message}", evidence)
-        elif _MISSING_REF.search(message):
-            case.add("config_error", 0.85, f"A referenced ConfigMap, Secret or key is missing: {message}", evidence)
-        elif reason == "FailedCreate" and _QUOTA.search(message):
-            case.add("resource_exhaustion", 0.9, f"Pods cannot be created: the namespace quota is used up ({message})", evidence)
-        elif reason == "FailedCreate" and _RBAC.search(message):
-            case.add("permission_error", 0.8, f"Pods cannot be created: {message}", evidence)
-        elif reason in ("Failed", "BackOff") and re.search(r"(?i)pull|image", message):
-            # Events are history (the pod may have pulled since); the waiting state says it now.
-            case.add("image_pull_error", 0.6, f"The image cannot be pulled: {message}", evidence)
-        elif reason in ("Evicted", "Evicting"):
-            case.add("resource_exhaustion", 0.7, f"Pods are evicted: {message}", evidence)
-        elif reason in ("NodeNotReady", "NodeHasDiskPressure", "NodeHasMemoryPressure", "NodeHasInsufficientMemory"):
-            case.add("node_failure", 0.8, f"The node is failing: {message or reason}", evidence)
-
-
-def node_hypotheses(case: Case, bundle: Mapping[str, Any]) -> None:
-    node = bundle.get("node")
-    if not node:
+def _stuck_init_hypothesis(case: Case, bundle: Mapping[str, Any], name: str, running: Mapping[str, Any], now: datetime) -> None:
+    """An init container that keeps running while the pod waits: what its log says it waits for."""
+    try:
+        started = datetime.fromisoformat(str(running.get("startedAt") or "").replace("Z", "+00:00"))
+    except ValueError:
         return
-    name = metadata_of(node).get("name")
-    pod_node = ((bundle.get("pod") or {}).get("spec") or {}).get("nodeName")
-    if pod_node and pod_node != name:
-        return  # context only: not the node the pod runs on
-    # About the node itself, its state is the answer; as the host of a pod whose own container
-    # shows why it fails (an exit code, a log line), it is context that ranks below that.
-    weight = 0.0 if not bundle.get("pod") else 0.3
-    for condition in (node.get("status") or {}).get("conditions") or []:
-        ctype, cstatus = condition.get("type"), condition.get("status")
-        detail = f"{ctype}={cstatus}: {condition.get('reason') or ''} {condition.get('message') or ''}".strip()
-        if ctype == "Ready" and cstatus != "True":
-            case.add("node_failure", 0.9 - weight, f"Node {name} is NotReady ({condition.get('message') or condition.get('reason') or 'no heartbeat'})",
-                     {"source": "node", "field": "status.conditions[Ready]", "detail": detail[:300]})
-        elif ctype and ctype.endswith("Pressure") and cstatus == "True":
-            case.add("node_failure", 0.8 - weight, f"Node {name} is under {ctype}", {"source": "node", "field": f"status.conditions[{ctype}]", "detail": detail[:300]})
+    if (now - started).total_seconds() < _INIT_STUCK_S:
+        return
+    text = bundle.get("logs") or ""
+    found = _log_hypotheses(case, text, "log", f"Init container {name} cannot finish")
+    waits = _WAITING_FOR.findall(text)
+    if len(waits) >= 3 and not any(h[1] == "dependency_failure" for h in found):
+        line = text.count("\n", 0, text.find(waits[-1])) + 1
+        case.add("dependency_failure", 0.75,
+                 f"Init container {name} has been waiting for a dependency for {int((now - started).total_seconds() // 60)} min: {waits[-1].strip()[:200]}",
+                 {"source": "log", "line": line, "detail": waits[-1].strip()[:300], "count": len(waits)})
 
 
 def _revision_of(obj: Mapping[str, Any]) -> int:
@@ -298,5 +300,7 @@ def workload_hypotheses(case: Case, bundle: Mapping[str, Any], findings: list[An
         elif finding.type == "hpa_maxed":
             case.add("resource_exhaustion", 0.7, finding.message, {"source": "hpa", "field": "status.currentReplicas", "detail": finding.message})
         elif finding.type == "failed_job":
-            case.add("app_crash", 0.45, finding.message, {"source": "job", "field": "status.conditions[Failed]", "detail": finding.message})
+            # A failed Job says that its pods failed, not why: that is the pods' to tell.
+            case.add("unknown", 0.25, f"{finding.message}; nothing in the bundle says why its pods failed",
+                     {"source": "job", "field": "status.conditions[Failed]", "detail": finding.message})
 

@@ -115,11 +115,14 @@ _OOM = {
     ],
 }
 
+# The probe_failure fault changes the template's probe; the process answers the probe's requests
+# with 503 and names no dependency (a readiness check that fails because a dependency is down is
+# that dependency's failure, and the RCA says so).
 _PROBE = {
     "python": '10.244.0.1 - - [{t}] "GET /ready HTTP/1.1" 503 61 "-" "kube-probe/1.32"',
-    "go": '{{"level":"warn","ts":"{t}","caller":"server/health.go:40","msg":"readiness check failed","dependency":"postgres","error":"dial tcp 10.96.0.23:5432: i/o timeout"}}',
-    "node": "{t} warn: GET /ready 503 - upstream inventory-api timed out after 1000ms",
-    "java": "{t}  WARN 1 --- [nio-8080-exec-3] o.s.b.a.health.HealthEndpointSupport : Health contributor 'db' is DOWN: HikariPool-1 - Connection is not available, request timed out after 1000ms.",
+    "go": '{{"level":"warn","ts":"{t}","caller":"server/http.go:88","msg":"request","method":"GET","path":"/ready","status":503,"user_agent":"kube-probe/1.32"}}',
+    "node": "{t} warn: GET /ready 503 2.104 ms - kube-probe/1.32",
+    "java": "{t}  WARN 1 --- [nio-8080-exec-3] o.s.b.a.a.ReadinessStateHealthIndicator  : Readiness state is REFUSING_TRAFFIC",
 }
 
 # A process its liveness probe kills: it hangs (work stalls, the probe times out), gets SIGTERM

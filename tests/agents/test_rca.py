@@ -253,7 +253,7 @@ SANDBOX_FAULTS = [
     ("probe_failure", "shop/checkout", "Deployment", "shop", "checkout", "probe_failure"),
     ("hpa_maxed", "shop/cart", "Deployment", "shop", "cart", "resource_exhaustion"),
     ("failed_job", "data/nightly-export", "Job", "data", "nightly-export", "config_error"),  # KeyError: EXPORT_BUCKET
-    ("evicted", "shop/frontend", "Deployment", "shop", "frontend", "resource_exhaustion"),
+    ("evicted", "shop/frontend", "Deployment", "shop", "frontend", "node_failure"),  # the node ran low
 ]
 
 

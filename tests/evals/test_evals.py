@@ -36,7 +36,6 @@ def test_the_corpus_is_large_sourced_and_covers_every_class() -> None:
     assert len({c["runtime"] for c in cases}) >= 8
 
 
-@pytest.mark.xfail(strict=True, reason="the deterministic RCA does not meet the thresholds yet (issue #15)")
 def test_the_deterministic_mode_meets_the_thresholds() -> None:
     text, result = _run_eval()
     assert "accuracy" in text and "confusion" in text  # the tables come before the JSON line

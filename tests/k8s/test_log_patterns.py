@@ -15,6 +15,7 @@ SAMPLES = {
     "panic": "panic: runtime error: invalid memory address or nil pointer dereference",
     "java_stack_trace": "\tat com.shop.OrderService.place(OrderService.java:42)",
     "python_traceback": "Traceback (most recent call last):",
+    "unhandled_exception": "Unhandled exception. System.InvalidOperationException: Unable to resolve service for type 'IOrderStore'",
     "connection_refused": "dial tcp 10.96.0.12:5432: connect: connection refused",
     "timeout": "context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
     "dns_failure": "dial tcp: lookup redis.cache.svc.cluster.local on 10.96.0.10:53: no such host",
