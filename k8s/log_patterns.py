@@ -92,9 +92,11 @@ PATTERNS: tuple[LogPattern, ...] = (
     LogPattern(
         "dns_failure", "network", "error",
         r"no such host|Name or service not known|Temporary failure in name resolution|getaddrinfo (?:ENOTFOUND|EAI_AGAIN)"
-        r"|(?i:could not resolve host)|NXDOMAIN|UnknownHostException|server misbehaving|(?i:name resolution failed)",
+        r"|(?i:could not resolve host)|NXDOMAIN|UnknownHostException|server misbehaving|(?i:name resolution failed)"
+        r"|Name does not resolve|host not found in (?:upstream|resolver)",
         "A host name did not resolve: check the service name and namespace, and that CoreDNS is healthy.",
-        ("no such host", "name or service not known", "temporary failure in name resolution", "getaddrinfo ", "could not resolve host", "nxdomain", "unknownhostexception", "server misbehaving", "name resolution failed"),
+        ("no such host", "name or service not known", "temporary failure in name resolution", "getaddrinfo ", "could not resolve host", "nxdomain", "unknownhostexception", "server misbehaving", "name resolution failed",
+         "name does not resolve", "host not found in "),
     ),
     LogPattern(
         "tls_error", "security", "error",
@@ -144,9 +146,10 @@ PATTERNS: tuple[LogPattern, ...] = (
         r"|(?i:env(?:ironment)? variable [^\n]{0,60}?(?:not set|required|missing|undefined))"
         r"|(?i:(?:missing|required) (?:environment variable|env var|config(?:uration)? (?:key|file|value|option)))"
         r"|(?i:config(?:uration)? file [^\n]{0,120}?not found)|couldn't find key [^\n]{0,100}? in (?:ConfigMap|Secret)"
-        r"|(?:secret|configmap) \"[^\"\n]{1,253}\" not found",
+        r"|(?:secret|configmap) \"[^\"\n]{1,253}\" not found"
+        r"|(?i:is a required (?:env(?:ironment)? )?variable)|(?i:bootstrap checks? failed)",
         "A required environment variable or configuration is missing: check the Deployment's env, ConfigMaps and Secrets.",
-        ("keyerror: '", "environment variable", "env variable", "missing environment", "required environment", "missing env var", "required env var", "missing config", "required config", "config file", "configuration file", "couldn't find key ", 'secret "', 'configmap "'),
+        ("keyerror: '", "environment variable", "env variable", "missing environment", "required environment", "missing env var", "required env var", "missing config", "required config", "config file", "configuration file", "couldn't find key ", 'secret "', 'configmap "', "is a required ", "bootstrap check"),
     ),
     LogPattern(
         "permission_denied", "permissions", "error",

@@ -1,8 +1,8 @@
 """Scoring the detectors and the RCA on the evaluation corpus (tests/evals/cases, `manage.py eval`).
 
 A case is one JSON file: `id`, `title`, `source` ({url, why}: the public report it was rebuilt
-from), `runtime`, `expected` ({findings: [finding types], failure_class, notes?}) and `bundle`
-(what `manage.py rca` takes). A case is *healthy* when it expects no finding and `unknown`.
+from), `runtime`, `expected` ({findings: [finding types], failure_class, notes?}), `bundle`
+(what `manage.py rca` takes) and optional `batch` (cases added together; default 1). A case is *healthy* when it expects no finding and `unknown`.
 
 `score(cases)` runs the detectors and the RCA on every bundle (each judged as of its
 `collected_at`) and returns plain data: per-class precision and recall, the confusion matrix,
@@ -100,6 +100,7 @@ def score(cases: Iterable[Mapping[str, Any]], *, use_llm: bool = False) -> dict[
             "method": report.get("method"),
             "root_cause": report.get("root_cause", ""),
             "source": case["source"]["url"],
+            "batch": int(case.get("batch") or 1),
         }
         if report.get("fallback"):
             row["fallback"] = report["fallback"]["reason"]
@@ -164,6 +165,12 @@ def summarize(rows: list[dict[str, Any]], *, mode: str) -> dict[str, Any]:
         "misses": misses,
         "rows": rows,
     }
+    # Cases are added in batches; a batch written after the rules it is scored by were last changed
+    # is the held-out measure (the first score of each batch is recorded in docs/benchmarks.md).
+    result["by_batch"] = {
+        str(batch): {"cases": len(members), "accuracy": round(sum(r["class_right"] for r in members) / len(members), 3)}
+        for batch in sorted({r["batch"] for r in rows}) for members in [[r for r in rows if r["batch"] == batch]]
+    }
     result["failures"] = threshold_failures(result)
     return result
 
@@ -189,6 +196,8 @@ def render(result: Mapping[str, Any]) -> str:
     lines = [f"RCA evaluation ({result['mode']}): {result['cases']} cases, {result['healthy_cases']} healthy", ""]
     lines.append(f"accuracy                {result['accuracy']:.1%}  (failing cases only: {result['accuracy_failing_cases']:.1%})")
     lines.append(f"findings right          {result['findings_accuracy']:.1%}")
+    if len(result["by_batch"]) > 1:
+        lines.append("by batch                " + ", ".join(f"{b}: {v['accuracy']:.1%} of {v['cases']}" for b, v in result["by_batch"].items()))
     lines.append(f"healthy with a finding  {len(result['healthy_with_findings'])}" + (f"  ({', '.join(result['healthy_with_findings'])})" if result["healthy_with_findings"] else ""))
     cal = result["calibration"]
     if cal["confident_precision"] is not None:
