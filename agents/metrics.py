@@ -40,3 +40,9 @@ MCP_TRANSPORT_ERRORS = Counter(
     "MCP calls that failed below the tool (connection, protocol, timeout), by server.",
     ["server"],
 )
+UNFINISHED_CALLS_RESOLVED = Counter(
+    "aiops_tool_calls_unfinished_resolved_total",
+    "Mutating calls a dead worker left started, completed as unknown (by the retry or the reconciler), by tool and "
+    "the effect found (changed, unchanged, unknown).",
+    ["tool", "effect"],
+)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents import metrics
+from agents import audit, metrics
 from agents.approvals import (
     ApprovalError,
     can_decide,
@@ -203,16 +203,44 @@ def call_tool(
         config = server_config(server)
     except MCPConfigError as exc:
         return finish(False, "error", str(exc), bound=bound, key=key)
+    if registered.risk == Risk.LOW:
+        return _send(registered, config, args, labels, lambda ok, outcome, detail, **kw: finish(ok, outcome, detail, key=key, **kw))
+
+    # Write-ahead: the `started` row is committed before the call leaves, so a worker killed
+    # mid-call leaves a trace that the retry (or the reconciler) completes. See agents.audit.
+    assert key is not None
+    began, unfinished = audit.begin_call(actor=actor, tool=registered.name, server=server.name, risk=registered.risk,
+                                         args=args, reason=reason, key=key, approval=bound)
+
+    def complete(ok: bool, outcome: str, detail: str, *, data: Any = None, truncated: bool = False,
+                 **_: Any) -> ToolResult:
+        effect = audit.effect_of(outcome, detail, data)
+        if unfinished and outcome not in ("unavailable", "timeout"):
+            # (A retry that did not reach the tool leaves them for the next one.)
+            audit.resolve_unfinished(unfinished, retry=began, retry_effect=effect if outcome == "ok" else None,
+                                     by=actor)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        entry = audit.complete_call(began, outcome=outcome, detail=detail, effect=effect, duration_ms=duration_ms)
+        metrics.TOOL_CALLS.labels(*labels, outcome).inc()
+        log.info("tool_called", tool=registered.name, server=server.name, actor=actor, outcome=outcome, effect=effect,
+                 duration_ms=duration_ms, truncated=truncated, approval=bound.pk if bound else None, audit=began.pk)
+        return ToolResult(ok=ok, output=detail, data=data, truncated=truncated,
+                          audit_id=entry.pk if entry is not None else began.pk)
+
+    return _send(registered, config, args, labels, complete)
+
+
+def _send(registered: MCPTool, config: Any, args: dict[str, Any], labels: tuple[str, str],
+          done: Any) -> ToolResult:
     call_started = time.monotonic()
     try:
         raw = manager().call_tool(config, registered.remote_name, args)
     except MCPTransportError as exc:
         outcome = "timeout" if isinstance(exc, MCPTimeout) else "unavailable"
-        finish(False, outcome, str(exc), bound=bound, key=key)
+        done(False, outcome, str(exc))
         raise
     finally:
         metrics.TOOL_CALL_DURATION.labels(*labels).observe(time.monotonic() - call_started)
     output, truncated = cap_output(raw.text, settings.AIOPS_MCP_OUTPUT_LIMIT)
     data = None if raw.is_error else _parse_data(raw.text, raw.structured)
-    return finish(not raw.is_error, "error" if raw.is_error else "ok", output, data=data, truncated=truncated,
-                  bound=bound, key=key)
+    return done(not raw.is_error, "error" if raw.is_error else "ok", output, data=data, truncated=truncated)

@@ -38,6 +38,13 @@ def call_tool_task(tool: str, args: dict[str, Any], actor: str, reason: str, app
             "truncated": result.truncated, "audit_id": result.audit_id}
 
 
+@shared_task(name="agents.resolve_unfinished_calls", ignore_result=True)
+def resolve_unfinished_calls() -> int:
+    from agents.audit import resolve_orphaned_calls
+
+    return resolve_orphaned_calls()
+
+
 @shared_task(name="agents.expire_approvals")
 def expire_approvals() -> int:
     return expire_due()

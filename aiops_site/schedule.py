@@ -4,7 +4,7 @@ the database when beat starts (so the admin shows it); the code stays the source
 from __future__ import annotations
 
 
-def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
+def beat_schedule(poll_interval: int, reconcile_interval: int = 10) -> dict[str, dict[str, object]]:
     # Every entry expires before its next run: a backlog after an outage must not replay
     # a burst of stale polls.
     schedule: dict[str, dict[str, object]] = {}
@@ -20,6 +20,13 @@ def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
         "schedule": 5.0,
         "options": {"expires": 5.0},
     }
+    # Mutating calls a dead worker left `started` and no retry resolved: completed as unknown,
+    # with what a re-read of the cluster shows (agents.audit).
+    schedule["agents.resolve_unfinished_calls"] = {
+        "task": "agents.resolve_unfinished_calls",
+        "schedule": 30.0,
+        "options": {"expires": 25.0},
+    }
     # The tool registry follows third-party MCP servers (new tools, removed tools).
     schedule["agents.sync_mcp_servers"] = {
         "task": "agents.sync_mcp_servers",
@@ -33,11 +40,12 @@ def beat_schedule(poll_interval: int) -> dict[str, dict[str, object]]:
         "schedule": 60.0,
         "options": {"expires": 50.0},
     }
-    # Playbook steps whose rows say queued or running but went quiet past their time limit (a
-    # lost broker message, a killed worker) are enqueued again: Redis may lose a step, never a run.
+    # Playbook steps whose worker's lease lapsed (a killed worker) or whose message went quiet (a
+    # lost broker message) are enqueued again: Redis may lose a step, never a run. Every few
+    # seconds, so a dead worker's step is sent again within a minute.
     schedule["playbooks.reconcile_runs"] = {
         "task": "playbooks.reconcile_runs",
-        "schedule": 30.0,
-        "options": {"expires": 25.0},
+        "schedule": float(reconcile_interval),
+        "options": {"expires": float(reconcile_interval)},
     }
     return schedule

@@ -206,6 +206,15 @@ AIOPS_MCP_TOKEN = env_str("AIOPS_MCP_TOKEN") or (run_secret(RUN_DIR, "mcp_token"
 AIOPS_MCP_URL = env_str("AIOPS_MCP_URL", "http://127.0.0.1:8765/mcp")
 AIOPS_MCP_OUTPUT_LIMIT = env_int("AIOPS_MCP_OUTPUT_LIMIT", 16 * 1024, minimum=1024)
 AIOPS_MCP_TIMEOUT = env_float("AIOPS_MCP_TIMEOUT", 30.0, minimum=1.0)
+# A mutating call left `started` this long past AIOPS_MCP_TIMEOUT with no retry is resolved by
+# the reconciler (re-reading the cluster); a step's retry, within its lease, usually comes first.
+AIOPS_ORPHAN_GRACE = env_int("AIOPS_ORPHAN_GRACE", 60, minimum=0)
+# A running playbook step holds a lease its worker renews every third of it; a lapsed lease means
+# a dead worker and the step is sent again (the reconciler runs every AIOPS_RECONCILE_INTERVAL).
+# A queued step whose message went quiet this long (lost by the broker) is sent again too.
+AIOPS_STEP_LEASE = env_int("AIOPS_STEP_LEASE", 30, minimum=3)
+AIOPS_RECONCILE_INTERVAL = env_int("AIOPS_RECONCILE_INTERVAL", 10, minimum=1)
+AIOPS_STEP_REQUEUE_AFTER = env_int("AIOPS_STEP_REQUEUE_AFTER", 60, minimum=5)
 AIOPS_MAX_SCALE_REPLICAS = env_int("AIOPS_MAX_SCALE_REPLICAS", 20, minimum=1)
 AIOPS_MAX_HPA_REPLICAS = env_int("AIOPS_MAX_HPA_REPLICAS", 50, minimum=1)
 AIOPS_MEMORY_LIMIT_MAX_FACTOR = env_float("AIOPS_MEMORY_LIMIT_MAX_FACTOR", 2.0, minimum=1.0, maximum=8.0)
@@ -277,7 +286,7 @@ AIOPS_CHAT_HTTP_TIMEOUT = env_float("AIOPS_CHAT_HTTP_TIMEOUT", 15.0, minimum=1.0
 
 from aiops_site.schedule import beat_schedule  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = beat_schedule(AIOPS_POLL_INTERVAL)
+CELERY_BEAT_SCHEDULE = beat_schedule(AIOPS_POLL_INTERVAL, AIOPS_RECONCILE_INTERVAL)
 
 # Prometheus multiprocess mode: web and worker processes on one host share one registry dir.
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")

@@ -11,14 +11,17 @@ Life of a run:
   approval in that same transaction and the run waits without a worker.
 - `on_approval_decided` (the `approval_decided` receiver) resumes the step (approved) or
   ends the run (rejected, expired).
-- `reconcile` (beat) re-enqueues steps whose rows say queued or running but went quiet past
-  their time limit, so a lost broker message or a killed worker delays a run, never loses it.
+- `reconcile` (beat, every AIOPS_RECONCILE_INTERVAL) re-enqueues running steps whose lease
+  lapsed (the worker renews it from a heartbeat thread while it works, so a lapse means it
+  died) and queued steps whose message went quiet, so a lost broker message or a killed worker
+  delays a run by well under a minute, never loses it.
 
 Lock order everywhere: the run's row, then its step's row.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,7 +30,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
 from playbooks import metrics_engine as metrics
@@ -236,10 +239,48 @@ def finish_run(run: PlaybookRun, outcome: str, summary: str = "") -> bool:
 # --- Executing one step ------------------------------------------------------------------
 
 
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.AIOPS_STEP_LEASE)
+
+
+class Heartbeat:
+    """Renews a running step's lease from a thread while the step works, so a step that takes
+    minutes stays ours and a killed worker's step is sent again as soon as its lease lapses."""
+
+    def __init__(self, step_run_id: int, attempt: int) -> None:
+        self.step_run_id, self.attempt = step_run_id, attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{step_run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(settings.AIOPS_STEP_LEASE / 3):
+                renewed = StepRun.objects.filter(pk=self.step_run_id, state=S.RUNNING, attempts=self.attempt).update(
+                    lease_expires_at=timezone.now() + _lease()
+                )
+                if not renewed:
+                    log.warning("step_lease_lost", step_run=self.step_run_id, attempt=self.attempt)
+                    return
+        except Exception:  # noqa: BLE001 - a database blip: the lease lapses and the step is re-sent
+            log.exception("step_heartbeat_failed", step_run=self.step_run_id)
+        finally:
+            connection.close()
+
+
 def execute_step(step_run_id: int) -> str:
     now = timezone.now()
     claimed = StepRun.objects.filter(pk=step_run_id, state=S.QUEUED, run__state=R.RUNNING).update(
-        state=S.RUNNING, started_at=now, updated_at=now, attempts=F("attempts") + 1
+        state=S.RUNNING, started_at=now, updated_at=now, attempts=F("attempts") + 1, lease_expires_at=now + _lease()
     )
     if not claimed:
         state = StepRun.objects.filter(pk=step_run_id).values_list("state", flat=True).first()
@@ -252,10 +293,11 @@ def execute_step(step_run_id: int) -> str:
     structlog.contextvars.bind_contextvars(run=run.pk, step_run=step.pk, incident=run.incident_id)
     started = time.monotonic()
     try:
-        if run.incident.workload_kind == "Node" and "node_workloads" not in (run.context or {}):
-            remember_node_workloads(run.pk)
-            run.refresh_from_db(fields=["context"])
-        result = _condition_result(step, run) or _HANDLERS[step.kind](step, run)
+        with Heartbeat(step.pk, step.attempts):
+            if run.incident.workload_kind == "Node" and "node_workloads" not in (run.context or {}):
+                remember_node_workloads(run.pk)
+                run.refresh_from_db(fields=["context"])
+            result = _condition_result(step, run) or _HANDLERS[step.kind](step, run)
     except TemplateError as exc:
         result = Result(S.FAILED, error=f"argument template: {exc}")
     except Exception as exc:  # noqa: BLE001 - a step's failure is recorded on its row, not lost in a log
@@ -671,27 +713,32 @@ def on_approval_decided(approval: Any) -> None:
 
 
 def reconcile(now: Any = None) -> dict[str, int]:
-    """Re-enqueue steps that went quiet; repair runs whose approval was decided without us."""
+    """Re-send steps whose worker died (lease lapsed) or whose message went quiet; repair runs
+    whose approval was decided without us."""
     now = now or timezone.now()
     counts = {"queued": 0, "running": 0, "stalled_run": 0, "decided": 0}
     deadline = ExpressionWrapper(
         F("updated_at") + ExpressionWrapper(F("timeout_seconds") * Value(timedelta(seconds=1)), output_field=DurationField()),
         output_field=DateTimeField(),
     )
+    live = StepRun.objects.filter(run__state=R.RUNNING)
+    dead_worker = Q(state=S.RUNNING, lease_expires_at__lt=now)
+    # Rows claimed before leases existed fall back to the step's time limit.
+    legacy = Q(state=S.RUNNING, lease_expires_at__isnull=True, deadline__lt=now)
+    lost_message = Q(state=S.QUEUED, updated_at__lt=now - timedelta(seconds=settings.AIOPS_STEP_REQUEUE_AFTER))
     stale = (
-        StepRun.objects.filter(state__in=[S.QUEUED, S.RUNNING], run__state=R.RUNNING)
-        .annotate(deadline=deadline)
-        .filter(deadline__lt=now)
-        .values_list("pk", "state", "updated_at")[:500]
+        live.annotate(deadline=deadline).filter(dead_worker | legacy | lost_message)
+        .values_list("pk", "state", "updated_at", "lease_expires_at")[:500]
     )
-    for pk, state, updated_at in stale:
+    for pk, state, updated_at, lease in stale:
         with transaction.atomic():
             if StepRun.objects.filter(pk=pk, state=state, updated_at=updated_at).update(
-                state=S.QUEUED, queued_at=now, updated_at=now
+                state=S.QUEUED, queued_at=now, updated_at=now, lease_expires_at=None
             ):
                 counts[state] += 1
                 metrics.RECONCILED.labels(state).inc()
-                log.warning("step_requeued", step_run=pk, was=state, quiet_since=updated_at.isoformat())
+                log.warning("step_requeued", step_run=pk, was=state, quiet_since=updated_at.isoformat(),
+                            lease_expired_at=lease.isoformat() if lease else None)
                 _enqueue(pk)
 
     in_flight = [S.QUEUED, S.RUNNING, S.WAITING_APPROVAL]

@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.plugins.incidents",
     "tests.plugins.engine",
     "tests.plugins.texts",
+    "tests.plugins.chaos",
 ]
 
 

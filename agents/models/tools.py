@@ -17,7 +17,7 @@ from django.db import models
 
 from k8s.names import FullMatchValidator
 
-__all__ = ["MCPServer", "MCPTool", "Approval", "AuditEntry", "Risk", "canonical_arguments", "arguments_digest"]
+__all__ = ["MCPServer", "MCPTool", "Approval", "AuditEntry", "Effect", "Risk", "canonical_arguments", "arguments_digest"]
 
 NAME_VALIDATOR = FullMatchValidator(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
@@ -219,9 +219,19 @@ class AppendOnlyQuerySet(models.QuerySet):
         raise PermissionError("the audit log is append-only")
 
 
+class Effect(models.TextChoices):
+    """What a completed mutating call did to the cluster: the one `changed` entry per action is
+    the entry that says the action happened."""
+
+    CHANGED = "changed", "Changed the cluster"
+    UNCHANGED = "unchanged", "Changed nothing"
+    UNKNOWN = "unknown", "Unknown"
+
+
 class AuditEntry(models.Model):
     class Action(models.TextChoices):
         TOOL_CALL = "tool_call"
+        TOOL_STARTED = "tool_started", "Tool call started"
         TOOL_REFUSED = "tool_refused"
         APPROVAL_REQUESTED = "approval_requested"
         APPROVAL_DECIDED = "approval_decided"
@@ -242,13 +252,33 @@ class AuditEntry(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, blank=True)
     approval = models.ForeignKey(Approval, null=True, blank=True, on_delete=models.PROTECT, related_name="audit")
+    # Write-ahead: a mutating call is a `tool_started` row committed before the call is sent,
+    # then exactly one `tool_call` row that completes it (rows are never updated; the unique
+    # one-to-one is what makes "one completion per call" hold against racing writers).
+    completes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="completion",
+        help_text="The tool_started entry this entry completes.",
+    )
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries",
+        help_text="The earlier call (left unfinished by a dead worker) that this call retries.",
+    )
+    effect = models.CharField(
+        max_length=10, choices=Effect.choices, blank=True,
+        help_text="Completions of mutating calls: did this call change the cluster?",
+    )
 
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["tool", "created_at"], name="agents_audit_tool_time")]
+        indexes = [
+            models.Index(fields=["tool", "created_at"], name="agents_audit_tool_time"),
+            # Finding the started calls of one idempotency key (a retry) and the unfinished ones.
+            models.Index(fields=["idempotency_key", "created_at"], name="agents_audit_started_key",
+                         condition=models.Q(action="tool_started")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.tool} {self.outcome}"

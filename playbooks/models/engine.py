@@ -289,6 +289,9 @@ class StepRun(models.Model):
     )
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # A running step's worker renews this while it works (AIOPS_STEP_LEASE); once it lapses the
+    # worker is taken for dead and the reconciler sends the step again, long before its timeout.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

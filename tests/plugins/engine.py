@@ -129,7 +129,8 @@ def engine_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_fac
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(ENGINE_QUEUE)
     worker = EngineWorker(tmp_path_factory.mktemp("engine-worker"),
-                          worker_env({"AIOPS_CELERY_QUEUE": ENGINE_QUEUE, "AIOPS_MCP_TOKEN": kube_mcp.token}))
+                          worker_env({"AIOPS_CELERY_QUEUE": ENGINE_QUEUE, "AIOPS_MCP_TOKEN": kube_mcp.token,
+                                      "AIOPS_STEP_LEASE": "4"}))
     yield worker
     worker.stop()
 
