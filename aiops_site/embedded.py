@@ -25,7 +25,7 @@ from pathlib import Path
 
 DB_NAME = "aiops"
 PG_USER = "postgres"
-_PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+PG_SYSTEM_USER = _PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
 
 def pg_socket_dir(run_dir: Path) -> Path:
@@ -172,7 +172,9 @@ def _prepare_root_user(paths: list[Path]) -> str | None:
     return _PG_SYSTEM_USER
 
 
-def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
+def init_postgres(run_dir: Path) -> str | None:
+    """Create the data directory (initdb) if needed; returns the system user PostgreSQL runs as
+    (None: the current one)."""
     pgdata = run_dir / "pg"
     sockdir = pg_socket_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,23 @@ def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
             capture_output=True,
             user=user,
         )
+    return user
+
+
+def postgres_argv(run_dir: Path) -> list[str]:
+    return [
+        str(_pg_bin("postgres")),
+        "-D", str(run_dir / "pg"),
+        "-k", str(pg_socket_dir(run_dir)),
+        "-h", "",  # no TCP listener at all: the socket under the run directory is the only way in
+        "-c", "max_connections=200",
+        "-c", "fsync=on",
+    ]
+
+
+def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
+    user = init_postgres(run_dir)
+    pgdata, sockdir = run_dir / "pg", pg_socket_dir(run_dir)
     stale = pgdata / "postmaster.pid"
     if stale.exists():
         pid = int(stale.read_text().splitlines()[0])
@@ -193,14 +212,7 @@ def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
             raise RuntimeError(f"an embedded PostgreSQL (pid {pid}) is already running on {pgdata}")
     log = open(log_file or (run_dir / "postgres.log"), "ab")
     process = subprocess.Popen(
-        [
-            str(_pg_bin("postgres")),
-            "-D", str(pgdata),
-            "-k", str(sockdir),
-            "-h", "",  # no TCP listener at all: the socket under the run directory is the only way in
-            "-c", "max_connections=200",
-            "-c", "fsync=on",
-        ],
+        postgres_argv(run_dir),
         stdout=log,
         stderr=subprocess.STDOUT,
         user=user,
@@ -208,8 +220,8 @@ def start_postgres(run_dir: Path, log_file: Path | None = None) -> Embedded:
         preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509  (only sets a signal; no locks)
     )
     server = Embedded("postgres", process, signal.SIGINT)  # SIGINT = fast shutdown
-    _wait_for(lambda: _pg_ready(sockdir), server, "PostgreSQL", run_dir / "postgres.log")
-    _ensure_database(sockdir)
+    _wait_for(lambda: pg_ready(sockdir), server, "PostgreSQL", run_dir / "postgres.log")
+    ensure_database(sockdir)
     return server
 
 
@@ -223,14 +235,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _pg_ready(sockdir: Path) -> bool:
+def pg_ready(sockdir: Path) -> bool:
     result = subprocess.run(
         [str(_pg_bin("pg_isready")), "-h", str(sockdir), "-U", PG_USER, "-q"], capture_output=True
     )
     return result.returncode == 0
 
 
-def _ensure_database(sockdir: Path) -> None:
+def ensure_database(sockdir: Path) -> None:
     import psycopg
 
     with psycopg.connect(host=str(sockdir), user=PG_USER, dbname="postgres", autocommit=True) as conn:
@@ -239,33 +251,38 @@ def _ensure_database(sockdir: Path) -> None:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
-def start_redis(run_dir: Path, log_file: Path | None = None) -> Embedded:
+def redis_argv(run_dir: Path) -> list[str]:
     data = run_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    port = kept_port(redis_port_file(run_dir))
+    return [
+        str(_redis_server_bin()),
+        "--bind", "127.0.0.1",
+        "--port", str(kept_port(redis_port_file(run_dir))),
+        "--dir", str(data),
+        "--appendonly", "yes",  # data (locks, TTL keys, queued messages) survives a restart
+        "--save", "",
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+    ]
+
+
+def start_redis(run_dir: Path, log_file: Path | None = None) -> Embedded:
+    argv = redis_argv(run_dir)
+    port = int(argv[argv.index("--port") + 1])
     log = open(log_file or (run_dir / "redis.log"), "ab")
     process = subprocess.Popen(
-        [
-            str(_redis_server_bin()),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data),
-            "--appendonly", "yes",  # data (locks, TTL keys, queued messages) survives a restart
-            "--save", "",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-        ],
+        argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509  (only sets a signal; no locks)
     )
     server = Embedded("redis", process, signal.SIGTERM)
-    _wait_for(lambda: _redis_ready(port), server, "Redis", run_dir / "redis.log")
+    _wait_for(lambda: redis_ready(port), server, "Redis", run_dir / "redis.log")
     return server
 
 
-def _redis_ready(port: int) -> bool:
+def redis_ready(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")

@@ -1,10 +1,12 @@
 """`make run`: the whole system on one machine, on embedded defaults unless told otherwise.
 
 Order: take the run lock (a second `make run` says so and exits), check the settings
-(a bad value stops here, naming the variable), start the embedded PostgreSQL/Redis the
-environment does not replace, migrate, create the demo superuser, then run the Procfile's
-processes under honcho and print the URLs once /ready answers. Ctrl-C stops honcho's
-processes first and the embedded servers last, so nothing loses its database mid-write.
+(a bad value stops here, naming the variable), start supervisord with the embedded
+PostgreSQL/Redis the environment does not replace, migrate, create the demo superuser, then
+start the Procfile's processes as supervisord programs and print the URLs once /ready answers.
+supervisord restarts any process that dies (aiops_site.supervision); if supervisord itself
+dies, this launcher starts a new one. Ctrl-C or SIGTERM stops the apps first and the
+embedded servers last, removes the lock file, and is done within seconds.
 """
 
 from __future__ import annotations
@@ -107,6 +109,42 @@ def _announce_when_ready(run_dir: Path, creds: dict[str, str], stop: threading.E
     print("\n".join(lines), flush=True)
 
 
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM while starting up."""
+
+
+def _wait_for_databases(run_dir: Path, databases: list[str], supervisor: subprocess.Popen[bytes],
+                        stopping: threading.Event, timeout: float = 90) -> None:
+    from aiops_site import embedded
+
+    checks = {
+        "postgres": lambda: embedded.pg_ready(embedded.pg_socket_dir(run_dir)),
+        "redis": lambda: embedded.redis_ready(embedded.read_redis_port(run_dir) or 0),
+    }
+    deadline = time.monotonic() + timeout
+    waiting = list(databases)
+    while waiting:
+        if stopping.is_set():
+            raise _Stop
+        if supervisor.poll() is not None:
+            raise RuntimeError(f"supervisord exited with code {supervisor.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"embedded {', '.join(waiting)} did not accept connections within {timeout:.0f}s "
+                               f"(see {run_dir})")
+        waiting = [name for name in waiting if not checks[name]()]
+        time.sleep(0.1)
+    if "postgres" in databases:
+        embedded.ensure_database(embedded.pg_socket_dir(run_dir))
+
+
+def _start_apps(run_dir: Path) -> None:
+    from aiops_site import supervision
+
+    result = supervision.ctl(run_dir, "start", "apps:*")
+    if result.returncode not in (0,) and "ERROR" in result.stdout:
+        _say(f"starting the apps: {result.stdout.strip()}")
+
+
 def main() -> int:
     os.chdir(BASE_DIR)
     run_dir = Path(os.environ.get("AIOPS_RUN_DIR", BASE_DIR / ".run")).resolve()
@@ -114,17 +152,33 @@ def main() -> int:
     lock = _take_lock(run_dir)  # noqa: F841  (held for the life of this process)
     _check_settings()
 
-    from aiops_site import embedded
+    from aiops_site import embedded, supervision
     from aiops_site.env import run_secret
 
-    _say("starting embedded services" if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")) else "using external PostgreSQL and Redis")
-    servers = embedded.start_needed(run_dir)
-    honcho: subprocess.Popen[bytes] | None = None
-    stop = threading.Event()
+    stopping = threading.Event()
+    starting = True
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        if starting:
+            raise _Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    databases = [name for name, url in (("postgres", "DATABASE_URL"), ("redis", "REDIS_URL"))
+                 if not os.environ.get(url)]
+    _say("starting embedded services" if databases else "using external PostgreSQL and Redis")
+    supervisor: subprocess.Popen[bytes] | None = None
     try:
+        if "postgres" in databases:
+            embedded.init_postgres(run_dir)
+        names = _processes(dict(os.environ))
+        supervision.write_config(run_dir, names, databases)
+        supervisor = supervision.start(run_dir)
+        _wait_for_databases(run_dir, databases, supervisor, stopping)
         # The settings read the embedded Redis port from the run directory; children re-read it.
         env = dict(os.environ)
-        # honcho runs the Procfile through /bin/sh: gunicorn and celery must come from our venv.
+        # The Procfile runs through /bin/sh: gunicorn and celery must come from our venv.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         metrics_dir = run_dir / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # multiprocess files of a previous run are stale
@@ -139,31 +193,38 @@ def main() -> int:
         env["AIOPS_MCP_TOKEN"] = env.get("AIOPS_MCP_TOKEN") or run_secret(run_dir, "mcp_token")
         for hook in _startup_hooks():
             hook(run_dir, env)
-        names = _processes(env)
-        _say(f"starting {', '.join(names)}")
-        honcho = subprocess.Popen(
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(BASE_DIR / "Procfile"), *names],
-            env=env,
-            cwd=BASE_DIR,
-            preexec_fn=embedded.die_with_parent(signal.SIGTERM),  # noqa: PLW1509  (honcho stops its children)
-        )
-        threading.Thread(target=_announce_when_ready, args=(run_dir, creds, stop), daemon=True).start()
-        return honcho.wait()
-    except KeyboardInterrupt:
-        _say("stopping")
-        if honcho is not None:
-            try:
-                honcho.wait(30)
-            except subprocess.TimeoutExpired:
-                honcho.send_signal(signal.SIGTERM)
-                honcho.wait()
+        supervision.write_env(run_dir, env)
+        _say(f"starting {', '.join(names)} under supervisord "
+             f"(status: {Path(sys.executable).parent / 'supervisorctl'} -c {supervision.config_path(run_dir)} status)")
+        _start_apps(run_dir)
+        threading.Thread(target=_announce_when_ready, args=(run_dir, creds, stopping), daemon=True).start()
+        starting = False
+        while not stopping.is_set():
+            if supervisor.poll() is not None:
+                # supervisord itself died (its programs die with it): start a fresh one.
+                _say(f"supervisord exited (code {supervisor.returncode}); starting it again")
+                supervisor = supervision.start(run_dir)
+                _wait_for_databases(run_dir, databases, supervisor, stopping)
+                _start_apps(run_dir)
+            stopping.wait(0.5)
+        return 0
+    except _Stop:
         return 0
     except subprocess.CalledProcessError as exc:
         _say(f"start-up step failed: {' '.join(map(str, exc.cmd))} (exit {exc.returncode})")
         return 1
     finally:
-        stop.set()
-        embedded.stop_all(servers)
+        starting = False
+        stopping.set()
+        _say("stopping")
+        if supervisor is not None and supervisor.poll() is None:
+            supervisor.send_signal(signal.SIGTERM)  # apps first, then Redis, PostgreSQL last
+            try:
+                supervisor.wait(30)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+                supervisor.wait()
+        (run_dir / "run.lock").unlink(missing_ok=True)
         _say("stopped")
 
 

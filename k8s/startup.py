@@ -1,6 +1,6 @@
 """`make run` start-up step: when no kubeconfig is configured, register the sandbox cluster.
 
-The launcher calls `prepare(run_dir, env)` after migrating and before honcho starts the
+The launcher calls `prepare(run_dir, env)` after migrating and before supervisord starts the
 Procfile; `env` is what the Procfile's processes get. The sandbox's port is kept under the
 run directory, so `make run` serves it at the same URL each time and a second run directory
 (`make test` uses its own) never collides with it.

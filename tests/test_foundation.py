@@ -127,7 +127,7 @@ def test_a_request_id_follows_the_request_into_the_worker_and_its_children(
 
 @pytest.mark.integration
 def test_make_run_launcher_comes_up_refuses_a_second_copy_and_stops_cleanly(tmp_path: Path) -> None:
-    """The launcher on its own run directory and ports: embedded PG + Redis, migrate, honcho, /ready."""
+    """The launcher on its own run directory and ports: embedded PG + Redis, migrate, supervisord, /ready."""
     web_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AIOPS_SECRET_KEY"}}
     env.update(
@@ -157,10 +157,18 @@ def test_make_run_launcher_comes_up_refuses_a_second_copy_and_stops_cleanly(tmp_
         )
         assert second.returncode == 1
         assert "already running" in second.stdout
-        # Flower answers only with its generated basic-auth credentials.
-        with pytest.raises(urllib.error.HTTPError) as denied:
-            urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5)
-        assert denied.value.code == 401
+        # Flower answers only with its generated basic-auth credentials (once it is up: it starts
+        # beside the web process, not before /ready).
+        def flower_status() -> int:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            except OSError:
+                return 0
+            return 200
+
+        assert wait_for(flower_status, timeout=60, interval=0.5, message="Flower to answer") == 401
     finally:
         os.killpg(launcher.pid, signal.SIGINT)
         launcher.wait(90)
