@@ -11,6 +11,7 @@ from agents.rca.bundle import metadata_of, ref_of, validate_bundle
 from agents.rca.placement import event_hypotheses, node_hypotheses
 from agents.rca.rules import Case, container_hypotheses, workload_hypotheses
 from agents.rca.schema import PLAYBOOKS
+from agents.rca.vocabulary import BY_NAME
 
 
 def as_of(bundle: Mapping[str, Any]) -> datetime:
@@ -36,20 +37,7 @@ def _findings(bundle: Mapping[str, Any], now: datetime) -> list[Any]:
 def _recommendations(failure_class: str, bundle: Mapping[str, Any], evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     deployment = ref_of("Deployment", bundle.get("deployment")) if bundle.get("deployment") else "the workload"
     node = metadata_of(bundle.get("node")).get("name") or ((bundle.get("pod") or {}).get("spec") or {}).get("nodeName") or "the node"
-    texts = {
-        "oom_killed": "Raise the container's memory limit (the oom_kill_remediation playbook proposes a bounded increase), then look for the leak",
-        "app_crash": "Read the error in the previous container's log; if a recent change introduced it, roll back",
-        "config_error": "Create or fix the missing configuration (env var, ConfigMap, Secret, file or arguments) the workload refers to",
-        "dependency_failure": "Check the dependency named in the log: is it running, is its Service/DNS name right, does a NetworkPolicy block it",
-        "image_pull_error": f"Fix the image name, tag or pull secret of {deployment}, or roll back to the last working revision",
-        "resource_exhaustion": "Add capacity (nodes, quota, autoscaler maximum) or lower the workload's requests",
-        "node_failure": f"Cordon and drain {node}, then repair or replace it",
-        "probe_failure": "Check the probe's endpoint, port and timeouts against what the process serves; slow dependencies make probes fail",
-        "permission_error": "Grant the ServiceAccount the Role it needs, or fix file ownership against the pod's securityContext",
-        "bad_rollout": f"Roll back {deployment} to the previous revision, then fix the new one",
-        "unknown": "Inspect the pod's events and logs; nothing in the bundle names a cause",
-    }
-    actions = [{"action": texts[failure_class], "playbook": PLAYBOOKS.get(failure_class)}]
+    actions = [{"action": BY_NAME[failure_class].action.format(workload=deployment, node=node), "playbook": PLAYBOOKS.get(failure_class)}]
     if failure_class == "app_crash" and bundle.get("deployment"):
         actions.append({"action": f"Roll back {deployment} if the crash started with its latest revision", "playbook": "deployment_rollback"})
     return actions

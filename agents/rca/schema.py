@@ -1,5 +1,5 @@
-"""The RCA report's vocabulary and schema: failure classes, evidence sources, playbooks, and
-the validation of a report (an LLM's answer is parsed and checked here)."""
+"""The RCA report's schema: failure classes (from agents.rca.vocabulary), evidence sources, playbooks,
+and the validation of a report (an LLM's answer is parsed and checked here)."""
 
 from __future__ import annotations
 
@@ -9,42 +9,13 @@ from typing import Any
 
 import jsonschema
 
-FAILURE_CLASSES = (
-    "oom_killed",
-    "app_crash",
-    "config_error",
-    "dependency_failure",
-    "image_pull_error",
-    "resource_exhaustion",
-    "node_failure",
-    "probe_failure",
-    "permission_error",
-    "bad_rollout",
-    "unknown",
-)
-FAILURE_CLASS_MEANINGS = {
-    "oom_killed": "the container is killed for exceeding its memory limit, or the runtime runs out of memory",
-    "app_crash": "the program exits with an error of its own (a bug, an unhandled exception, a panic)",
-    "config_error": "missing env var, ConfigMap, Secret or file; bad arguments; wrong image architecture",
-    "dependency_failure": "a database or service it needs is unreachable, DNS fails",
-    "image_pull_error": "the image cannot be pulled (wrong name or tag, no credentials, registry down)",
-    "resource_exhaustion": "unschedulable for lack of CPU/memory, disk full, quota, an autoscaler at its maximum",
-    "node_failure": "the node is NotReady or under pressure",
-    "probe_failure": "liveness/readiness probes fail while the process runs",
-    "permission_error": "RBAC denies an API call, or filesystem permissions",
-    "bad_rollout": "a new revision fails where the previous one worked",
-    "unknown": "the evidence does not say",
-}
+from agents.rca.vocabulary import VOCABULARY
+
+FAILURE_CLASSES = tuple(entry.name for entry in VOCABULARY)
+FAILURE_CLASS_MEANINGS = {entry.name: entry.meaning for entry in VOCABULARY}
 EVIDENCE_SOURCES = ("status", "event", "log", "previous_log", "node", "deployment", "replicaset", "job", "hpa", "spec", "related")
 # Our built-in playbooks (the engine's library), named in recommendations where one fits.
-PLAYBOOKS = {
-    "oom_killed": "oom_kill_remediation",
-    "app_crash": "crash_loop_remediation",
-    "bad_rollout": "deployment_rollback",
-    "image_pull_error": "deployment_rollback",
-    "node_failure": "node_not_ready_remediation",
-    "resource_exhaustion": "scale_up_on_load",
-}
+PLAYBOOKS = {entry.name: entry.playbook for entry in VOCABULARY if entry.playbook}
 
 REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",

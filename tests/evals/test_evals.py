@@ -69,3 +69,19 @@ def test_manage_rca_takes_a_case_file() -> None:
     out = io.StringIO()
     call_command("rca", str(CASES / "oom-loop-after-exec.json"), "--no-llm", "--compact", stdout=out)
     assert json.loads(out.getvalue())["failure_class"] == "oom_killed"
+
+
+def test_the_readme_holds_the_vocabulary_from_code() -> None:
+    from agents.rca import FAILURE_CLASSES
+    from agents.rca.vocabulary import VOCABULARY, vocabulary_markdown
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start, end = "<!-- failure-classes:start -->\n", "\n<!-- failure-classes:end -->"
+    assert start in readme and end in readme
+    table = readme.split(start, 1)[1].split(end, 1)[0]
+    assert table == vocabulary_markdown(), "README table differs from agents/rca/vocabulary.py: run manage.py eval --vocabulary"
+    assert [entry.name for entry in VOCABULARY] == list(FAILURE_CLASSES)
+    assert all(entry.meaning and entry.evidence and entry.action for entry in VOCABULARY)
+    out = io.StringIO()
+    call_command("eval", "--vocabulary", stdout=out)
+    assert out.getvalue().strip() == vocabulary_markdown()

@@ -22,10 +22,17 @@ class Command(BaseCommand):
                             help="score the LLM path (the model LLM_RCA_MODEL / LLM_DEFAULT_MODEL, at LLM_BASE_URL or its alias)")
         parser.add_argument("--json", action="store_true", help="print one JSON object with every number as the last line")
         parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the thresholds are not met")
+        parser.add_argument("--vocabulary", action="store_true",
+                            help="print the failure-class table (Markdown, as the README holds it) and stop")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from agents import llm
         from agents.rca.evaluation import CaseError, load_cases, render, score
+        from agents.rca.vocabulary import vocabulary_markdown
+
+        if options["vocabulary"]:
+            self.stdout.write(vocabulary_markdown())
+            return
 
         try:
             cases = load_cases(options["cases"])
