@@ -25,7 +25,8 @@ class IdentityAdmin(admin.ModelAdmin):
 
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "address", "operation", "state", "attempts", "created_at", "delivered_at", "last_error")
+    list_display = ("id", "kind", "address", "operation", "state", "text_start", "attempts", "created_at", "delivered_at",
+                    "last_error")
     list_filter = ("state", "kind", "operation")
     search_fields = ("address", "text", "dedupe_key")
     readonly_fields = [f.name for f in OutboundMessage._meta.fields]
@@ -33,6 +34,11 @@ class OutboundMessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="text")
+    def text_start(self, message: OutboundMessage) -> str:
+        first = message.text.split("\n", 1)[0].replace("**", "").replace("`", "")
+        return first if len(first) <= 100 else first[:99] + "…"
 
     @admin.action(description="Retry delivery now (failed or queued messages)")
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboundMessage]) -> None:

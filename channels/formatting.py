@@ -337,6 +337,20 @@ def _evidence(item: Any) -> Evidence | None:
     return Evidence(words(source, SOURCE_WORDS), ", ".join(where), value_text(item.get("detail") or ""), _excerpt(item))
 
 
+def _merged(evidence: list[Evidence]) -> list[Evidence]:
+    """The same line seen in two places (the log and the previous container's log) is shown once,
+    naming both places."""
+    out: list[Evidence] = []
+    for item in evidence:
+        twin = next((i for i, e in enumerate(out) if e.detail == item.detail and e.detail), None)
+        if twin is None:
+            out.append(item)
+        elif item.source and item.source not in out[twin].source:
+            first = out[twin]
+            out[twin] = Evidence(f"{first.source} and {item.source}", first.where, first.detail, first.excerpt)
+    return out
+
+
 def _action(item: Any) -> Action | None:
     if isinstance(item, str):
         return Action(item, "")
@@ -369,7 +383,7 @@ def rca_report(report: Any) -> Report | None:
         class_words=words(failure_class, CLASS_WORDS),
         root_cause=value_text(report.get("root_cause") or report.get("summary") or ""),
         confidence=percent,
-        evidence=[e for e in (_evidence(i) for i in (report.get("evidence") or [])) if e is not None],
+        evidence=_merged([e for e in (_evidence(i) for i in (report.get("evidence") or [])) if e is not None]),
         actions=[a for a in (_action(i) for i in (actions if isinstance(actions, list) else [])) if a is not None],
         related=[value_text(r) for r in (report.get("related_resources") or []) if r],
         method=(f"the LLM ({model})" if model else "the LLM") if method == "llm" else "the built-in rules",

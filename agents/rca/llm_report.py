@@ -21,7 +21,7 @@ from django.conf import settings
 from agents import llm
 from agents import metrics_llm as metrics
 from agents.rca.bundle import metadata_of, normalized_events
-from agents.rca.report import deterministic_report
+from agents.rca.report import deterministic_report, with_log_excerpts
 from agents.rca.schema import (
     EVIDENCE_SOURCES,
     FAILURE_CLASS_MEANINGS,
@@ -182,7 +182,7 @@ def analyze(
     metrics.RCA_REPORTS.labels(report["method"], report["failure_class"]).inc()
     log.info("rca_report", method=report["method"], failure_class=report["failure_class"], confidence=report["confidence"])
     report["analyzed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return report
+    return with_log_excerpts(report, bundle)
 
 
 def _fallback_reason(exc: BaseException) -> tuple[str, str]:

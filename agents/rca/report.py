@@ -95,3 +95,26 @@ def deterministic_report(bundle: Mapping[str, Any]) -> dict[str, Any]:
         "finding_types": sorted({f.type for f in findings}),
     }
 
+
+
+EXCERPT_BEFORE = 3
+EXCERPT_AFTER = 2
+_LOG_OF_SOURCE = {"log": "logs", "previous_log": "previous_logs"}
+
+
+def with_log_excerpts(report: dict[str, Any], bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """Each log evidence with a line number gets the lines around it (secrets redacted), so
+    people see the line in its context: `excerpt: {first: N, lines: [...]}`."""
+    from agents.redaction import redact_secrets
+
+    for item in report.get("evidence") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("line"), int) or "excerpt" in item:
+            continue
+        text = bundle.get(_LOG_OF_SOURCE.get(str(item.get("source")), ""))
+        lines = text.splitlines() if isinstance(text, str) else []
+        if not 1 <= item["line"] <= len(lines):
+            continue
+        first = max(item["line"] - EXCERPT_BEFORE, 1)
+        last = min(item["line"] + EXCERPT_AFTER, len(lines))
+        item["excerpt"] = {"first": first, "lines": [redact_secrets(line[:400]) for line in lines[first - 1 : last]]}
+    return report

@@ -3,6 +3,7 @@ icon and a word besides their colour."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import template
@@ -25,6 +26,18 @@ def action_words(tool: str, arguments: Any) -> str:
 @register.filter
 def value_text(value: Any) -> str:
     return formatting.value_text(value)
+
+
+@register.filter
+def when(moment: Any) -> str:
+    """The time of day for today's moments, the date too for older ones (UTC, as stored)."""
+    from django.utils import timezone
+
+    if moment is None:
+        return ""
+    if timezone.now() - moment < timedelta(hours=20):
+        return f"{moment:%H:%M:%S}"
+    return f"{moment:%b %d, %H:%M}"
 
 
 @register.simple_tag

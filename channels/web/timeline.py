@@ -17,6 +17,7 @@ from channels.formatting import (
     FINDING_WORDS,
     action_words,
     incident_workload,
+    rca_report,
     shorten,
     strip_prefix,
     words,
@@ -109,8 +110,10 @@ def _step_summary(step: Any, incident: Any) -> str:
     head = f"Step {step.order}, {what}: {state}"
     if step.kind == "verify" and step.output:
         head += " — " + strip_prefix(step.output, incident.workload_key, incident_workload(incident))
-    elif step.kind == "rca" and step.output:
-        head += " — " + step.output
+    elif step.kind == "rca" and step.state == "succeeded":
+        report = rca_report(step.data)
+        if report is not None:
+            head += f" — {report.class_words}: {report.root_cause}"
     elif step.state == "skipped" and step.output:
         head += f" ({step.output})"
     return shorten(head, 400)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
 from agents.models import Approval
 from channels.models import ChannelTarget, Identity, MessageState, OutboundMessage
@@ -118,12 +119,34 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
             expect(timeline.locator("li[data-kind='Resolved']")).to_have_count(1, timeout=90_000)
             expect(page.locator(".incident-head .incident-state")).to_contain_text("resolved")
             expect(page.locator(".report .class")).not_to_be_empty()
+            # The log evidence is an excerpt: the matching line highlighted among its neighbours.
+            excerpt = page.locator(".report pre.log").first
+            expect(excerpt.locator("span.hit")).to_have_count(1)
+            assert excerpt.locator(":scope > span").count() > 1
             assert page.evaluate("window.walkMarker") == "same page"
             browser_tools.check_page(page, "incident-resolved")
 
             page.goto(f"{live_server.url}/console/notifications")
             expect(page.locator(".feed-item").first).to_be_visible()
             browser_tools.check_page(page, "notifications")
+
+            # The admin's pages of the run and its playbook fit the screen: JSON pretty and collapsed.
+            User.objects.create_superuser("root", password="root-pw-123")
+            admin = browser.new_page(viewport={"width": 1440, "height": 900})
+            admin.goto(f"{live_server.url}/admin/login/")
+            admin.fill("input[name=username]", "root")
+            admin.fill("input[name=password]", "root-pw-123")
+            admin.click("input[type=submit]")
+            run = PlaybookRun.objects.get(incident=incident)
+            for name, url in (("admin-run", f"/admin/playbooks/playbookrun/{run.pk}/change/"),
+                              ("admin-playbook", f"/admin/playbooks/playbook/{run.playbook_id}/change/"),
+                              ("admin-messages", "/admin/channels/outboundmessage/")):
+                admin.goto(f"{live_server.url}{url}")
+                admin.wait_for_load_state("load")
+                admin.screenshot(path=str(browser_tools.ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+                overflow = admin.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"{url} is {overflow}px wider than the screen"
+            expect(admin.locator("td.field-text_start").first).not_to_be_empty()
         finally:
             browser.close()
     run = PlaybookRun.objects.get(incident=incident)

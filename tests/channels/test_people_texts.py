@@ -242,3 +242,15 @@ def test_root_goes_to_the_console_and_actions_need_an_approver(client, world) ->
     assert closed["HX-Trigger"] == "console-refresh"
     world["image"].refresh_from_db()
     assert world["image"].state == "resolved"
+
+
+def test_the_notification_feed_is_paged_newest_first(client, world) -> None:  # type: ignore[no-untyped-def]
+    for n in range(35):
+        OutboundMessage.objects.create(kind="web", address="feed", text=f"note number {n:02d}", state="delivered")
+    client.force_login(world["alice"])
+    first = client.get("/console/notifications").content.decode()
+    assert first.count('class="feed-item"') == 30 and "Page 1 of 2" in first
+    assert first.index("note number 34") < first.index("note number 33")  # newest first
+    second = client.get("/console/notifications?page=2").content.decode()
+    assert second.count('class="feed-item"') == 5 and "note number 00" in second
+    assert client.get("/console/notifications?page=oops").status_code == 200  # the first page, not an error
