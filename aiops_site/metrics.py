@@ -47,6 +47,11 @@ TASK_DURATION = Histogram(
     ["task"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+DEPENDENCY_UNAVAILABLE = Counter(
+    "aiops_dependency_unavailable_total",
+    "Requests answered 503 because a dependency (database, redis, broker) was unavailable.",
+    ["dependency"],
+)
 
 
 def multiprocess_mode() -> bool:

@@ -50,6 +50,11 @@ else:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise EnvError(f"DATABASE_URL={DATABASE_URL!r} must name a PostgreSQL database (postgres://...)")
 
+# A database host that does not answer must not hold a request (or a worker) past this: the
+# request gets 503 + Retry-After instead (aiops_site/outage.py). A URL's own ?connect_timeout= wins.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("AIOPS_DB_CONNECT_TIMEOUT", 5, minimum=1, maximum=300))
+
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED_REDIS = not REDIS_URL
 if EMBEDDED_REDIS:
@@ -97,6 +102,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "aiops_site.observability.RequestIdMiddleware",
+    # PostgreSQL, Redis or the broker down -> 503 + Retry-After, so senders retry (aiops_site/outage.py).
+    "aiops_site.outage.DependencyOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -183,6 +190,8 @@ AIOPS_WORKER_METRICS_PORT = env_int("AIOPS_WORKER_METRICS_PORT", 0, minimum=0, m
 AIOPS_METRICS_ADDRESS = env_str("AIOPS_METRICS_ADDRESS", "127.0.0.1")
 # Celery queues whose depth aiops_celery_queue_length reports; empty = the queues Celery is configured with.
 AIOPS_METRICS_QUEUES = env_list("AIOPS_METRICS_QUEUES", [])
+# Seconds a 503 asks a sender to wait while PostgreSQL, Redis or the broker is down.
+AIOPS_RETRY_AFTER = env_int("AIOPS_RETRY_AFTER", 30, minimum=1, maximum=3600)
 
 # --- The product -------------------------------------------------------------------------
 AIOPS_POLL_INTERVAL = env_int("AIOPS_POLL_INTERVAL", 30, minimum=1, maximum=3600)

@@ -6,6 +6,10 @@ from django.urls import include, path
 from aiops_site import views
 from aiops_site.metrics import metrics_view
 
+# An exception raised outside a view (a session saved to a stopped database) reaches this:
+# a dependency outage still answers 503 + Retry-After, anything else Django's own 500.
+handler500 = "aiops_site.outage.server_error"
+
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
