@@ -68,6 +68,38 @@ def duplicate(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def obj(value: Any, where: str) -> dict[str, Any]:
+    """A JSON object field of a sender's payload: absent or null is empty; anything else is a 400."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"{where} must be a JSON object")
+    return value
+
+
+def array(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request(f"{where} must be a JSON array")
+    return value
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character in its strings (keys included) replaced by U+FFFD.
+
+    JSON may carry \\u0000; PostgreSQL text and jsonb cannot hold it, so a message with one
+    would fail to be stored (a 500). The replacement keeps the rest of what was sent.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    return value
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
     import json
 
@@ -77,4 +109,4 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise bad_request(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
-    return data
+    return without_nul(data) if b"\\u0000" in request.body else data

@@ -44,6 +44,12 @@ class AlertSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"invalid label name {bad[0]!r}")
         return labels
 
+    def validate_annotations(self, annotations: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in annotations if "\x00" in name or len(name) > 256]
+        if bad:
+            raise serializers.ValidationError(f"invalid annotation name {bad[0][:80]!r} (NUL or over 256 characters)")
+        return annotations
+
 
 class WebhookSerializer(serializers.Serializer):
     version = serializers.CharField(required=False)
@@ -64,13 +70,18 @@ _STATUSES = frozenset({"firing", "resolved"})
 _OPTIONAL_TEXT = (("endsAt", None), ("generatorURL", 2048))
 
 
+def _one_of(value: Any, choices: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in choices  # a list or dict is not hashable: never `in` a set
+
+
 def _plain_text(value: Any, max_length: int | None = None) -> bool:
     """A string the serializer would keep as it is: no NUL, within the length limit."""
     return isinstance(value, str) and "\x00" not in value and (max_length is None or len(value) <= max_length)
 
 
 def _plain_map(value: Any, max_length: int) -> bool:
-    return isinstance(value, dict) and all(_plain_text(text, max_length) for text in value.values())
+    return isinstance(value, dict) and all(_plain_text(key, 256) and _plain_text(text, max_length)
+                                           for key, text in value.items())
 
 
 def _fast_alerts(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -82,7 +93,7 @@ def _fast_alerts(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
     included -- goes through the serializer, so the 400 and its message naming the field are the
     serializer's, unchanged. Same output shape: declared fields only, annotations defaulting to {}.
     """
-    if payload.get("status") not in _STATUSES:
+    if not _one_of(payload.get("status"), _STATUSES):
         return None
     if "version" in payload and payload["version"] != "4":
         return None
@@ -99,7 +110,7 @@ def _fast_alerts(payload: dict[str, Any]) -> list[dict[str, Any]] | None:
     zone = timezone.get_current_timezone()
     validated: list[dict[str, Any]] = []
     for alert in alerts:
-        if type(alert) is not dict or alert.get("status") not in _STATUSES:
+        if type(alert) is not dict or not _one_of(alert.get("status"), _STATUSES):
             return None
         labels, fingerprint, starts = alert.get("labels"), alert.get("fingerprint"), alert.get("startsAt")
         if not _plain_map(labels, 4096) or not labels.get("alertname") or not all(map(_LABEL_NAME.fullmatch, labels)):

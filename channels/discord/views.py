@@ -24,7 +24,7 @@ from channels.discord.transport import INTERACTION_PREFIX
 from channels.inbound import Inbound, identify, record_update
 from channels.models import Kind
 from channels.transport import parse_callback_data
-from channels.webhooks import bad_request, duplicate, json_body, unauthorized, webhook
+from channels.webhooks import array, bad_request, duplicate, json_body, obj, unauthorized, webhook
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +44,14 @@ def verify(body: bytes, signature: str, timestamp: str, public_key: str, now: fl
     return True
 
 
-def _flatten(options: list[dict[str, Any]]) -> list[str]:
+def _flatten(options: Any, where: str = "data.options") -> list[str]:
     """Slash-command options -> words: sub-commands by name, values as given."""
     words: list[str] = []
-    for option in options or []:
+    for index, option in enumerate(array(options, where)):
+        option = obj(option, f"{where}[{index}]")
         if option.get("type") in (1, 2):  # SUB_COMMAND, SUB_COMMAND_GROUP
             words.append(str(option.get("name", "")))
-            words += _flatten(option.get("options") or [])
+            words += _flatten(option.get("options"), f"{where}[{index}].options")
         elif option.get("value") is not None:
             words.append(str(option["value"]))
     return words
@@ -68,20 +69,21 @@ def discord_interactions(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"type": PONG})
     if kind not in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
         raise bad_request(f"unsupported interaction type {kind!r}")
-    person = (interaction.get("member") or {}).get("user") or interaction.get("user") or {}
+    person = obj(obj(interaction.get("member"), "member").get("user"), "member.user") or obj(
+        interaction.get("user"), "user")
     user_id = str(person.get("id") or "")
-    channel = str(interaction.get("channel_id") or (interaction.get("channel") or {}).get("id") or "")
+    channel = str(interaction.get("channel_id") or obj(interaction.get("channel"), "channel").get("id") or "")
     token = str(interaction.get("token") or "")
     if not user_id or not channel or not token or not interaction.get("id"):
         raise bad_request("interaction without id, token, user or channel")
-    data = interaction.get("data") or {}
+    data = obj(interaction.get("data"), "data")
 
     with transaction.atomic(durable=True):
         user = identify(Kind.DISCORD, user_id)
         if kind == MESSAGE_COMPONENT:
             text = f"[button] {data.get('custom_id', '')}"
         else:
-            text = " ".join(_flatten(data.get("options") or [])).strip() or "help"
+            text = " ".join(_flatten(data.get("options"))).strip() or "help"
         stored = record_update(Kind.DISCORD, str(interaction["id"]), user=user, address=f"{INTERACTION_PREFIX}{token}",
                                text=text)
         if stored is None:

@@ -20,7 +20,7 @@ from channels import router
 from channels.inbound import Inbound, identify, record_update
 from channels.models import Kind
 from channels.transport import parse_callback_data
-from channels.webhooks import bad_request, duplicate, json_body, unauthorized, webhook
+from channels.webhooks import array, bad_request, duplicate, json_body, obj, unauthorized, webhook, without_nul
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +52,9 @@ def slack_events(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"challenge": str(payload.get("challenge", ""))})
     if kind != "event_callback":
         return JsonResponse({"ok": True, "ignored": kind})
-    event = payload.get("event") or {}
+    event = obj(payload.get("event"), "event")
     event_id = payload.get("event_id")
-    if not event_id or not isinstance(event, dict):
+    if not event_id or not event:
         raise bad_request("event_callback without event_id or event")
     if event.get("type") not in ("message", "app_mention") or event.get("bot_id") or event.get("subtype"):
         # Our own messages come back as events too; answering them would loop.
@@ -82,18 +82,22 @@ def slack_interactions(request: HttpRequest) -> HttpResponse:
     _authenticate(request)
     form = parse_qs(request.body.decode("utf-8", errors="replace"))
     try:
-        payload = json.loads(form["payload"][0])
+        payload = without_nul(json.loads(form["payload"][0]))
     except (KeyError, IndexError, ValueError):
         raise bad_request("interactions must carry a form field 'payload' holding JSON") from None
+    if not isinstance(payload, dict):
+        raise bad_request("the interaction payload must be a JSON object")
     if payload.get("type") != "block_actions":
         return JsonResponse({"ok": True, "ignored": payload.get("type")})
-    actions = payload.get("actions") or []
-    user_id = str((payload.get("user") or {}).get("id") or "")
-    channel = str((payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get("channel_id") or "")
-    message_ts = str((payload.get("message") or {}).get("ts") or (payload.get("container") or {}).get("message_ts") or "")
+    actions = array(payload.get("actions"), "actions")
+    person = obj(payload.get("user"), "user")
+    container = obj(payload.get("container"), "container")
+    user_id = str(person.get("id") or "")
+    channel = str(obj(payload.get("channel"), "channel").get("id") or container.get("channel_id") or "")
+    message_ts = str(obj(payload.get("message"), "message").get("ts") or container.get("message_ts") or "")
     if not actions or not user_id:
         raise bad_request("block_actions without actions or user")
-    action = actions[0]
+    action = obj(actions[0], "actions[0]")
     parsed = parse_callback_data(str(action.get("value") or ""))
     if parsed is None:
         return JsonResponse({"ok": True, "ignored": action.get("action_id")})
@@ -107,7 +111,7 @@ def slack_interactions(request: HttpRequest) -> HttpResponse:
             return duplicate(JsonResponse({"ok": True, "duplicate": True}))
         inbound = Inbound(kind=Kind.SLACK, address=channel, conversation=channel, platform_user_id=user_id, user=user,
                           text=str(action.get("value")), reply_to=message_ts, update_id=stored.pk,
-                          display_name=str((payload.get("user") or {}).get("username") or ""))
+                          display_name=str(person.get("username") or ""))
         outcome = router.decide(inbound, approval_id, decision)
         if outcome.startswith("Refused"):
             # Said in the approval message's thread, so the channel sees who tried and why not.

@@ -4,6 +4,7 @@ setWebhook registered (header X-Telegram-Bot-Api-Secret-Token), deduplicated by 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -27,6 +28,9 @@ def telegram_webhook(request: HttpRequest) -> HttpResponse:
     if not secret or not hmac.compare_digest(secret.encode(), settings.TELEGRAM_WEBHOOK_SECRET.encode()):
         raise unauthorized("missing or wrong X-Telegram-Bot-Api-Secret-Token")
     data = json_body(request)
+    problem = _shape_problem(data)
+    if problem:
+        raise bad_request(f"not a Telegram update: {problem}")
     try:
         update = Update.de_json(data, None)
     except (KeyError, TypeError, ValueError) as exc:
@@ -62,6 +66,47 @@ def telegram_webhook(request: HttpRequest) -> HttpResponse:
             if record_update(Kind.TELEGRAM, str(update.update_id)) is None:
                 return duplicate(JsonResponse({"ok": True, "duplicate": True}))
     return JsonResponse({"ok": True})
+
+
+# The fields we read, with the types the Bot API gives them. python-telegram-bot trusts its
+# server and builds whatever it is handed (a dict as text, no chat), so we check first.
+_USER = {"id": int, "is_bot": bool, "first_name": str}
+_CHAT = {"id": int, "type": str}
+_MESSAGE = {"message_id": int, "date": int, "chat": _CHAT}
+_OPTIONAL = {"text": str, "from": _USER, "username": str, "last_name": str, "data": str, "message": _MESSAGE,
+             "title": str}
+_UPDATE_KINDS = {"message": _MESSAGE, "edited_message": _MESSAGE, "channel_post": _MESSAGE,
+                 "callback_query": {"id": str, "from": _USER, "chat_instance": str}}
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the update's fields we use, as `message.chat.id: ...`, or None."""
+    if type(data.get("update_id")) is not int:
+        return "update_id must be an integer"
+    for kind, shape in _UPDATE_KINDS.items():
+        if kind in data:
+            return _object_problem(data[kind], shape, kind)
+    return None
+
+
+def _object_problem(value: Any, shape: dict[str, Any], path: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"{path} must be an object"
+    fields = {**{k: (v, True) for k, v in shape.items()},
+              **{k: (v, False) for k, v in _OPTIONAL.items() if k not in shape and k in value}}
+    for name, (kind, required) in fields.items():
+        where = f"{path}.{name}"
+        if name not in value:
+            if required:
+                return f"{where} is missing"
+            continue
+        if isinstance(kind, dict):
+            problem = _object_problem(value[name], kind, where)
+            if problem:
+                return problem
+        elif type(value[name]) is not kind:
+            return f"{where} must be {'an integer' if kind is int else 'a ' + kind.__name__.replace('str', 'string')}"
+    return None
 
 
 def _callback(update: Update) -> bool:

@@ -36,6 +36,7 @@ from channels.inbound import Inbound, record_update
 from channels.models import InboundUpdate, Kind, Operation, OutboundMessage
 from channels.web.formatting import to_html
 from channels.web.timeline import pod_states, timeline
+from channels.webhooks import without_nul
 
 MAX_CHAT_TEXT = 4000
 LOGIN_URL = "/console/login/"
@@ -138,7 +139,7 @@ def _chat_live(request: HttpRequest) -> HttpResponse | str:
 @login_required
 @require_POST
 def chat(request: HttpRequest) -> HttpResponse:
-    text = request.POST.get("text", "").strip()
+    text = without_nul(request.POST.get("text", "")).strip()
     if not text:
         return HttpResponseBadRequest("the message is empty")
     if len(text) > MAX_CHAT_TEXT:
