@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Any
 
 _INLINE = re.compile(r"\*\*(?P<bold>[^*\n]+?)\*\*|`(?P<code>[^`\n]+)`")
@@ -297,6 +298,7 @@ class Action:
 class Report:
     failure_class: str
     class_words: str
+    meaning: str  # what the class means (the RCA's own vocabulary)
     root_cause: str
     confidence: int | None  # percent
     evidence: list[Evidence]
@@ -362,10 +364,27 @@ def _action(item: Any) -> Action | None:
 
 
 def repeats(detail: str, seen: list[str]) -> bool:
-    """Whether `detail` says nothing that one of `seen` does not already say (its message part,
-    after a leading `Reason: `, quoted in full)."""
+    """Whether `detail` says what one of `seen` already says: its message (after a leading
+    `Reason: `) quoted in full, or a long stretch of it (a registry's error is quoted by the
+    container status, the event and the root cause, each with its own prefix and ending)."""
     message = detail.split(": ", 1)[-1].strip()
-    return bool(message) and any(message in earlier for earlier in seen)
+    if not message:
+        return False
+    for earlier in seen:
+        if message in earlier:
+            return True
+        match = SequenceMatcher(None, message, earlier, autojunk=False).find_longest_match(
+            0, len(message), 0, len(earlier))
+        if match.size >= min(40, max(len(message) * 0.6, 20)):
+            return True
+    return False
+
+
+def _meaning(failure_class: str) -> str:
+    from agents.rca.vocabulary import VOCABULARY
+
+    found = next((c.meaning for c in VOCABULARY if c.name == failure_class), "")
+    return found[:1].upper() + found[1:] + "." if found else ""
 
 
 def rca_report(report: Any) -> Report | None:
@@ -381,6 +400,7 @@ def rca_report(report: Any) -> Report | None:
     return Report(
         failure_class=failure_class,
         class_words=words(failure_class, CLASS_WORDS),
+        meaning=_meaning(failure_class),
         root_cause=value_text(report.get("root_cause") or report.get("summary") or ""),
         confidence=percent,
         evidence=_merged([e for e in (_evidence(i) for i in (report.get("evidence") or [])) if e is not None]),

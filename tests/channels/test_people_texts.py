@@ -26,17 +26,22 @@ from tests.plugins.texts import unreadable
 
 pytestmark = pytest.mark.django_db
 
-REGISTRY_ERROR = ('rpc error: code = NotFound desc = failed to pull and unpack image "registry.local/shop/cart:9.9": '
-                  "not found")
+# As a kubelet words it: the container status and the event quote the registry with their own
+# prefixes and endings (see k8s/sandbox/kubelet.py).
+IMAGE = "registry.local/shop/cart:9.9"
+REGISTRY_ERROR = (f'failed to pull and unpack image "{IMAGE}": failed to resolve reference "{IMAGE}": '
+                  f"{IMAGE}: not found")
+EVENT = (f'Failed to pull image "{IMAGE}": rpc error: code = NotFound desc = failed to pull and unpack image '
+         f'"{IMAGE}": not found')
 
 AWKWARD_REPORT: dict[str, Any] = {
-    "root_cause": f"The image cannot be pulled: {REGISTRY_ERROR}",
+    "root_cause": f"Container app cannot pull its image {IMAGE}: {REGISTRY_ERROR}",
     "failure_class": "image_pull_error",
     "confidence": 0.9,
     "evidence": [
         {"source": "status", "field": "status.containerStatuses[0].state.waiting.reason",
          "detail": f"ErrImagePull: {REGISTRY_ERROR}"},
-        {"source": "event", "detail": f"Failed: {REGISTRY_ERROR}", "count": 4},
+        {"source": "event", "detail": f"Failed: {EVENT}", "count": 4},
         {"source": "log", "line": 3, "detail": "ERROR upstream answered 502", "pattern": "error",
          "excerpt": {"first": 1, "lines": ["starting", "connecting to db", "ERROR upstream answered 502"]}},
         {"source": "node", "detail": None},
