@@ -268,6 +268,25 @@ def _expire(approval: Approval, now: Any) -> None:
     transaction.on_commit(lambda: _drop_ttl_key(approval_id))
 
 
+def cancel_approval(approval_id: int, reason: str, *, actor: str = "system") -> bool:
+    """A pending approval whose reason to exist is gone (its incident resolved or was closed):
+    `cancelled`, audited, and `approval_decided` sent so every copy of its message is edited
+    and nobody can approve it any more. In the caller's transaction; False if not pending."""
+    approval = Approval.objects.select_for_update().filter(pk=approval_id, state=Approval.State.PENDING).first()
+    if approval is None:
+        return False
+    approval.state = Approval.State.CANCELLED
+    approval.decided_at = timezone.now()
+    approval.decision_reason = reason[:2000]
+    approval.save(update_fields=["state", "decided_at", "decision_reason"])
+    _audit(approval, actor=actor, action=AuditEntry.Action.APPROVAL_DECIDED, outcome="cancelled", detail=reason[:2000])
+    approval_decided.send(sender=Approval, approval=approval)
+    transaction.on_commit(lambda: _drop_ttl_key(approval_id))
+    transaction.on_commit(lambda: metrics.APPROVALS.labels("cancelled").inc())
+    log.info("approval_cancelled", approval=approval.pk, code=approval.code, reason=reason[:300])
+    return True
+
+
 def expire_due(limit: int = 500) -> int:
     """Expire pending approvals past their time, and approved ones nobody used in their window.
     One transaction per approval, so one failing signal receiver cannot hold back the rest;

@@ -22,7 +22,7 @@ GATE_REFUSALS = Counter(
 )
 APPROVALS = Counter(
     "aiops_approvals_total",
-    "Approvals entering a state: pending (requested), approved, rejected, expired.",
+    "Approvals entering a state: pending (requested), approved, rejected, expired, cancelled (incident closed).",
     ["state"],
 )
 APPROVAL_DECISIONS_REFUSED = Counter(

@@ -30,6 +30,7 @@ from agents import audit, metrics
 from agents.approvals import (
     ApprovalError,
     can_decide,
+    cancel_approval,
     decide_approval,
     expire_due,
     find_approval,
@@ -48,6 +49,7 @@ __all__ = [
     "ToolResult",
     "call_tool",
     "can_decide",
+    "cancel_approval",
     "decide_approval",
     "expire_due",
     "find_approval",

@@ -57,6 +57,11 @@ def incident_opened(incident: Any) -> str:
         lines.append("Also: " + ", ".join(words(t, FINDING_WORDS) for t in others))
     if incident.affected_pods:
         lines.append("Pods: " + _pods(incident, 10))
+    # Set by the engine's receiver, which runs first (playbooks comes before channels).
+    why = getattr(incident, "no_run_reason", None)
+    if isinstance(why, dict) and why.get("text"):
+        lines.append(f"No playbook acted: {shorten(str(why['text']), 400)}. An approver can start it anyway: "
+                     f"`/incident run {incident.pk}`")
     return "\n".join(lines)
 
 

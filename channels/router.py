@@ -33,7 +33,7 @@ _DECISION = re.compile(r"^[/!]?(?P<decision>approve|reject)\s+(?P<code>[A-Za-z0-
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 HELP = """**Commands** (`!` works instead of `/`)
-`/incident list` · `/incident show <id>` · `/incident close <id> [reason]`
+`/incident list` · `/incident show <id>` · `/incident close <id> [reason]` · `/incident run <id> [playbook]`
 `/approval list` · `/alert list`
 `/k8s pods [namespace]` · `/k8s deployments [namespace]` · `/k8s events [namespace]` · `/k8s nodes`
 `/k8s logs <namespace>/<pod> [container]`
@@ -170,13 +170,17 @@ def _incident(inbound: Inbound, args: list[str]) -> None:
         lines += [f"{incident_title(i)} ({i.severity}) since {i.opened_at:%Y-%m-%d %H:%M} UTC" for i in incidents]
         reply(inbound, "\n".join(lines))
         return
-    if sub not in ("show", "close") or len(args) < 2 or not args[1].lstrip("#").isdigit():
-        raise UsageError("Usage: `/incident list`, `/incident show <id>` or `/incident close <id> [reason]`")
+    if sub not in ("show", "close", "run") or len(args) < 2 or not args[1].lstrip("#").isdigit():
+        raise UsageError("Usage: `/incident list`, `/incident show <id>`, `/incident close <id> [reason]` or "
+                         "`/incident run <id> [playbook]`")
     incident = Incident.objects.select_related("cluster").filter(pk=int(args[1].lstrip("#"))).first()
     if incident is None:
         raise UsageError(f"There is no incident #{args[1].lstrip('#')}.")
     if sub == "show":
         reply(inbound, _incident_details(incident))
+        return
+    if sub == "run":
+        reply(inbound, run_playbook(incident, inbound, args[2] if len(args) > 2 else ""))
         return
     reason = " ".join(args[2:]) or f"closed from {inbound.kind} by {inbound.who}"
     reply(inbound, close_incident(incident, inbound, reason))
@@ -197,22 +201,37 @@ def _incident_details(incident: Any) -> str:
     report = rca_report(incident.rca_report)
     if report is not None:
         lines.append(f"Root cause: {report.class_words}. {shorten(report.root_cause, 800)}")
+    why = incident.no_run_reason if isinstance(incident.no_run_reason, dict) else {}
+    if why.get("text"):
+        lines.append(f"Why no playbook acted: {shorten(str(why['text']), 500)}")
+        if incident.is_open:
+            lines.append(f"An approver can start it anyway: `/incident run {incident.pk}`")
     return "\n".join(lines)
 
 
 def close_incident(incident: Any, inbound: Inbound, reason: str) -> str:
-    """Close an open incident as the person behind `inbound`; returns what to tell them."""
-    from django.utils import timezone
+    """Close an open incident as the person behind `inbound` (who needs the right to decide its
+    approvals; audited either way); returns what to tell them."""
+    from playbooks.services.manual import ActionRefused
+    from playbooks.services.manual import close_incident as close
 
-    from playbooks.models import Incident
-    from playbooks.services.incidents import resolve_incident
+    try:
+        return close(incident.pk, inbound.user, reason, via=inbound.kind)
+    except ActionRefused as exc:
+        return f"Refused: {exc}"
 
-    # resolve_incident wants the row locked: a poll resolving it at the same moment waits.
-    locked = Incident.objects.select_for_update().get(pk=incident.pk)
-    if not locked.is_open:
-        return f"Incident #{locked.pk} is already {locked.state}."
-    resolve_incident(locked, now=timezone.now(), reason=f"closed from {inbound.kind} by {inbound.who}: {reason}")
-    return f"Closed incident #{locked.pk} ({reason})."
+
+def run_playbook(incident: Any, inbound: Inbound, playbook: str = "") -> str:
+    """`/incident run <id> [playbook]`: start the playbook anyway (approvers; audited; its
+    steps still go through the risk gate)."""
+    from playbooks.services.manual import ActionRefused, start_playbook
+
+    try:
+        run = start_playbook(incident.pk, inbound.user, playbook, via=inbound.kind)
+    except ActionRefused as exc:
+        return f"Refused: {exc}"
+    return (f"Started playbook {run.playbook_name} (run #{run.pk}) for incident #{incident.pk}; "
+            "risky steps still ask for approval.")
 
 
 def _alert(inbound: Inbound, args: list[str]) -> None:

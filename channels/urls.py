@@ -22,6 +22,7 @@ urlpatterns = [
     path("console/incidents", web.incidents, name="console-incidents"),
     path("console/incidents/<int:incident_id>", web.incident, name="console-incident"),
     path("console/incidents/<int:incident_id>/close", web.close, name="console-close"),
+    path("console/incidents/<int:incident_id>/run", web.run_playbook, name="console-run-playbook"),
     path("console/runs/<int:run_id>/start", web.start_run, name="console-start-run"),
     path("console/approvals", web.approvals, name="console-approvals"),
     path("console/approvals/<int:approval_id>/decide", web.decide, name="console-decide"),

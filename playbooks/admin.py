@@ -59,8 +59,39 @@ class IncidentAdmin(admin.ModelAdmin):
     inlines = [EventTimeline]
     readonly_fields = [f.name for f in Incident._meta.fields]
 
+    actions = ["close_incidents", "start_playbooks"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # incidents come from the watch loop and Alertmanager
+
+    def _by_hand(self, request: HttpRequest, queryset: QuerySet[Incident], verb: str) -> None:
+        from django.contrib import messages
+        from django.db import transaction
+
+        from playbooks.services.manual import ActionRefused, close_incident, start_playbook
+
+        for incident_id in queryset.values_list("pk", flat=True):
+            # One transaction each: a refusal (audited) does not undo the others.
+            with transaction.atomic():
+                try:
+                    if verb == "close":
+                        text = close_incident(incident_id, request.user, f"closed in the admin by {request.user}",
+                                              via="admin")
+                    else:
+                        run = start_playbook(incident_id, request.user, via="admin")
+                        text = f"Started playbook {run.playbook_name} (run #{run.pk}) for incident #{incident_id}."
+                except ActionRefused as exc:
+                    self.message_user(request, f"Refused: {exc}", messages.ERROR)
+                    continue
+            self.message_user(request, text, messages.SUCCESS)
+
+    @admin.action(description="Close the selected incidents (cancels their runs and approvals)")
+    def close_incidents(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        self._by_hand(request, queryset, "close")
+
+    @admin.action(description="Start the playbook anyway (its risky steps still ask for approval)")
+    def start_playbooks(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        self._by_hand(request, queryset, "start")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

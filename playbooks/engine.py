@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from playbooks import metrics_engine as metrics
 from playbooks.models import PlaybookRun, Rule, Step, StepRun
-from playbooks.rules import best_rule
+from playbooks.rules import decide
 from playbooks.signals import notification_requested, rca_ready, run_finished
 from playbooks.templates_render import TemplateError, render_args, render_value
 
@@ -75,12 +75,19 @@ def start_run_for_incident(incident: Any) -> PlaybookRun | None:
         metrics.RULE_MATCHES.labels("active_run").inc()
         log.info("playbook_not_started", incident=incident.pk, reason="a run is already active")
         return None
-    rule, why = best_rule(incident)
+    rule, why = decide(incident)
     if rule is None:
-        metrics.RULE_MATCHES.labels("cooldown" if "cooldown" in why else "no_match").inc()
-        log.info("playbook_not_started", incident=incident.pk, reason=why)
+        metrics.RULE_MATCHES.labels(why["code"]).inc()
+        log.info("playbook_not_started", incident=incident.pk, reason=why["text"])
+        note_no_run(incident, why)
         return None
-    return create_run(incident, rule, reason=why)
+    return create_run(incident, rule, reason=why["text"])
+
+
+def note_no_run(incident: Any, why: dict[str, Any] | None) -> None:
+    """Why no playbook ran (or acted), as data on the incident: every surface shows it."""
+    incident.no_run_reason = why
+    type(incident).objects.filter(pk=incident.pk).update(no_run_reason=why)
 
 
 def create_run(incident: Any, rule: Rule, *, start: bool | None = None, reason: str = "") -> PlaybookRun | None:
@@ -132,6 +139,12 @@ def create_run(incident: Any, rule: Rule, *, start: bool | None = None, reason: 
         return None
     metrics.RULE_MATCHES.labels("matched").inc()
     metrics.RUNS_STARTED.labels(run.playbook_name, "auto" if start else "proposed").inc()
+    if not start:
+        note_no_run(incident, {
+            "code": "auto_run_off", "rule": rule.name, "run": run.pk,
+            "text": f"rule {rule.name} has auto_run off: run #{run.pk} ({run.playbook_name}) waits for a person to "
+                    "start it",
+        })
     log.info(
         "playbook_run_created", run=run.pk, incident=incident.pk, rule=rule.name, playbook=run.playbook_name,
         started=start, dry_run=run.dry_run, matched=reason,
@@ -226,7 +239,7 @@ def finish_run(run: PlaybookRun, outcome: str, summary: str = "") -> bool:
     )
     if not updated:
         return False
-    StepRun.objects.filter(run=run, state__in=[S.PENDING, S.QUEUED]).update(
+    StepRun.objects.filter(run=run, state__in=[S.PENDING, S.QUEUED, S.WAITING_APPROVAL]).update(
         state=S.CANCELLED, finished_at=now, updated_at=now
     )
     run.refresh_from_db()
@@ -407,9 +420,27 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
         step.save(update_fields=["state", "rendered_args", "risk", "output", "finished_at", "updated_at"])
         metrics.STEPS.labels(step.kind, step.state).inc()
         log.warning("step_budget_exhausted", used=used, budget=budget, tool=step.tool)
+        note_no_run(run.incident, {
+            "code": "budget", "run": run.pk, "step": step.name,
+            "text": f"the cluster's budget of {budget} automatic actions per hour is spent: step {step.order} "
+                    f"({step.name}) of run #{run.pk} was not requested",
+        })
         _queue_next(run)
         return
     incident = run.incident
+    # Read in this transaction: a poll resolving the incident right now either committed
+    # already (we see it and ask nobody), or its follow-up (`cancel_incident_runs`) waits for
+    # our lock on the run and then cancels the approval we are about to request.
+    state = type(incident).objects.filter(pk=incident.pk).values_list("state", flat=True).first()
+    if state != "open":
+        step.state = S.CANCELLED
+        step.output = f"not requested: incident #{incident.pk} is no longer open ({state or 'deleted'})"
+        step.finished_at = now
+        step.save(update_fields=["state", "rendered_args", "risk", "output", "finished_at", "updated_at"])
+        metrics.STEPS.labels(step.kind, step.state).inc()
+        log.info("step_approval_not_requested", reason="incident not open", incident=incident.pk)
+        finish_run(run, Outcome.CANCELLED, f"cancelled: incident #{incident.pk} is no longer open")
+        return
     try:
         approval = request_approval(
             step.tool,
@@ -699,6 +730,13 @@ def on_approval_decided(approval: Any) -> None:
             run.save(update_fields=["state", "updated_at"])
             log.info("step_approved", run=run.pk, step_run=step.pk, approval=approval.code, by=who)
             _enqueue(step.pk, priority=PRIORITY_APPROVED)
+        elif approval.state == "cancelled":
+            step.state = S.CANCELLED
+            step.finished_at = now
+            step.error = f"approval {approval.code} cancelled: {approval.decision_reason}; nothing executed"
+            step.save(update_fields=["state", "finished_at", "error", "updated_at"])
+            metrics.STEPS.labels(step.kind, step.state).inc()
+            finish_run(run, Outcome.CANCELLED, f"cancelled: {approval.decision_reason}")
         elif approval.state in ("rejected", "expired"):
             step.state = approval.state
             step.finished_at = now
@@ -709,6 +747,41 @@ def on_approval_decided(approval: Any) -> None:
             finish_run(run, approval.state, step.error)
 
 
+# --- Runs follow their incident ----------------------------------------------------------
+
+
+def cancel_incident_runs(incident_id: int, reason: str = "") -> int:
+    """The incident resolved or was closed: its active runs end `cancelled` with the reason, and
+    their pending approvals are cancelled (every copy of the message edited through the
+    `approval_decided` path). Idempotent: a second call finds nothing active."""
+    from agents.services import cancel_approval
+    from playbooks.models import Incident
+
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if incident is None or incident.is_open:
+        return 0
+    why = f"incident #{incident_id} was resolved" + (f" ({reason})" if reason else "")
+    cancelled = 0
+    for run_id in PlaybookRun.objects.filter(incident_id=incident_id).exclude(state=R.FINISHED).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            run = PlaybookRun.objects.select_for_update().filter(pk=run_id).exclude(state=R.FINISHED).first()
+            if run is None or (run.context or {}).get("verdict") == Outcome.RESOLVED:
+                continue  # finished meanwhile, or it is the run that verified the incident healthy
+            for approval_id in run.steps.filter(state=S.WAITING_APPROVAL, approval__state="pending").values_list(
+                "approval_id", flat=True
+            ):
+                cancel_approval(approval_id, why)
+            if finish_run(run, Outcome.CANCELLED, f"cancelled: {why}"):
+                cancelled += 1
+            else:
+                cancelled += int(PlaybookRun.objects.filter(pk=run_id, outcome=Outcome.CANCELLED).exists())
+    if cancelled:
+        log.info("incident_runs_cancelled", incident=incident_id, runs=cancelled, reason=why[:300])
+    return cancelled
+
+
 # --- Recovery ----------------------------------------------------------------------------
 
 
@@ -716,7 +789,7 @@ def reconcile(now: Any = None) -> dict[str, int]:
     """Re-send steps whose worker died (lease lapsed) or whose message went quiet; repair runs
     whose approval was decided without us."""
     now = now or timezone.now()
-    counts = {"queued": 0, "running": 0, "stalled_run": 0, "decided": 0}
+    counts = {"queued": 0, "running": 0, "stalled_run": 0, "decided": 0, "incident_closed": 0}
     deadline = ExpressionWrapper(
         F("updated_at") + ExpressionWrapper(F("timeout_seconds") * Value(timedelta(seconds=1)), output_field=DurationField()),
         output_field=DateTimeField(),
@@ -756,7 +829,15 @@ def reconcile(now: Any = None) -> dict[str, int]:
                 log.warning("run_resumed_by_reconciler", run=run_id)
                 _queue_next(run)
 
-    decided = StepRun.objects.filter(state=S.WAITING_APPROVAL, approval__state__in=["approved", "rejected", "expired"])
+    # Runs whose incident closed while the follow-up task was lost (a broker outage).
+    for incident_id in set(
+        PlaybookRun.objects.exclude(state=R.FINISHED).filter(incident__state="resolved", updated_at__lt=now - STALLED_RUN_GRACE)
+        .values_list("incident_id", flat=True)[:200]
+    ):
+        counts["incident_closed"] += cancel_incident_runs(incident_id, "resolved")
+
+    decided = StepRun.objects.filter(state=S.WAITING_APPROVAL,
+                                     approval__state__in=["approved", "rejected", "expired", "cancelled"])
     for step in decided.select_related("approval", "approval__decided_by")[:200]:
         counts["decided"] += 1
         metrics.RECONCILED.labels("decided").inc()

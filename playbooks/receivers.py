@@ -16,7 +16,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from agents.signals import approval_decided
-from playbooks.signals import incident_opened
+from playbooks.signals import incident_opened, incident_resolved
 
 log = structlog.get_logger(__name__)
 
@@ -41,3 +41,17 @@ def resume_or_end_run(sender: Any, approval: Any, **kwargs: Any) -> None:
             on_approval_decided(approval)
     except Exception:  # noqa: BLE001 - the reconciler applies the decision on its next pass
         log.exception("playbook_resume_failed", approval=approval.pk)
+
+
+@receiver(incident_resolved, dispatch_uid="playbooks.engine.incident_resolved")
+def cancel_runs_of_closed_incident(sender: Any, incident: Any, reason: str = "", **kwargs: Any) -> None:
+    """Runs follow their incident: once it is closed, its active runs and their pending
+    approvals are cancelled. In a task after commit, not here: the resolving transaction holds
+    the incident's row, and a run recording a step locks its run first, then reads the incident."""
+    from playbooks.models import PlaybookRun
+    from playbooks.tasks_engine import cancel_incident_runs
+
+    if not PlaybookRun.objects.filter(incident_id=incident.pk).exclude(state="finished").exists():
+        return
+    incident_id = incident.pk
+    transaction.on_commit(lambda: cancel_incident_runs.delay(incident_id, reason[:500]), robust=True)

@@ -315,9 +315,10 @@ def why_not(rule: Any, incident: Any, cluster_ids: Iterable[int] | None = None) 
     return None
 
 
-def in_cooldown(rule: Any, incident: Any) -> bool:
+def cooldown_blocker(rule: Any, incident: Any) -> Any | None:
+    """The latest run of this rule for the same workload inside its cooldown, or None."""
     if not rule.cooldown_seconds:
-        return False
+        return None
     from playbooks.models import PlaybookRun
 
     since = timezone.now() - timedelta(seconds=rule.cooldown_seconds)
@@ -331,27 +332,58 @@ def in_cooldown(rule: Any, incident: Any) -> bool:
             created_at__gte=since,
         )
         .exclude(incident=incident)
-        .exists()
+        .order_by("-created_at")
+        .first()
     )
 
 
-def best_rule(incident: Any) -> tuple[Any | None, str]:
-    """The highest-priority enabled rule that matches, or None and why nothing will run.
+def in_cooldown(rule: Any, incident: Any) -> bool:
+    return cooldown_blocker(rule, incident) is not None
+
+
+def _shares_a_type(rule: Any, incident: Any) -> bool:
+    types = set(incident.finding_types or []) | ({incident.primary_type} if incident.primary_type else set())
+    return bool(types & set(rule.finding_types or [])) or (
+        bool(incident.alertname) and incident.alertname in (rule.alert_names or []))
+
+
+def decide(incident: Any) -> tuple[Any | None, dict[str, Any]]:
+    """The highest-priority enabled rule that matches, or None and why nothing will run (as
+    data: `code`, `text` and the facts, stored on the incident for every surface to show).
 
     A winning rule in cooldown blocks the lower ones too: it already ran for this workload
     recently, and falling through to a weaker playbook would act on the same fault twice.
     """
     from playbooks.models import Rule
 
-    rules = (
-        Rule.objects.filter(enabled=True, playbook__enabled=True)
-        .select_related("playbook")
-        .prefetch_related("clusters")
-        .order_by("-priority", "name")
+    rules = list(
+        Rule.objects.select_related("playbook").prefetch_related("clusters").order_by("-priority", "name")
     )
+    closest: tuple[Any, str] | None = None
     for rule in rules:
-        if why_not(rule, incident, [cluster.pk for cluster in rule.clusters.all()]) is None:
-            if in_cooldown(rule, incident):
-                return None, f"rule {rule.name} matched but is in cooldown ({rule.cooldown_seconds}s)"
-            return rule, f"rule {rule.name} (priority {rule.priority})"
-    return None, "no enabled rule matches"
+        why = why_not(rule, incident, [cluster.pk for cluster in rule.clusters.all()])
+        if why is None:
+            blocker = cooldown_blocker(rule, incident)
+            if blocker is not None:
+                until = blocker.created_at + timedelta(seconds=rule.cooldown_seconds)
+                return None, {
+                    "code": "cooldown", "rule": rule.name, "run": blocker.pk, "until": until.isoformat(),
+                    "text": f"rule {rule.name} matched but is in cooldown until {until:%H:%M} UTC because of run "
+                            f"#{blocker.pk} ({blocker.playbook_name}, {blocker.outcome or blocker.state})",
+                }
+            return rule, {"code": "matched", "rule": rule.name, "text": f"rule {rule.name} (priority {rule.priority})"}
+        if closest is None and _shares_a_type(rule, incident):
+            closest = (rule, why)
+    if closest is not None:
+        rule, why = closest
+        return None, {"code": "no_match", "rule": rule.name, "failed": why,
+                      "text": f"no rule matched; the closest is rule {rule.name}: {why}"}
+    what = incident.primary_type or incident.alertname or "this incident"
+    return None, {"code": "no_match", "rule": "", "failed": "",
+                  "text": f"no rule matched: no rule lists {what}"}
+
+
+def best_rule(incident: Any) -> tuple[Any | None, str]:
+    """`decide`, with the reason as one line of text."""
+    rule, why = decide(incident)
+    return rule, why["text"]

@@ -38,3 +38,10 @@ def reconcile_runs() -> dict[str, int]:
     from playbooks.engine import reconcile
 
     return reconcile()
+
+
+@shared_task(name="playbooks.cancel_incident_runs", ignore_result=True)
+def cancel_incident_runs(incident_id: int, reason: str = "") -> int:
+    from playbooks.engine import cancel_incident_runs as cancel
+
+    return cancel(incident_id, reason)

@@ -343,16 +343,17 @@ def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
         "waiting": [line for line in lines if line.approval is not None],
         "may_act": may_act(request.user),
         "no_run": _no_run_text(found, runs),
+        "may_start": found.is_open and not any(r.state != "finished" for r in runs),
         "now": timezone.now(),
     }
 
 
 def _no_run_text(incident: Any, runs: list[Any]) -> str:
-    if runs:
-        return ""
     reason = getattr(incident, "no_run_reason", None)
     if isinstance(reason, dict) and reason.get("text"):
-        return str(reason["text"])
+        return f"Why no playbook acted: {reason['text']}."
+    if runs:
+        return ""
     return "No playbook ran for this incident: no enabled rule matched it."
 
 
@@ -388,13 +389,32 @@ def incident(request: HttpRequest, incident_id: int) -> HttpResponse:
 def close(request: HttpRequest, incident_id: int) -> HttpResponse:
     from playbooks.models import Incident
 
-    if not may_act(request.user):
-        return _answer(request, f"Refused: {request.user.get_username()} may not close incidents.", False)
+    # The right (that of deciding the incident's approvals) is checked, and a refusal audited,
+    # by the service behind router.close_incident.
     incident = get_object_or_404(Incident, pk=incident_id)
     reason = request.POST.get("reason", "").strip()[:500] or f"closed in the console by {request.user.get_username()}"
     with transaction.atomic(durable=True):
         outcome = router.close_incident(incident, _inbound(request, f"/incident close {incident_id}", None), reason)
     return _answer(request, outcome, outcome.startswith("Closed"))
+
+
+@login_required
+@require_POST
+def run_playbook(request: HttpRequest, incident_id: int) -> HttpResponse:
+    """Start the incident's playbook anyway (cooldown, auto_run off, no match): approvers only,
+    audited; its steps still go through the risk gate."""
+    from playbooks.services.manual import ActionRefused, start_playbook
+
+    playbook = request.POST.get("playbook", "").strip()[:100]
+    refused: ActionRefused | None = None
+    with transaction.atomic(durable=True):
+        try:
+            run = start_playbook(incident_id, request.user, playbook, via="web")
+        except ActionRefused as exc:
+            refused = exc  # the refusal's audit row commits with this block
+    if refused is not None:
+        return _answer(request, f"Refused: {refused}", False)
+    return _answer(request, f"Started playbook {run.playbook_name} (run #{run.pk}).", True)
 
 
 @login_required

@@ -161,7 +161,7 @@ def announce_resolved(incident: Incident, reason: str) -> None:
     metrics.INCIDENTS_RESOLVED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
     log.info("incident_resolved", incident=incident.pk, workload=incident.workload_key, type=incident.primary_type,
              reason=reason)
-    incident_resolved.send(sender=Incident, incident=incident)
+    incident_resolved.send(sender=Incident, incident=incident, reason=reason)
 
 
 def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datetime | None = None) -> IngestResult:
