@@ -360,6 +360,7 @@ def decide(incident: Any) -> tuple[Any | None, dict[str, Any]]:
         Rule.objects.select_related("playbook").prefetch_related("clusters").order_by("-priority", "name")
     )
     closest: tuple[Any, str] | None = None
+    closest_disabled: tuple[Any, str] | None = None
     for rule in rules:
         why = why_not(rule, incident, [cluster.pk for cluster in rule.clusters.all()])
         if why is None:
@@ -372,8 +373,12 @@ def decide(incident: Any) -> tuple[Any | None, dict[str, Any]]:
                             f"#{blocker.pk} ({blocker.playbook_name}, {blocker.outcome or blocker.state})",
                 }
             return rule, {"code": "matched", "rule": rule.name, "text": f"rule {rule.name} (priority {rule.priority})"}
-        if closest is None and _shares_a_type(rule, incident):
-            closest = (rule, why)
+        if _shares_a_type(rule, incident):
+            if rule.enabled and closest is None:
+                closest = (rule, why)
+            elif not rule.enabled and closest_disabled is None:
+                closest_disabled = (rule, why)
+    closest = closest or closest_disabled
     if closest is not None:
         rule, why = closest
         return None, {"code": "no_match", "rule": rule.name, "failed": why,

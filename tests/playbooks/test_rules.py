@@ -236,7 +236,9 @@ def test_a_label_selector_matches_the_workloads_a_real_poll_labels(sandbox, sand
     # The pods' labels, less the ReplicaSet's hash (it changes with every rollout).
     assert ledger.evidence["crash_loop"]["labels"] == {"app.kubernetes.io/name": "ledger"}
     assert best_rule(ledger)[0] == ledger_only
-    assert best_rule(builder) == (None, "no enabled rule matches")  # oom_killed, but app=report-builder
+    # oom_killed, but app=report-builder: nothing runs, and the closest rule says why.
+    assert best_rule(builder) == (
+        None, "no rule matched; the closest is rule ledger only: labels do not match 'app.kubernetes.io/name=ledger'")
     assert node.evidence["not_ready_node"]["labels"]["topology.kubernetes.io/zone"] == "zone-b"
     assert best_rule(node)[0] == zone_b
 
