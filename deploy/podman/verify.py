@@ -33,7 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAIM_KEY = "aiops-verify-image:claim"
-FAULT_TARGET = "shop/checkout"
+# A Go panic (the process itself fails): crash_loop_remediation restarts it. checkout's log shows a
+# database refusing connections, which the playbook hands off instead of restarting.
+FAULT_TARGET = "shop/cart"
 APPROVER = "verify-approver"
 
 

@@ -96,8 +96,9 @@ def test_an_incident_that_resolves_while_its_approval_waits_cancels_the_approval
     wait_for(edited, timeout=60, message="every copy of the approval message to say it was cancelled")
     assert "reply_markup" not in chat.telegram.message(TG_CHAT, tg["message_id"])
     assert not chat.discord.messages[dc["id"]].get("components")
-    assert OutboundMessage.objects.filter(approval_id=approval.pk, operation="edit", kind__in=CHAT_KINDS,
-                                          state=MessageState.DELIVERED).count() == 3
+    wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, operation="edit", kind__in=CHAT_KINDS,
+                                                    state=MessageState.DELIVERED).count() == 3,
+             message="the three edits to be recorded as delivered")
 
     # Approving it now does nothing: nothing runs against a closed incident.
     with pytest.raises(ApprovalError, match="already cancelled"):
