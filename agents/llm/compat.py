@@ -42,8 +42,8 @@ _NOT_CAPABILITY = frozenset({401, 403, 404, 408, 409, 413, 429, 502, 503, 504})
 def refuses_feature(feature: str, status: int, detail: str) -> bool:
     """Is this error the server refusing `feature` (not an outage, not a plain bad request)?
 
-    Structured output: any 4xx/5xx that says nothing else (llama-cpp-python's 500 carries only
-    "'json_schema'"). Tools: a 400/422 that names tools (Ollama "does not support tools", vLLM
+    Structured output: any 4xx/5xx but an outage's (llama-cpp-python answers json_schema with a
+    500 carrying its request-validation dump). Tools: a 400/422 that names tools (Ollama "does not support tools", vLLM
     "auto tool choice requires ..."); a hosted API's passing 500 must not cost chat its tools.
     """
     if feature == "structured":

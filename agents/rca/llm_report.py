@@ -104,6 +104,10 @@ def _llm_input(bundle: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+class ReportTruncated(ReportInvalid):
+    """The model's JSON was cut by max_tokens."""
+
+
 def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias: str, deadline: float) -> dict[str, Any]:
     redactor = Redactor(resource_names=settings.LLM_REDACT_RESOURCE_NAMES)
     redactor.add_names_from(bundle)
@@ -133,7 +137,11 @@ def _llm_report(bundle: Mapping[str, Any], deterministic: dict[str, Any], alias:
             report = parse_report(completion.content)
         except ReportInvalid as exc:
             last_error = str(exc)
-            log.warning("rca_llm_report_invalid", attempt=attempt + 1, error=last_error, model=alias)
+            log.warning("rca_llm_report_invalid", attempt=attempt + 1, error=last_error, model=alias,
+                        truncated=completion.truncated)
+            if completion.truncated:
+                # Cut by max_tokens: a repair within the same budget would be cut again.
+                raise ReportTruncated(f"cut at {llm.max_tokens_for('rca')} tokens (LLM_MAX_TOKENS_RCA)") from None
             messages += [
                 {"role": "assistant", "content": completion.content[:4000]},
                 {"role": "user", "content": f"That is not a valid report: {last_error}. Answer with the corrected JSON object only."},
@@ -187,6 +195,8 @@ def analyze(
 
 def _fallback_reason(exc: BaseException) -> tuple[str, str]:
     """(reason, detail): the detail is read by people on the incident page."""
+    if isinstance(exc, ReportTruncated):
+        return "invalid_output", f"the LLM's report was {exc}"
     if isinstance(exc, ReportInvalid):
         return "invalid_output", f"the LLM's report was invalid after one repair ({exc})"
     if isinstance(exc, llm.TimeLimitReached | SoftTimeLimitExceeded):

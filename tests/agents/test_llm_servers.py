@@ -313,3 +313,14 @@ def test_a_model_slower_than_the_deadline_leaves_the_deterministic_report_with_t
     assert report["fallback"] == {"reason": "time_limit", "detail": "the LLM did not finish within the time allowed for it"}
     assert _metric("aiops_rca_fallbacks_total", reason="time_limit") == before + 1
     assert not llm.CircuitBreaker(endpoint.base_url).is_open()
+
+
+def test_a_report_cut_by_max_tokens_is_not_sent_for_repair(fake_llm, endpoint, settings) -> None:  # type: ignore[no-untyped-def]
+    from agents.rca import analyze
+
+    settings.LLM_MAX_TOKENS_RCA = 64
+    fake_llm.script(Reply(message={"role": "assistant", "content": '{"root_cause": "The contai'}, finish_reason="length"))
+    report = analyze(json.loads(json.dumps(CRASHING_POD)))
+    assert report["method"] == "deterministic" and report["fallback"]["reason"] == "invalid_output"
+    assert "cut at 64 tokens (LLM_MAX_TOKENS_RCA)" in report["fallback"]["detail"]
+    assert len(fake_llm.completions) == 1  # a repair within the same budget would be cut again

@@ -113,13 +113,23 @@ def raw(body: str | bytes, *, status: int = 200, content_type: str = "applicatio
 
 MODES = ("openai", "llama-cpp-python", "vllm", "ollama")
 
-# What llama-cpp-python 0.3.36 answered to an assistant message with "content": null (abridged):
-# FastAPI's validation of the request, wrapped by its error handler as an internal server error.
+# What llama-cpp-python 0.3.36 answered to an assistant message with "content": null (as the real
+# server sent it, abridged to 3 of its 7 errors): its request validation, wrapped as a 500.
 LLAMA_CPP_NULL_CONTENT = (
-    "7 validation errors for CreateChatCompletionRequest\nmessages.1.ChatCompletionRequestSystemMessage.content\n"
-    "  Input should be a valid string [type=string_type, input_value=None, input_type=NoneType]\n"
-    "    For further information visit https://errors.pydantic.dev/2.12/v/string_type\n"
-    "  File \"/usr/lib/python3/dist-packages/llama_cpp/server/app.py\", line 491, in create_chat_completion"
+    "7 validation errors:\n  {'type': 'literal_error', 'loc': ('body', 'messages', 1, "
+    "'ChatCompletionRequestSystemMessage', 'role'), 'msg': \"Input should be 'system'\", 'input': 'assistant', "
+    "'ctx': {'expected': \"'system'\"}}\n  {'type': 'string_type', 'loc': ('body', 'messages', 1, "
+    "'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a valid string', 'input': None}\n"
+    "  {'type': 'missing', 'loc': ('body', 'messages', 1, 'ChatCompletionRequestToolMessage', 'tool_call_id'), "
+    "'msg': 'Field required', 'input': {'role': 'assistant', 'content': None}}\n\n"
+    "  File \"/usr/lib/python3/dist-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
+    "    POST /v1/chat/completions"
+)
+LLAMA_CPP_JSON_SCHEMA = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+    "\"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or "
+    "'json_object'\"}}\n\n  File \"/usr/lib/python3/dist-packages/llama_cpp/server/app.py\", line 376, in "
+    "create_chat_completion\n    POST /v1/chat/completions"
 )
 
 
@@ -254,7 +264,7 @@ class FakeOpenAI:
             if any(isinstance(m, dict) and m.get("content", "") is None for m in messages):
                 return self._error(500, LLAMA_CPP_NULL_CONTENT)
             if (request.get("response_format") or {}).get("type") == "json_schema":
-                return self._error(500, "'json_schema'")
+                return self._error(500, LLAMA_CPP_JSON_SCHEMA)
             if isinstance(choice, dict):
                 forced = next(t for t in tools if (t.get("function") or {}).get("name") == choice["function"]["name"])
                 if "\\." in json.dumps(forced):
