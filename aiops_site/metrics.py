@@ -177,6 +177,11 @@ class StateCollector:
                 "Unix time of an enabled cluster's last successful poll (absent before the first).",
                 labels=["cluster"],
             ),
+            "mode": GaugeMetricFamily(
+                "aiops_cluster_detection_mode",
+                "1 for the path that detects faults on an enabled cluster now (watch: streams, poll: the poll alone).",
+                labels=["cluster", "mode"],
+            ),
             "up": GaugeMetricFamily("aiops_database_up", "1 when the last scrape could read PostgreSQL."),
         }
 
@@ -235,8 +240,11 @@ class StateCollector:
         )
         for row in waiting:
             families["outbox"].add_metric([row["kind"], row["state"]], row["n"])
-        for cluster in Cluster.objects.filter(enabled=True).only("name", "consecutive_failures", "last_success_at"):
+        for cluster in Cluster.objects.filter(enabled=True).only("name", "consecutive_failures", "last_success_at",
+                                                                  "detection_mode"):
             families["failures"].add_metric([cluster.name], cluster.consecutive_failures)
+            for mode in Cluster.DetectionMode.values:
+                families["mode"].add_metric([cluster.name, mode], 1 if cluster.detection_mode == mode else 0)
             if cluster.last_success_at is not None:
                 families["success"].add_metric([cluster.name], cluster.last_success_at.timestamp())
 

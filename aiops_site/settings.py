@@ -199,6 +199,12 @@ AIOPS_RESOLVE_AFTER = env_int("AIOPS_RESOLVE_AFTER", 2, minimum=1, maximum=100)
 AIOPS_UNREACHABLE_AFTER = env_int("AIOPS_UNREACHABLE_AFTER", 3, minimum=1, maximum=100)
 # Polls of an unreachable cluster back off (interval x 2^(failures-1)) up to this many seconds.
 AIOPS_POLL_BACKOFF_MAX = env_int("AIOPS_POLL_BACKOFF_MAX", 600, minimum=1, maximum=86400)
+# The `watch` process (manage.py watch): a cluster's lease lives this long without renewal, so
+# another watcher takes a dead one's clusters over within it (plus one scan); events on a
+# workload are coalesced for the window before its detector pass.
+AIOPS_WATCH_LEASE_TTL = env_float("AIOPS_WATCH_LEASE_TTL", 6.0, minimum=2.0, maximum=300.0)
+AIOPS_WATCH_WINDOW = env_float("AIOPS_WATCH_WINDOW", 0.5, minimum=0.0, maximum=30.0)
+AIOPS_WATCH_METRICS_PORT = env_int("AIOPS_WATCH_METRICS_PORT", 0, minimum=0, maximum=65535)
 AIOPS_AUTO_REMEDIATION = env_bool("AIOPS_AUTO_REMEDIATION", True)
 AIOPS_DRY_RUN = env_bool("AIOPS_DRY_RUN", False)
 AIOPS_READ_ONLY = env_bool("AIOPS_READ_ONLY", False)

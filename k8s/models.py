@@ -44,6 +44,17 @@ class Cluster(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
 
+    # Which path detects faults on this cluster now, written by the `watch` process (and set
+    # back to poll by the poll task when no watcher holds the cluster's lease).
+    class DetectionMode(models.TextChoices):
+        WATCH = "watch", "watch streams (seconds)"
+        POLL = "poll", "poll only"
+
+    detection_mode = models.CharField(max_length=8, choices=DetectionMode.choices, default=DetectionMode.POLL)
+    detection_mode_since = models.DateTimeField(null=True, blank=True)
+    watcher = models.CharField(max_length=200, blank=True, help_text="The watch process that holds this cluster's lease.")
+    watch_error = models.TextField(blank=True, help_text="Why the streams are down, when they are.")
+
     class Meta:
         ordering = ["name"]
         constraints = [

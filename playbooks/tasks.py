@@ -15,6 +15,7 @@ from django.utils import timezone
 from k8s.models import Cluster
 from playbooks import metrics
 from playbooks.services.poll import backoff_seconds, poll
+from playbooks.services.watch import lease_key
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,7 @@ def watch_clusters() -> list[int]:
     """Enqueue a poll of every enabled cluster that is due (its interval, or its back-off, passed)."""
     now_ts = timezone.now().timestamp()
     queued = []
+    _expire_dead_watchers()
     for cluster in Cluster.objects.filter(enabled=True).only(
         "id", "name", "poll_interval", "last_poll_at", "consecutive_failures"
     ):
@@ -55,6 +57,18 @@ def watch_clusters() -> list[int]:
         poll_cluster.apply_async(args=[cluster.pk], expires=cluster.effective_poll_interval())
         queued.append(cluster.pk)
     return queued
+
+
+def _expire_dead_watchers() -> None:
+    """A cluster whose row says `watch` but whose lease no process holds (its watcher was killed,
+    or none runs) is detected by the poll alone: say so on the row."""
+    for cluster in Cluster.objects.filter(detection_mode=Cluster.DetectionMode.WATCH).only("id", "name", "watcher"):
+        if not _redis().exists(lease_key(cluster.pk)):
+            Cluster.objects.filter(pk=cluster.pk, watcher=cluster.watcher).update(
+                detection_mode=Cluster.DetectionMode.POLL, detection_mode_since=timezone.now(), watcher="",
+                watch_error="no watch process holds this cluster's lease")
+            log.warning("detection_mode_changed", cluster=cluster.name, mode="poll", reason="lease expired",
+                        watcher=cluster.watcher)
 
 
 @shared_task(name="playbooks.poll_cluster", ignore_result=True)

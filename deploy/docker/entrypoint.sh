@@ -1,6 +1,6 @@
 #!/bin/sh
 # The image's roles. Compose services and Kubernetes containers name one as their argument:
-#   web | worker | beat | flower | mcp | worker-with-mcp | migrate | help
+#   web | worker | beat | watch | flower | mcp | worker-with-mcp | migrate | help
 # or any other command, run as given.
 set -eu
 
@@ -33,6 +33,11 @@ case "$role" in
     # Exactly one beat per deployment: two would fire every periodic task twice.
     exec celery -A aiops_site beat --loglevel "${AIOPS_LOG_LEVEL:-INFO}" \
       --scheduler django_celery_beat.schedulers:DatabaseScheduler --pidfile= "$@"
+    ;;
+  watch)
+    # Kubernetes watch streams (any number of replicas: Redis leases give each cluster one owner).
+    prepare_metrics_dir
+    exec python manage.py watch "$@"
     ;;
   flower)
     if [ -z "${FLOWER_BASIC_AUTH:-}" ]; then

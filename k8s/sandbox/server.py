@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from base64 import b64encode
@@ -117,6 +118,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: Api
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its connection (a watcher stopping mid-stream) is not a server error.
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+            log.debug("sandbox.connection_dropped", client=str(client_address))
+            return
+        super().handle_error(request, client_address)
 
 
 def generate_certificate(directory: Path) -> tuple[Path, Path, bytes]:

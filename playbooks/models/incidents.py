@@ -24,6 +24,7 @@ class Incident(models.Model):
 
     class Source(models.TextChoices):
         POLL = "poll", "cluster poll"
+        WATCH = "watch", "watch stream"
         ALERTMANAGER = "alertmanager", "Alertmanager"
 
     class Severity(models.TextChoices):

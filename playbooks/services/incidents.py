@@ -184,29 +184,7 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
         }
         events: list[ClusterEvent] = []
         for key, group in groups.items():
-            incident = open_by_key.pop(key, None)
-            if incident is None:
-                incident, created = open_incident(
-                    locked, key, now=now, source=Incident.Source.POLL,
-                    fields={"primary_type": group.primary, "finding_types": group.types,
-                            "severity": worst_severity(f.severity for f in group.findings), "title": group.title()[:500],
-                            "affected_pods": group.pods, "evidence": group.evidence()},
-                )
-                if created:
-                    result.opened.append(incident.pk)
-                    events.extend(
-                        build_event(incident, locked, ClusterEvent.Kind.DETECTED, finding_type=t,
-                               message=group.evidence()[t]["message"], severity=incident.severity)
-                        for t in group.types
-                    )
-                    ClusterEvent.objects.bulk_create(events)
-                    events = []
-                    announce_opened(incident)
-                    continue
-            if _refresh(incident, group, now, events):
-                result.updated.append(incident.pk)
-            else:
-                result.unchanged += 1
+            _open_or_refresh(locked, key, group, open_by_key.pop(key, None), now, Incident.Source.POLL, result, events)
         # What the detectors no longer see. A cluster_unreachable incident is not a finding of
         # the detectors: it closes when the cluster answers (`record_poll_success`).
         for incident in open_by_key.values():
@@ -231,6 +209,67 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
             result.resolved.append(incident.pk)
         ClusterEvent.objects.bulk_create(events)
     return result
+
+
+def ingest_workload_findings(cluster: Cluster, workloads: Iterable[tuple[str, str, str]], findings: Iterable[Finding], *,
+                             now: datetime | None = None) -> IngestResult:
+    """What the watcher saw on the workloads an event touched: open or refresh their incidents.
+
+    The same open/refresh path as the poll's ingest, under the same cluster row lock and unique
+    index, so whichever path sees a fault first opens its incident and the other refreshes it.
+    Nothing is resolved here: a workload that looks healthy now is left to the poll, which
+    resolves after AIOPS_RESOLVE_AFTER clean polls (a stream cannot tell "fixed" from "flapping").
+    """
+    now = now or timezone.now()
+    findings = list(findings)
+    for finding in findings:
+        metrics.FINDINGS.labels(finding.type).inc()
+    scope = set(workloads)
+    result = IngestResult()
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update(no_key=True).get(pk=cluster.pk)
+        groups = {key: group for key, group in group_findings(findings, locked.ignored_namespaces or []).items()
+                  if key in scope}
+        if not groups:
+            return result
+        open_by_key = {
+            (i.workload_kind, i.namespace, i.workload_name): i
+            for i in Incident.objects.select_for_update(no_key=True)
+            .filter(cluster=locked, state=Incident.State.OPEN, fingerprint="",
+                    workload_name__in={name for _, _, name in groups})
+            .order_by("pk")
+        }
+        events: list[ClusterEvent] = []
+        for key, group in groups.items():
+            _open_or_refresh(locked, key, group, open_by_key.get(key), now, Incident.Source.WATCH, result, events)
+        ClusterEvent.objects.bulk_create(events)
+    return result
+
+
+def _open_or_refresh(locked: Cluster, key: tuple[str, str, str], group: _Group, incident: Incident | None, now: datetime,
+                     source: str, result: IngestResult, events: list[ClusterEvent]) -> None:
+    if incident is None:
+        incident, created = open_incident(
+            locked, key, now=now, source=source,
+            fields={"primary_type": group.primary, "finding_types": group.types,
+                    "severity": worst_severity(f.severity for f in group.findings), "title": group.title()[:500],
+                    "affected_pods": group.pods, "evidence": group.evidence()},
+        )
+        if created:
+            result.opened.append(incident.pk)
+            ClusterEvent.objects.bulk_create(events)
+            events.clear()
+            ClusterEvent.objects.bulk_create(
+                build_event(incident, locked, ClusterEvent.Kind.DETECTED, finding_type=t,
+                            message=group.evidence()[t]["message"], severity=incident.severity)
+                for t in group.types
+            )
+            announce_opened(incident)
+            return
+    if _refresh(incident, group, now, events):
+        result.updated.append(incident.pk)
+    else:
+        result.unchanged += 1
 
 
 def _refresh(incident: Incident, group: _Group, now: datetime, events: list[ClusterEvent]) -> bool:

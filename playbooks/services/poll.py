@@ -1,8 +1,7 @@
 """The cluster poll: list six kinds as raw JSON, run the detectors, ingest the findings.
 
-The poll is the hot path (10k pods is ~13 MB of JSON): lists are fetched with
-``_preload_content=False`` (no model deserialisation, ~8x cheaper), paginated with
-``limit``/``continue`` so no single response is huge, and parsed with orjson. Detection streams:
+The poll is the hot path (10k pods is ~13 MB of JSON): lists are fetched as raw JSON
+(`k8s.listing`: no model deserialisation, paginated, orjson). Detection streams:
 ReplicaSets and Jobs (what owner resolution needs) are read first and kept, cut down to the
 fields the detectors read; every other kind goes through its detector one page at a time and is
 dropped, so the process never holds the cluster's pods at once.
@@ -11,11 +10,9 @@ dropped, so the process never holds the cluster's pods at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 from django.conf import settings
 from kubernetes import client as k8s_client
@@ -31,74 +28,17 @@ from k8s.detectors import (
     detect_pods,
     replicasets_by_deployment,
 )
+from k8s.listing import KINDS, PAGE_SIZE, fetch_raw_pages, list_calls  # noqa: F401  (KINDS: part of this module's API)
 from k8s.models import Cluster
+from k8s.slim import SLIMMERS
 from playbooks import metrics
 from playbooks.services.incidents import IngestResult, ingest_findings, record_poll_failure, record_poll_success
 
 log = structlog.get_logger(__name__)
 
-PAGE_SIZE = 500  # kubectl's chunk size: bounded responses, few round trips
-KINDS = ("pods", "nodes", "deployments", "replicasets", "hpas", "jobs")
-
 
 class PollError(Exception):
     """The cluster could not be listed (unreachable, refused credentials, a 5xx)."""
-
-
-def _pick(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {key: obj[key] for key in keys if key in obj}
-
-
-_META_KEYS = ("name", "namespace", "ownerReferences", "creationTimestamp", "deletionTimestamp")
-REVISION = "deployment.kubernetes.io/revision"
-
-
-def _slim_meta(meta: dict[str, Any], annotation: str | None = None) -> dict[str, Any]:
-    slim = _pick(meta, _META_KEYS)
-    if annotation and annotation in (meta.get("annotations") or {}):
-        slim["annotations"] = {annotation: meta["annotations"][annotation]}
-    return slim
-
-
-# What the poll keeps for the whole scan, cut to the fields the detectors read.
-SLIMMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "replicasets": lambda o: {"metadata": _slim_meta(o.get("metadata") or {}, annotation=REVISION),
-                              "status": _pick(o.get("status") or {}, ("readyReplicas", "replicas"))},
-    # Jobs keep their labels: rule label selectors match failed_job incidents by them.
-    "jobs": lambda o: {"metadata": {**_slim_meta(o.get("metadata") or {}),
-                                    **_pick(o.get("metadata") or {}, ("labels",))},
-                       "spec": _pick(o.get("spec") or {}, ("backoffLimit",)),
-                       "status": _pick(o.get("status") or {}, ("conditions", "failed"))},
-}
-
-
-def list_calls(api: k8s_client.ApiClient) -> dict[str, Callable[..., Any]]:
-    """One cluster-wide list call per kind (a single request sequence each, all namespaces)."""
-    core, apps = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api)
-    return {
-        "pods": core.list_pod_for_all_namespaces,
-        "nodes": core.list_node,
-        "deployments": apps.list_deployment_for_all_namespaces,
-        "replicasets": apps.list_replica_set_for_all_namespaces,
-        "hpas": k8s_client.AutoscalingV2Api(api).list_horizontal_pod_autoscaler_for_all_namespaces,
-        "jobs": k8s_client.BatchV1Api(api).list_job_for_all_namespaces,
-    }
-
-
-def fetch_raw_pages(call: Callable[..., Any], *, page_size: int = PAGE_SIZE, timeout: float = 30) -> Any:
-    """Yield each page's parsed body; follows ``continue`` tokens to the end."""
-    token: str | None = None
-    while True:
-        extra = {"_continue": token} if token else {}
-        response = call(limit=page_size, _preload_content=False, _request_timeout=timeout, **extra)
-        try:
-            body = orjson.loads(response.data)
-        finally:
-            response.release_conn()
-        yield body
-        token = (body.get("metadata") or {}).get("continue")
-        if not token:
-            return
 
 
 def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tuple[list[Finding], dict[str, int]]:

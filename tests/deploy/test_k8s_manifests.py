@@ -62,6 +62,7 @@ def test_it_renders_every_part_of_the_agent(overlay: str) -> None:
         ("Deployment", "aiops-web"),
         ("Deployment", "aiops-worker"),
         ("Deployment", "aiops-beat"),
+        ("Deployment", "aiops-watch"),
         ("Deployment", "aiops-flower"),
         ("Service", "aiops-web"),
         ("Service", "aiops-flower"),
@@ -167,9 +168,11 @@ def test_every_pod_is_locked_down(overlay: str) -> None:
             assert container["resources"]["limits"]["memory"], where
             # The root filesystem is read-only: /tmp (metrics files) must be an emptyDir.
             assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, where  # noqa: S108
-        # Only the worker pod (worker + MCP sidecar) holds a Kubernetes token.
+        # Only the worker pod (worker + MCP sidecar) and the watcher (read and watch only) hold a token.
         if name == "Deployment/aiops-worker":
             assert spec["serviceAccountName"] == "aiops-agent" and spec["automountServiceAccountToken"] is True
+        elif name == "Deployment/aiops-watch":
+            assert spec["serviceAccountName"] == "aiops-watch" and spec["automountServiceAccountToken"] is True
         else:
             assert spec["serviceAccountName"] == "aiops-app" and spec["automountServiceAccountToken"] is False, name
 
