@@ -1,7 +1,8 @@
 """The engine under load: N incidents through rules to finished runs, on the sandbox, with a
 real Celery worker and our real MCP server; an approver approves every request at once.
 
-Each run is: describe_pod (LOW, at once) -> restart_pod (MEDIUM: approval requested, the run
+Each run is (every step with a `when:` condition, evaluated when it runs):
+describe_pod (LOW, at once) -> restart_pod (MEDIUM: approval requested, the run
 waits without a worker, the approver decides, `approval_decided` resumes it) -> verify (the
 detectors on fresh lists). The sandbox (its own process, TLS + token) holds N single-replica
 deployments with a transient crash loop each; one poll opens the N incidents.
@@ -139,7 +140,7 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
     from agents.registry import register_builtin
     from agents.services import ApprovalError, call_tool, decide_approval
     from k8s.models import Cluster
-    from playbooks.models import Incident, Playbook, PlaybookRun, Rule, Step
+    from playbooks.models import Incident, Playbook, PlaybookRun, Rule, Step, StepRun
     from playbooks.services.poll import poll
     from tests.support_tasks import log_and_chain
 
@@ -158,11 +159,15 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
     approver.groups.add(group)
     playbook = Playbook.objects.create(name="bench_restart")
     Step.objects.bulk_create([
+        # A `when:` condition on every step, evaluated (CEL) each time the step runs.
         Step(playbook=playbook, order=1, name="describe", kind="tool", tool="describe_pod",
-             args={"namespace": "{{ namespace }}", "name": "{{ pod }}"}, on_failure="continue"),
+             args={"namespace": "{{ namespace }}", "name": "{{ pod }}"}, on_failure="continue",
+             when='pod_count >= 1 && incident.primary_type == "crash_loop"'),
         Step(playbook=playbook, order=2, name="restart", kind="tool", tool="restart_pod",
-             args={"namespace": "{{ namespace }}", "name": "{{ pod }}"}),
-        Step(playbook=playbook, order=3, name="verify", kind="verify", args={"checks": 5, "interval": 1}),
+             args={"namespace": "{{ namespace }}", "name": "{{ pod }}"},
+             when='rca.failure_class in ["app_crash", "unknown", ""] && !(pod_count > 1) && steps.describe.ok'),
+        Step(playbook=playbook, order=3, name="verify", kind="verify", args={"checks": 5, "interval": 1},
+             when="steps.restart.ok"),
     ])
     Rule.objects.create(name="bench", playbook=playbook, finding_types=["crash_loop"], priority=1000,
                         cooldown_seconds=0)
@@ -242,6 +247,11 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
         "decision_to_action_p95_ms": round(percentile(latencies, 95), 1),
         "actions": len(latencies),
         "restart_calls": calls,
+        # Steps whose `when:` was evaluated and held (ran) or not (skipped, recorded as such).
+        "conditions_evaluated": StepRun.objects.filter(run__in=runs).exclude(when="").exclude(
+            state__in=["pending", "cancelled"]).count(),
+        "steps_skipped_by_condition": StepRun.objects.filter(run__in=runs, state="skipped",
+                                                             data__has_key="condition").count(),
         "task_roundtrip_p50_ms": round(statistics.median(roundtrips), 1),
         "tool_call_p50_ms": round(statistics.median(tool_calls), 1),
         "decision_to_action_p50_over_baseline": round(

@@ -407,7 +407,7 @@ def rca_report(report: Any) -> Report | None:
         actions=[a for a in (_action(i) for i in (actions if isinstance(actions, list) else [])) if a is not None],
         related=[value_text(r) for r in (report.get("related_resources") or []) if r],
         method=(f"the LLM ({model})" if model else "the LLM") if method == "llm" else "the built-in rules",
-        note=value_text(report.get("note") or ""),
+        note=value_text(" ".join(str(part) for part in (report.get("note"), report.get("last_fix")) if part)),
     )
 
 

@@ -57,7 +57,13 @@ class IncidentAdmin(admin.ModelAdmin):
     date_hierarchy = "opened_at"
     list_select_related = ["cluster"]
     inlines = [EventTimeline]
-    readonly_fields = [f.name for f in Incident._meta.fields]
+    readonly_fields = [*(f.name for f in Incident._meta.fields), "workload_outcomes"]
+
+    @admin.display(description="outcomes on this workload")
+    def workload_outcomes(self, incident: Incident) -> str:
+        from playbooks.history import figures_text, outcome_figures, workload_runs
+
+        return figures_text(outcome_figures(workload_runs(incident)))
 
     actions = ["close_incidents", "start_playbooks"]
 

@@ -87,7 +87,8 @@ class AuditedAdmin(admin.ModelAdmin):
 class RuleAdmin(AuditedAdmin):
     audit_kind = "rule"
     form = RuleForm
-    list_display = ("name", "enabled", "priority", "playbook", "types", "min_severity", "auto_run", "cooldown_seconds")
+    list_display = ("name", "enabled", "priority", "playbook", "types", "min_severity", "auto_run", "cooldown_seconds",
+                    "outcome_figures")
     list_filter = ("enabled", "auto_run", "min_severity", "playbook", "clusters")
     list_editable = ("enabled", "priority")
     search_fields = ("name", "description", "playbook__name", "namespace_regex")
@@ -99,7 +100,15 @@ class RuleAdmin(AuditedAdmin):
                                  "min_severity", "clusters", "cooldown_seconds")}),
         ("Approvals", {"fields": ("approver_group", "approvers")}),
         ("Escalation", {"fields": ("escalate_after", "escalation_window_seconds")}),
+        ("Outcomes", {"fields": ("outcome_figures",)}),
     )
+    readonly_fields = ("outcome_figures",)
+
+    @admin.display(description="outcomes of its runs")
+    def outcome_figures(self, rule: Rule) -> str:
+        from playbooks.history import figures_text, outcome_figures
+
+        return figures_text(outcome_figures(rule.runs.all())) if rule.pk else "no runs yet"
 
     @admin.display(description="finding types / alerts")
     def types(self, rule: Rule) -> str:

@@ -405,6 +405,8 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
     from agents.services import ApprovalError, request_approval
     from k8s.models import Cluster
 
+    if _escalated(run, step):
+        return
     # Serialise budget checks of one cluster, so two runs cannot both take the last action.
     Cluster.objects.select_for_update().filter(pk=run.cluster_id).first()
     since = timezone.now() - timedelta(hours=1)
@@ -474,6 +476,36 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
     run.save(update_fields=["state", "updated_at"])
     metrics.STEPS.labels(step.kind, step.state).inc()
     log.info("step_waiting_approval", tool=step.tool, risk=step.risk, approval=approval.pk, code=approval.code)
+
+
+def _escalated(run: PlaybookRun, step: StepRun) -> bool:
+    """The same action already failed K times for this workload: hand off with the history."""
+    from playbooks.history import history_sentence, repeated_failures
+
+    rule = run.rule
+    if rule is None:
+        return False
+    failures = repeated_failures(run, step.tool)
+    if len(failures) < rule.escalate_after:
+        return False
+    incident = run.incident
+    sentence = history_sentence(incident, step.tool, failures)
+    where = f"{incident.workload_kind} {incident.namespace + '/' if incident.namespace else ''}{incident.workload_name}"
+    text = (f"Handing {where} to a person: not asking for {step.tool} again. The agent {sentence}. "
+            "Repeating it will not fix this; the cause needs a person.")
+    step.state = S.SKIPPED
+    step.output = f"not requested: {sentence}"
+    step.finished_at = timezone.now()
+    step.save(update_fields=["state", "rendered_args", "risk", "output", "finished_at", "updated_at"])
+    metrics.STEPS.labels(step.kind, step.state).inc()
+    metrics.ESCALATIONS.labels(rule.name).inc()
+    log.warning("step_escalated", tool=step.tool, rule=rule.name, failures=[f.run.pk for f in failures])
+    notification_requested.send(sender=PlaybookRun, incident=incident, run=run, text=text,
+                                severity=incident.severity or "warning")
+    note_no_run(incident, {"code": "escalated", "rule": rule.name, "run": run.pk,
+                           "runs": [f.run.pk for f in failures], "text": f"the agent {sentence}; handed off"})
+    finish_run(run, Outcome.HANDED_OFF, text)
+    return True
 
 
 def _resolve_incident(run: PlaybookRun) -> None:
@@ -570,6 +602,11 @@ def _rca_step(step: StepRun, run: PlaybookRun) -> Result:
     # deterministic report with its reason, never a step without a report.
     deadline = deadline_in(max(min(settings.LLM_RCA_TIME_LIMIT, step.timeout_seconds - RCA_STEP_MARGIN_S), 1))
     report = analyze(gather_bundle(run.cluster, _workload(run)), deadline=deadline)
+    from playbooks.history import last_fix
+
+    remembered = last_fix(run.incident)  # the RCA cites what fixed this workload last time
+    if remembered:
+        report = {**report, "last_fix": remembered}
     summary = f"{report.get('failure_class', 'unknown')}: {report.get('root_cause', '')}"
     return Result(S.SUCCEEDED, output=summary, data=report, rca_report=report)
 

@@ -46,3 +46,8 @@ CONDITIONS = Counter(
     "Steps skipped by their `when:` condition, by why (false, error: it could not be evaluated).",
     ["result"],
 )
+ESCALATIONS = Counter(
+    "aiops_playbook_escalations_total",
+    "Actions not asked for again because they did not hold K times in the rule's window (the run handed off), by rule.",
+    ["rule"],
+)

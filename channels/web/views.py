@@ -344,8 +344,20 @@ def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
         "may_act": may_act(request.user),
         "no_run": _no_run_text(found, runs),
         "may_start": found.is_open and not any(r.state != "finished" for r in runs),
+        "outcomes": _outcomes(found, runs),
         "now": timezone.now(),
     }
+
+
+def _outcomes(incident: Any, runs: list[Any]) -> str:
+    """Per-workload and per-rule outcome figures, in words."""
+    from playbooks.history import figures_text, outcome_figures, workload_runs
+
+    text = f"This workload: {figures_text(outcome_figures(workload_runs(incident)))}"
+    rule = next((run.rule for run in runs if run.rule_id), None)
+    if rule is not None:
+        text += f". Rule {rule.name}: {figures_text(outcome_figures(rule.runs.all()))}"
+    return text + "."
 
 
 def _no_run_text(incident: Any, runs: list[Any]) -> str:
