@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from playbooks import metrics_engine as metrics
 from playbooks.models import PlaybookRun, Rule, Step, StepRun
-from playbooks.rules import decide
+from playbooks.rules import decide, playbook_steps
 from playbooks.signals import notification_requested, rca_ready, run_finished
 from playbooks.templates_render import TemplateError, render_args, render_value
 
@@ -91,7 +91,7 @@ def note_no_run(incident: Any, why: dict[str, Any] | None) -> None:
 
 
 def create_run(incident: Any, rule: Rule, *, start: bool | None = None, reason: str = "") -> PlaybookRun | None:
-    steps = list(rule.playbook.steps.order_by("order"))
+    steps = playbook_steps(rule.playbook)
     if not steps:
         metrics.RULE_MATCHES.labels("no_steps").inc()
         log.warning("playbook_not_started", incident=incident.pk, rule=rule.name, reason="playbook has no steps")

@@ -27,7 +27,7 @@ FINDINGS = Counter(
     ["type"],
 )
 INCIDENTS_OPENED = Counter(
-    "aiops_incidents_opened_total", "Incidents opened, by source (poll, alertmanager) and primary type.", ["source", "type"]
+    "aiops_incidents_opened_total", "Incidents opened, by source (poll, watch, alertmanager) and primary type.", ["source", "type"]
 )
 INCIDENTS_RESOLVED = Counter(
     "aiops_incidents_resolved_total", "Incidents resolved, by source and primary type.", ["source", "type"]

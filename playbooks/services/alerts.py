@@ -29,6 +29,7 @@ from k8s.models import Cluster
 from k8s.names import is_dns1123_label, is_dns1123_subdomain
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
+from playbooks.rules import rules_read_once
 from playbooks.services.incidents import announce_opened, announce_resolved, build_event, open_incident, worst_severity
 
 log = structlog.get_logger(__name__)
@@ -366,9 +367,10 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
             cursor.execute(_MERGE_SQL, [sorted(deltas), _json_rows(list(deltas.values()))])
             if cursor.rowcount != len(deltas):
                 raise _IncidentClosed(f"{len(deltas) - cursor.rowcount} incidents closed while the batch was read")
-    for incident in opened:  # the receivers (outbox rows, playbook runs) write in this transaction
-        result.opened.append(incident.pk)
-        announce_opened(incident)
+    with rules_read_once():  # the rules are matched against every incident this batch opened in one read
+        for incident in opened:  # the receivers (outbox rows, playbook runs) write in this transaction
+            result.opened.append(incident.pk)
+            announce_opened(incident)
 
 
 def _find_open_incidents(fresh: _Fresh) -> dict[tuple[Any, ...], int]:
@@ -447,9 +449,10 @@ def _apply_in_order(fresh: _Fresh, now: datetime, result: AlertIngestResult, rec
         _update_touched(list(touched.values()))
     _insert_events(events)
     # The receivers (outbox rows, playbook runs) write in this transaction, after ours.
-    for incident in opened:
-        result.opened.append(incident.pk)
-        announce_opened(incident)
+    with rules_read_once():
+        for incident in opened:
+            result.opened.append(incident.pk)
+            announce_opened(incident)
     for incident, reason in resolved:
         announce_resolved(incident, reason)
 

@@ -194,3 +194,12 @@ def test_another_watcher_takes_over_within_15s_when_the_owner_is_killed(quiet, t
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_the_admin_shows_which_path_detects(quiet, admin_client) -> None:  # type: ignore[no-untyped-def]
+    _, cluster = quiet
+    Cluster.objects.filter(pk=cluster.pk).update(detection_mode="watch", watcher="host:1:abc")
+    page = admin_client.get("/admin/k8s/cluster/").content.decode()
+    assert "watch streams (seconds)" in page and "host:1:abc" in page
+    page = admin_client.get(f"/admin/k8s/cluster/{cluster.pk}/change/").content.decode()
+    assert "Why the streams are down" in page or "watch_error" in page
