@@ -228,16 +228,26 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
 FILTERS = ("state", "severity", "cluster", "namespace", "type", "source", "q")
 
 
+def _fixed_choices() -> dict[str, list[tuple[str, str]]]:
+    from playbooks.models import Incident
+
+    return {
+        "state": list(Incident.State.choices),
+        "severity": list(Incident.Severity.choices),
+        "source": list(Incident.Source.choices),
+    }
+
+
 def _choices() -> dict[str, list[tuple[str, str]]]:
+    """The filter form's options; the ones read from the data only for the full page (a live
+    refresh of the list needs none of them)."""
     from k8s.models import Cluster
     from playbooks.models import Incident
 
     types = sorted({t for t in Incident.objects.values_list("primary_type", flat=True).distinct() if t})
     alerts = sorted({a for a in Incident.objects.values_list("alertname", flat=True).distinct() if a})
     return {
-        "state": list(Incident.State.choices),
-        "severity": list(Incident.Severity.choices),
-        "source": list(Incident.Source.choices),
+        **_fixed_choices(),
         "cluster": [(name, name) for name in Cluster.objects.order_by("name").values_list("name", flat=True)],
         "namespace": [(n, n) for n in Incident.objects.exclude(namespace="").order_by("namespace")
                       .values_list("namespace", flat=True).distinct()],
@@ -249,9 +259,10 @@ class BadFilter(ValueError):
     pass
 
 
-def _filtered(params: Any, choices: dict[str, list[tuple[str, str]]]) -> tuple[Any, dict[str, str]]:
+def _filtered(params: Any) -> tuple[Any, dict[str, str]]:
     from playbooks.models import Incident
 
+    choices = _fixed_choices()
     chosen = {name: (params.get(name) or "").strip() for name in FILTERS}
     for name in ("state", "severity", "source"):
         allowed = [value for value, _ in choices[name]]
@@ -285,13 +296,12 @@ def _incident_rows(page: Any) -> list[dict[str, Any]]:
 
 
 def _incidents_context(request: HttpRequest) -> dict[str, Any]:
-    choices = _choices()
-    found, chosen = _filtered(request.GET, choices)
+    found, chosen = _filtered(request.GET)
     page = Paginator(found, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("v", None)
     query.pop("page", None)
-    return {"page": page, "rows": _incident_rows(page), "chosen": chosen, "choices": choices,
+    return {"page": page, "rows": _incident_rows(page), "chosen": chosen,
             "query": query.urlencode(), "filtered": any(chosen.values())}
 
 
@@ -311,6 +321,7 @@ def home(request: HttpRequest) -> HttpResponse:
             for m in _sent(OutboundMessage.objects.filter(kind=Kind.WEB, address="feed")).order_by("-created_at", "-id")[:5]]
     return render(request, "console/home.html", {
         **incidents_context,
+        "choices": _choices(),
         "approvals_live": _approvals_live(request),
         "incidents_live": _incidents_live(request, incidents_context),
         "chat_live": _chat_live(request),

@@ -101,6 +101,14 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
             expect(page.locator(f".pending-approval[data-code='{approval.code}']")).to_contain_text("Restart the pod payments/")
             browser_tools.check_page(page, "incidents")
 
+            # The chat box answers in place, keeping the reply's line breaks.
+            page.fill("#chat-text", "/help")
+            page.press("#chat-text", "Enter")
+            reply = page.locator("#transcript .line.aiops .text").last
+            expect(reply).to_contain_text("/incident list")
+            assert reply.locator("br").count() >= 5
+            expect(page.locator("#chat-text")).to_have_value("")
+
             # Open the incident and approve inline; the page is never reloaded.
             row.locator("td.what a").click()
             expect(page).to_have_url(f"{live_server.url}/console/incidents/{incident.pk}")

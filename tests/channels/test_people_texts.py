@@ -259,3 +259,19 @@ def test_the_notification_feed_is_paged_newest_first(client, world) -> None:  # 
     second = client.get("/console/notifications?page=2").content.decode()
     assert second.count('class="feed-item"') == 5 and "note number 00" in second
     assert client.get("/console/notifications?page=oops").status_code == 200  # the first page, not an error
+
+
+def test_a_proposed_playbook_can_be_started_only_by_an_approver(client, world) -> None:  # type: ignore[no-untyped-def]
+    proposed = PlaybookRun.objects.create(incident=world["node"], cluster=world["node"].cluster,
+                                          playbook_name="node_not_ready_remediation", state="proposed")
+    url = f"/console/incidents/{world['node'].pk}"
+    client.force_login(world["alice"].__class__.objects.get(username="carol"))
+    page = client.get(url).content.decode()
+    assert "Start playbook" not in page and "Approvers can close this incident" in page
+    refused = client.post(f"/console/runs/{proposed.pk}/start", HTTP_HX_REQUEST="true").content.decode()
+    assert "carol may not start playbooks" in refused
+    client.force_login(world["alice"])
+    page = client.get(url).content.decode()
+    assert "▶ Start playbook node_not_ready_remediation" in page and "waits for a person to start it" in page
+    finished = client.post(f"/console/runs/{world['node_run'].pk}/start", HTTP_HX_REQUEST="true").content.decode()
+    assert "is not waiting to be started" in finished
