@@ -20,8 +20,10 @@ run: $(VENV)/.run-deps
 	$(PY) -m aiops_site.launch
 
 ## Run the whole test suite on real PostgreSQL + Redis (embedded under .run/test unless set).
+# As the superuser: pytest-django creates and flushes the test database (tests/hardening/
+# test_db_roles.py checks that the app role `make run` uses really has only row access).
 test: $(VENV)/.test-deps
-	$(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest $(PYTEST_ARGS)
+	AIOPS_DB_USER=postgres $(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .
@@ -33,7 +35,7 @@ check-compose:
 ## in), both kustomize overlays against the kubernetes client's models and the tools' RBAC,
 ## promtool/amtool on the monitoring configs, the dashboard's metric names.
 check-deploy: $(VENV)/.test-deps
-	$(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest -q tests/deploy -m "not integration"
+	AIOPS_DB_USER=postgres $(PY) -m aiops_site.embedded --run-dir .run/test -- $(PY) -m pytest -q tests/deploy -m "not integration"
 
 clean-run:
 	rm -rf .run

@@ -95,6 +95,25 @@ def _user_label(user: Any) -> str:
 
 
 # --- request ---------------------------------------------------------------------------------
+# The configured ceilings of the mutating tools (the MCP server enforces the same settings when
+# it runs the call): checked before an approval is created, so nobody approves what will be refused.
+TOOL_BOUNDS = {
+    "scale_deployment": ("replicas", "AIOPS_MAX_SCALE_REPLICAS"),
+    "set_hpa_max_replicas": ("max_replicas", "AIOPS_MAX_HPA_REPLICAS"),
+}
+
+
+def beyond_bounds(tool: str, args: dict[str, Any]) -> str | None:
+    """Why `args` exceed `tool`'s configured ceiling, or None."""
+    if tool not in TOOL_BOUNDS:
+        return None
+    arg, setting = TOOL_BOUNDS[tool]
+    value, ceiling = args.get(arg), getattr(settings, setting)
+    if isinstance(value, int) and not isinstance(value, bool) and value > ceiling:
+        return f"{arg}={value} is above the configured maximum of {ceiling} ({setting})"
+    return None
+
+
 def request_approval(
     tool: str,
     args: dict[str, Any],
@@ -124,6 +143,9 @@ def request_approval(
         validate_json(args, registered.input_schema or {"type": "object"})
     except jsonschema.ValidationError as exc:
         raise ApprovalError(f"arguments for {tool} are invalid: {exc.message}") from None
+    beyond = beyond_bounds(tool, args)
+    if beyond:
+        raise ApprovalError(beyond)
     if approvers is not None:
         if not isinstance(approvers, list) or not approvers or not all(isinstance(a, str) for a in approvers):
             raise ApprovalError("approvers must be a non-empty list of usernames")

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_NAME = "aiops"
-PG_USER = "postgres"
+PG_USER = "postgres"  # the cluster's superuser: creates the roles below; `make test` runs as it
+# Least privilege (README, "PostgreSQL roles"): the owner role owns the schema and runs the
+# migrations; the app role, which web, workers, beat and Flower use, reads and writes rows and
+# nothing else (no DDL, no TRUNCATE, the audit log insert-only). Neither is a superuser.
+OWNER_ROLE = "aiops_owner"
+APP_ROLE = "aiops_app"
 PG_SYSTEM_USER = _PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
 
@@ -243,12 +248,44 @@ def pg_ready(sockdir: Path) -> bool:
 
 
 def ensure_database(sockdir: Path) -> None:
+    """The database and its two roles, idempotently: a run directory made by an older version
+    (every table owned by the superuser) is brought to the state a new one starts in."""
     import psycopg
+    from psycopg import sql
 
     with psycopg.connect(host=str(sockdir), user=PG_USER, dbname="postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        for role in (OWNER_ROLE, APP_ROLE):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
+                             .format(sql.Identifier(role)))
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DB_NAME), sql.Identifier(OWNER_ROLE)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DB_NAME), sql.Identifier(OWNER_ROLE)))
+    with psycopg.connect(host=str(sockdir), user=PG_USER, dbname=DB_NAME, autocommit=True) as conn:
+        # What an older version created as the superuser becomes the owner's (identity and serial
+        # sequences follow their table).
+        owned = conn.execute(
+            "SELECT c.relkind, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v', 'm') "
+            "AND pg_get_userbyid(c.relowner) <> %s AND NOT EXISTS ("
+            "SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+            "AND d.deptype IN ('a', 'i'))",
+            (OWNER_ROLE,),
+        ).fetchall()
+        kinds = {"r": "TABLE", "p": "TABLE", "S": "SEQUENCE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
+        for kind, name in owned:
+            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
+                sql.SQL(kinds[kind]), sql.Identifier(name), sql.Identifier(OWNER_ROLE)))
+        functions = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> %s", (OWNER_ROLE,)).fetchall()
+        for (signature,) in functions:
+            conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(signature), sql.Identifier(OWNER_ROLE)))
+        # Each `migrate` grants the app role its privileges (agents/db_roles.py); a data directory
+        # from before the roles has none yet, and the app may start before anything migrates.
+        from agents.db_roles import grant_app_role
+
+        grant_app_role(lambda statement: conn.execute(statement), APP_ROLE)
 
 
 def redis_argv(run_dir: Path) -> list[str]:

@@ -61,8 +61,19 @@ def _check_settings() -> None:
         sys.exit(2)
 
 
-def _manage(*args: str) -> None:
-    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], check=True, cwd=BASE_DIR)
+def _manage(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], check=True, cwd=BASE_DIR,
+                   env={**os.environ, **(env or {})})
+
+
+def _as_owner() -> dict[str, str]:
+    """Migrations run as the role that owns the schema; the apps run as the app role (README,
+    "PostgreSQL roles"): the embedded owner role, or AIOPS_MIGRATE_DATABASE_URL when given."""
+    from aiops_site import embedded
+
+    if os.environ.get("AIOPS_MIGRATE_DATABASE_URL"):
+        return {"DATABASE_URL": os.environ["AIOPS_MIGRATE_DATABASE_URL"]}
+    return {} if os.environ.get("DATABASE_URL") else {"AIOPS_DB_USER": embedded.OWNER_ROLE}
 
 
 def _processes(env: dict[str, str]) -> list[str]:
@@ -186,7 +197,7 @@ def main() -> int:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         os.environ.update(env)
         _say("migrating the database")
-        _manage("migrate", "--no-input", "-v", "0")
+        _manage("migrate", "--no-input", "-v", "0", env=_as_owner())
         _manage("collectstatic", "--no-input", "-v", "0")
         creds = _ensure_demo_users(run_dir)
         env["FLOWER_BASIC_AUTH"] = f"{creds['flower_user']}:{creds['flower_password']}"

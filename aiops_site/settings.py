@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
-from aiops_site.embedded import DB_NAME, PG_USER, pg_socket_dir, read_redis_port
+from aiops_site.embedded import APP_ROLE, DB_NAME, pg_socket_dir, read_redis_port
 from aiops_site.env import (
     EnvError,
     env_bool,
@@ -36,7 +37,9 @@ if EMBEDDED_DATABASE:
         "default": {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": DB_NAME,
-            "USER": PG_USER,
+            # The app role by default; `make run` migrates as the owner role and `make test` runs
+            # as the superuser (pytest-django creates and flushes the test database).
+            "USER": env_str("AIOPS_DB_USER", APP_ROLE),
             "HOST": str(pg_socket_dir(RUN_DIR)),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
@@ -54,6 +57,13 @@ else:
 # request gets 503 + Retry-After instead (aiops_site/outage.py). A URL's own ?connect_timeout= wins.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "connect_timeout", env_int("AIOPS_DB_CONNECT_TIMEOUT", 5, minimum=1, maximum=300))
+
+# Migrations (`make run`, the image's migrate role) run as the schema's owner with this URL
+# when it is given; everything else uses DATABASE_URL, the app role.
+AIOPS_MIGRATE_DATABASE_URL = env_str("AIOPS_MIGRATE_DATABASE_URL")
+# The role web, workers and beat connect as: after each `migrate` it is granted row access and
+# nothing more (agents/db_roles.py). Empty: grant nothing (one role does everything).
+AIOPS_DB_APP_ROLE = env_str("AIOPS_DB_APP_ROLE", APP_ROLE if EMBEDDED_DATABASE else "")
 
 REDIS_URL = env_str("REDIS_URL")
 EMBEDDED_REDIS = not REDIS_URL
@@ -79,6 +89,40 @@ SESSION_COOKIE_SECURE = env_bool("AIOPS_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 if env_bool("AIOPS_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Secure cookies mean the site is served over HTTPS: browsers are told to use nothing else
+# (Django's SecurityMiddleware sends it on HTTPS responses only).
+SECURE_HSTS_SECONDS = env_int("AIOPS_HSTS_SECONDS", 31_536_000, minimum=0) if SESSION_COOKIE_SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("AIOPS_HSTS_INCLUDE_SUBDOMAINS", False)
+# Content-Security-Policy (django-csp): our own scripts only -- no inline script, no eval; the
+# console's htmx and the admin load theirs from /static/. Inline styles stay allowed (the admin
+# and htmx's indicator set style attributes); nothing may frame us.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
+# Login throttling (django-axes): after AIOPS_LOGIN_FAILURE_LIMIT wrong passwords for one user
+# name from one address, that pair is locked out for AIOPS_LOGIN_COOLOFF_MINUTES (429); every
+# lockout is an AuditEntry (agents/access.py). A success resets the count.
+AXES_FAILURE_LIMIT = env_int("AIOPS_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AIOPS_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1, maximum=10_080.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "console/locked_out.html"
+AXES_VERBOSE = False
+AXES_USERNAME_CALLABLE = "agents.access.axes_username"
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 # --- Django ------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -93,6 +137,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_celery_beat",
     "django_htmx",
+    "axes",
     "k8s",
     "agents",
     "playbooks",
@@ -113,7 +158,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the console's partial updates
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "aiops_site.urls"

@@ -105,13 +105,23 @@ def _command(inbound: Inbound, body: str) -> None:
         reply(inbound, f"Unknown command `/{name}`. Try /help.")
         return
     if name not in ("help", "start", "whoami") and inbound.user is None:
-        reply(inbound, _stranger(inbound))
+        reply(inbound, _refuse_stranger(inbound, f"/{name}"))
         return
     try:
         handler(inbound, args)
     except UsageError as exc:
         reply(inbound, str(exc))
     log.info("chat_command", kind=inbound.kind, command=name, user=inbound.who)
+
+
+def _refuse_stranger(inbound: Inbound, attempted: str) -> str:
+    """Refuse a platform user no account is linked to: audited, and told how to get linked."""
+    from agents.access import audit_access_refused
+
+    audit_access_refused(actor=f"{inbound.kind}:{inbound.platform_user_id}", where=f"chat ({inbound.kind})",
+                         attempted=f"{attempted}: {shorten(inbound.text or '', 300)}",
+                         reason="no account is linked to this chat user")
+    return _stranger(inbound)
 
 
 def _stranger(inbound: Inbound) -> str:
@@ -127,7 +137,7 @@ def decide(inbound: Inbound, approval_ref: int | str, decision: str, reason: str
     if inbound.user is None:
         metrics.APPROVAL_CLICKS.labels(inbound.kind, "unknown_user").inc()
         log.info("chat_decision_refused", kind=inbound.kind, platform_user=inbound.platform_user_id, reason="unknown")
-        return "Refused: " + _stranger(inbound)
+        return "Refused: " + _refuse_stranger(inbound, f"{decision} approval {approval_ref}")
     try:
         approval = decide_approval(approval_ref, inbound.user, decision, reason)
     except ApprovalError as exc:
@@ -323,11 +333,11 @@ def _change(verb: str, rest: list[str]) -> tuple[str, dict[str, Any]]:
     namespace, name, rest = _namespaced(rest[0], "deployment", rest[1:])
     tool_args: dict[str, Any] = {"namespace": namespace, "name": name}
     if verb == "scale":
-        if len(rest) != 1 or not rest[0].isdigit():
+        if len(rest) != 1 or not (rest[0].isascii() and rest[0].isdigit()):
             raise UsageError("Usage: `/k8s scale <namespace>/<deployment> <replicas>` (replicas is a whole number)")
         tool_args["replicas"] = int(rest[0])
     if verb == "rollback" and rest:
-        if not rest[0].isdigit():
+        if not (rest[0].isascii() and rest[0].isdigit()):
             raise UsageError("Usage: `/k8s rollback <namespace>/<deployment> [revision]` (revision is a number)")
         tool_args["revision"] = int(rest[0])
     return {"restart": "restart_deployment", "scale": "scale_deployment", "rollback": "rollback_deployment"}[verb], tool_args
@@ -403,7 +413,7 @@ def _status(user: Any, kind: str, args: list[str]) -> str:
 
 def _free_text(inbound: Inbound, text: str) -> None:
     if inbound.user is None:
-        reply(inbound, _stranger(inbound))
+        reply(inbound, _refuse_stranger(inbound, "a question for the assistant"))
         return
     from agents.conversations import submit
 

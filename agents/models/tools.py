@@ -240,6 +240,7 @@ class AuditEntry(models.Model):
         CONFIG_CHANGE = "config_change", "Rule or playbook changed"
         INCIDENT_CLOSED = "incident_closed", "Incident closed by hand"
         RUN_STARTED = "run_started", "Playbook started by hand"
+        ACCESS_REFUSED = "access_refused", "Access refused (unknown chat user, login lockout)"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=200, help_text="Who: a user, a rule (playbook:...), the LLM (llm:...).")

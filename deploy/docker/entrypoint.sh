@@ -44,8 +44,10 @@ case "$role" in
       echo "FLOWER_BASIC_AUTH is required (user:password): Flower's API can revoke and run tasks" >&2
       exit 2
     fi
-    exec celery -A aiops_site flower --address=0.0.0.0 --port="${AIOPS_FLOWER_PORT:-5555}" \
-      --basic-auth="$FLOWER_BASIC_AUTH" "$@"
+    # Flower reads FLOWER_BASIC_AUTH from its environment: never on the command line, where
+    # `ps` would show the password to every user of the machine.
+    export FLOWER_BASIC_AUTH
+    exec celery -A aiops_site flower --address=0.0.0.0 --port="${AIOPS_FLOWER_PORT:-5555}" "$@"
     ;;
   mcp)
     # The Kubernetes MCP server on loopback (it refuses any other address): the worker beside
@@ -74,6 +76,12 @@ case "$role" in
     exec honcho start --no-prefix --no-colour -e /dev/null -f "$app_dir/deploy/docker/Procfile.worker" -d "$app_dir"
     ;;
   migrate)
+    # As the owner role when given (it then grants AIOPS_DB_APP_ROLE its rows); every other role
+    # of this image connects with DATABASE_URL, the app role.
+    if [ -n "${AIOPS_MIGRATE_DATABASE_URL:-}" ]; then
+      DATABASE_URL="$AIOPS_MIGRATE_DATABASE_URL"
+      export DATABASE_URL
+    fi
     python manage.py migrate --no-input "$@"
     # Our MCP server's tools into the registry (from code): playbook steps and chat call tools by
     # their registered names, at AIOPS_MCP_URL (the worker's sidecar or its container's loopback).

@@ -233,7 +233,7 @@ def test_console_decide_never_answers_5xx(operator, chat, approval, decision, re
 
 
 @fuzz
-@given(username=st.one_of(form_values, st.text(alphabet=string.printable, max_size=300)), password=form_values)
+@given(username=st.one_of(nasty_text, st.text(alphabet=string.printable, min_size=140, max_size=300)), password=form_values)
 def test_console_login_never_answers_5xx(client, username, password) -> None:  # type: ignore[no-untyped-def]
     response = client.post("/console/login/", data={"username": username, "password": password})
     assert response.status_code < 500, response.content[:500]
