@@ -10,6 +10,8 @@ deployments with a transient crash loop each; one poll opens the N incidents.
 Reported:
   runs_per_min                 N / (first run created -> last run finished)
   decision_to_action_p50/95_ms approval decided_at -> the restart_pod call finished (its audit row)
+  conditions_evaluated         steps whose `when:` was evaluated (every step of every run)
+  condition_eval_p50/95_ms     one step's condition: its context built and evaluated (in this process)
 Baselines measured in the same run, on the same worker and MCP server:
   task_roundtrip_p50_ms        a no-op Celery task, enqueue -> result
   tool_call_p50_ms             describe_pod through call_tool in this process (no Celery)
@@ -235,6 +237,19 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
         first_done.setdefault(entry.approval_id, entry)
     latencies = [(e.created_at - e.approval.decided_at).total_seconds() * 1000 for e in first_done.values()]
     calls = AuditEntry.objects.filter(action="tool_call", tool="restart_pod", created_at__gte=bench_started).count()
+    # What a `when:` costs per step: building its context (incident, earlier steps) and evaluating
+    # it, timed on a finished run's restart step, as execute_step does before every handler.
+    from playbooks.steps import condition_result
+
+    sample = StepRun.objects.select_related("run__incident", "run__cluster").filter(
+        run__in=runs, name="restart").first()
+    condition_ms: list[float] = []
+    if sample is not None:
+        sample.approval_id = None  # evaluate as before the approval was asked
+        for _ in range(200):
+            started = time.perf_counter()
+            condition_result(sample, sample.run)
+            condition_ms.append((time.perf_counter() - started) * 1000)
     result = {
         "runs": created,
         "finished": len(finished),
@@ -250,6 +265,8 @@ def _measure(args, kubeconfig, mcp_url, settings, Group, User, worker, workdir) 
         # Steps whose `when:` was evaluated and held (ran) or not (skipped, recorded as such).
         "conditions_evaluated": StepRun.objects.filter(run__in=runs).exclude(when="").exclude(
             state__in=["pending", "cancelled"]).count(),
+        "condition_eval_p50_ms": round(percentile(condition_ms, 50), 2) if condition_ms else None,
+        "condition_eval_p95_ms": round(percentile(condition_ms, 95), 2) if condition_ms else None,
         "steps_skipped_by_condition": StepRun.objects.filter(run__in=runs, state="skipped",
                                                              data__has_key="condition").count(),
         "task_roundtrip_p50_ms": round(statistics.median(roundtrips), 1),

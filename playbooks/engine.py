@@ -162,7 +162,19 @@ def cancel_run(run_id: int, *, by: str = "") -> bool:
         run = PlaybookRun.objects.select_for_update().get(pk=run_id)
         if run.state == R.FINISHED:
             return False
-        return finish_run(run, Outcome.CANCELLED, f"cancelled by {by or 'an operator'}")
+        why = f"cancelled by {by or 'an operator'}"
+        finished = finish_run(run, Outcome.CANCELLED, why)
+        _cancel_pending_approvals(run, f"run #{run.pk} {why}")
+        return finished
+
+
+def _cancel_pending_approvals(run: PlaybookRun, reason: str) -> None:
+    """Nobody may approve a step of a run that ended: its pending approvals are cancelled (every
+    copy of their message edited)."""
+    from agents.services import cancel_approval
+
+    for approval_id in StepRun.objects.filter(run=run, approval__state="pending").values_list("approval_id", flat=True):
+        cancel_approval(approval_id, reason)
 
 
 # --- Moving a run forward (callers hold the run's row) -----------------------------------
@@ -552,7 +564,6 @@ def cancel_incident_runs(incident_id: int, reason: str = "") -> int:
     """The incident resolved or was closed: its active runs end `cancelled` with the reason, and
     their pending approvals are cancelled (every copy of the message edited through the
     `approval_decided` path). Idempotent: a second call finds nothing active."""
-    from agents.services import cancel_approval
     from playbooks.models import Incident
 
     incident = Incident.objects.filter(pk=incident_id).first()
@@ -567,10 +578,7 @@ def cancel_incident_runs(incident_id: int, reason: str = "") -> int:
             run = PlaybookRun.objects.select_for_update().filter(pk=run_id).exclude(state=R.FINISHED).first()
             if run is None or (run.context or {}).get("verdict") == Outcome.RESOLVED:
                 continue  # finished meanwhile, or it is the run that verified the incident healthy
-            for approval_id in run.steps.filter(state=S.WAITING_APPROVAL, approval__state="pending").values_list(
-                "approval_id", flat=True
-            ):
-                cancel_approval(approval_id, why)
+            _cancel_pending_approvals(run, why)
             if finish_run(run, Outcome.CANCELLED, f"cancelled: {why}"):
                 cancelled += 1
             else:
