@@ -239,7 +239,7 @@ def test_root_goes_to_the_console_and_actions_need_an_approver(client, world) ->
     carol = world["alice"].__class__.objects.get(username="carol")
     client.force_login(carol)
     refused = client.post(f"/console/incidents/{world['image'].pk}/close", HTTP_HX_REQUEST="true")
-    assert "carol may not close incidents" in refused.content.decode()
+    assert "Refused: carol may not close incident" in refused.content.decode()
     client.force_login(world["alice"])
     closed = client.post(f"/console/incidents/{world['image'].pk}/close", {"reason": "known issue"},
                          HTTP_HX_REQUEST="true")
