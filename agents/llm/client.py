@@ -199,8 +199,10 @@ def complete(
     try:
         return _call(endpoint, with_tools, purpose=purpose, deadline=deadline, probe="tools" if first_round else probe)
     except CapabilityRefused as exc:
+        if not first_round:
+            raise  # the caller's own probe (structured output), not a refusal of tools
         refused = exc
-    completion = _call(endpoint, kwargs, purpose=purpose, deadline=deadline)
+    completion = _call(endpoint, kwargs, purpose=purpose, deadline=deadline, probe=probe)
     capabilities.learn("tools", "no", status=refused.status)
     return replace(completion, tools_refused=True)
 

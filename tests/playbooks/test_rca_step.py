@@ -38,5 +38,8 @@ def test_a_model_sleeping_past_the_deadline_still_leaves_a_report(engine, fake_l
     report = incident.rca_report
     assert report["method"] == "deterministic" and report["failure_class"] == "image_pull_error"
     assert report["fallback"]["reason"] == "time_limit"
-    assert run.outcome == "completed" and elapsed < 60
+    # The run went on past the RCA to its end (diagnostic playbooks end by handing off to people).
+    later = run.steps.filter(order__gt=rca.order)
+    assert later.exists() and all(step.state == "succeeded" for step in later), [(s.name, s.state) for s in later]
+    assert run.outcome in ("completed", "handed_off") and elapsed < 60
     assert fake_llm.completions  # the model was asked, and was too slow
