@@ -19,7 +19,7 @@ The watcher's peak RSS is its VmHWM (/proc), CPU from /proc/<pid>/stat, events f
 metrics port.
 
 Run:
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-detect -- .venv/bin/python bench/detect_latency.py
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-detect -- .venv/bin/python bench/detect_latency.py
 Last line: one JSON object (incident_p95_s, message_p95_s, poll_only_incident_p95_s,
 poll_only_message_p95_s, watcher_peak_rss_mb, watcher_cpu_ms_per_1000_events, ...).
 """
