@@ -4,7 +4,7 @@
 #   deploy/verify-image.sh          build (cached), run every role, run a playbook; exit 0 only if all held
 #   deploy/verify-image.sh build    build the base and the image only (cached), print the image name
 #
-# What it needs: root on Debian (it installs podman, buildah, debootstrap and runc when missing),
+# What it needs: root on Debian (it installs podman, buildah, debootstrap, runc and catatonit when missing),
 # this checkout's Python environment (`make run`/`make test` create .venv; PYTHON=... for another),
 # and a PostgreSQL and a Redis on the host: 127.0.0.1:5432 (a superuser, trust or a password in
 # the URL) and 127.0.0.1:6379. It makes a database and takes an empty Redis database number of
@@ -49,6 +49,8 @@ ensure_tools() {
   command -v buildah >/dev/null || missing+=(buildah)
   command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
   command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
+  # The pause process of a pod's infra container (`podman kube play`, tests/deploy/test_kube_play.py).
+  [ -x /usr/bin/catatonit ] || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run this as root"
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them with"
@@ -69,20 +71,22 @@ build_base() {
   local rootfs
   rootfs=$(mktemp -d /var/tmp/aiops-base.XXXXXX)
   log "making $BASE_IMAGE: debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (~1 min)"
-  if ! debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1; then
+  base_failed() {
     tail -20 "$rootfs.log" >&2
     rm -rf "$rootfs" "$rootfs.log"
-    die "debootstrap failed (is $DEBIAN_MIRROR reachable?)"
-  fi
+    die "$1"
+  }
+  debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$rootfs.log" 2>&1 \
+    || base_failed "debootstrap failed (is $DEBIAN_MIRROR reachable?)"
   # The interpreter the Dockerfile's `python -m venv` and `python` expect, and the CA bundle.
-  if ! chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-      sh -c 'apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip python-is-python3 ca-certificates \
-             && apt-get clean && rm -rf /var/lib/apt/lists/*' >>"$rootfs.log" 2>&1; then
-    tail -20 "$rootfs.log" >&2
-    rm -rf "$rootfs" "$rootfs.log"
-    die "installing python3 into the base failed"
-  fi
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
+  chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    sh -c 'apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip python-is-python3 ca-certificates \
+           && apt-get clean && rm -rf /var/lib/apt/lists/*' >>"$rootfs.log" 2>&1 \
+    || base_failed "installing python3 into the base failed"
+  # The environment python:*-slim images set (an imported tarball has none: no PATH at all).
+  tar -C "$rootfs" -c . | podman import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE_IMAGE" >>"$rootfs.log" 2>&1 \
+    || base_failed "podman import of the base failed"
   rm -rf "$rootfs" "$rootfs.log"
   log "base $BASE_IMAGE imported"
 }
