@@ -145,7 +145,7 @@ driver() { with_app_env "$PYTHON" "$ROOT/deploy/podman/verify.py" "$@"; }
 # --- containers ------------------------------------------------------------------------------------
 
 # Every role the image has (deploy/docker/entrypoint.sh), in the order they are checked.
-ROLES=(migrate web worker beat flower mcp worker-with-mcp)
+ROLES=(migrate web worker beat watch flower mcp worker-with-mcp)
 LONG_RUNNING=("${ROLES[@]:1}")
 declare -a ROLES_OK=() ROLES_FAILED=()
 PLAYBOOK_RESOLVED=false
@@ -277,6 +277,13 @@ check_beat() {
   user_and_root_fs_ok beat
 }
 
+# The watcher: it takes the sandbox cluster's lease and lists (then watches) its kinds.
+start_watch() { run_role watch "$IMAGE" watch; }
+check_watch() {
+  wait_until 90 watch sh -c "podman logs aiops-verify-watch-$RUN_ID 2>&1 | grep 'watch_listed' | grep -q '\"sandbox\"'" || return 1
+  user_and_root_fs_ok watch
+}
+
 start_flower() {
   run_role flower -e "AIOPS_FLOWER_PORT=$FLOWER_PORT" -e FLOWER_BASIC_AUTH=verify:flower-pass "$IMAGE" flower --address=127.0.0.1
 }
@@ -375,15 +382,16 @@ ENV
       status=0
       "check_${role//-/_}" || status=$?
       record "$role" "$status"
-      # worker-with-mcp and beat stay for the playbook; the plain worker must not take its steps.
-      case "$role" in worker-with-mcp|beat) ;; *) stop_role "$role" ;; esac
+      # worker-with-mcp, beat and watch stay for the playbook; the plain worker must not take its steps.
+      case "$role" in worker-with-mcp|beat|watch) ;; *) stop_role "$role" ;; esac
     done
   fi
 
-  # The playbook: the worker and its MCP server (worker-with-mcp) and beat in containers, the
-  # sandbox on the host. A fault becomes an incident (beat's poll), the run asks for approval,
+  # The playbook: the worker and its MCP server (worker-with-mcp), beat and the watcher in
+  # containers, the sandbox on the host. A fault becomes an incident (the watch stream or beat's
+  # poll, whichever sees it first), the run asks for approval,
   # the approval is decided through decide_approval, the restart lands, the incident resolves.
-  if running worker-with-mcp && running beat; then
+  if running worker-with-mcp && running beat && running watch; then
     if driver playbook --kubeconfig "$WORK/sandbox/kubeconfig" >&2; then
       PLAYBOOK_RESOLVED=true
     else

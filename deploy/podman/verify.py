@@ -9,8 +9,8 @@
 
 `playbook-prepare` (after the migrate role): the demo's own faults are cleared and only the
 crash-loop rule stays enabled, so the one fault the playbook step injects is the only thing the
-containers act on; an approver is created. `playbook`: a crash loop on one pod of shop/checkout
-becomes an incident (beat's poll, in the worker's container), its run asks for approval of
+containers act on; an approver is created. `playbook`: a crash loop on one pod of shop/cart
+becomes an incident (the watcher's stream or beat's poll, in containers), its run asks for approval of
 restart_pod, the approval is decided through decide_approval, the restart lands on the sandbox
 (the audit entry, the fault cleared by the pod's deletion), and the incident resolves.
 """
@@ -168,7 +168,7 @@ def playbook(kubeconfig: Path) -> None:
     sandbox.call("POST", "faults", {"type": "crash_loop", "target": FAULT_TARGET, "options": {"pods": 1}})
     print(f"playbook: injected crash_loop on one pod of {FAULT_TARGET}", file=sys.stderr)
 
-    incident = _wait("the incident (beat polls every 5 s; the worker's container polls)", lambda: Incident.objects.filter(
+    incident = _wait("the incident (from the watcher's stream or beat's 5 s poll)", lambda: Incident.objects.filter(
         namespace=namespace, workload_name=name, primary_type="crash_loop").first(), 120)
     print(f"playbook: incident {incident.pk} opened: {incident.title}", file=sys.stderr)
     run = _wait("the crash_loop_remediation run", lambda: PlaybookRun.objects.filter(incident=incident).first(), 60)

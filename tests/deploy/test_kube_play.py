@@ -133,7 +133,7 @@ def test_the_default_overlay_runs_under_podman_kube_play(image: str, stores: tup
     migrate = [obj for obj in objects if obj["kind"] == "Pod"]
     deployments = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "Deployment"}
     assert [obj["metadata"]["name"] for obj in migrate] == ["aiops-migrate"]
-    assert set(deployments) == {"aiops-web", "aiops-worker", "aiops-beat", "aiops-flower"}
+    assert set(deployments) == {"aiops-web", "aiops-worker", "aiops-beat", "aiops-watch", "aiops-flower"}
     # What was not transformed is the manifests' own: the security context, env, args, volumes.
     web_spec = deployments["aiops-web"]["spec"]["template"]["spec"]
     original_web = next(o for o in rendered if o["metadata"]["name"] == "aiops-web" and o["kind"] == "Deployment")
