@@ -165,7 +165,8 @@ release() {
     SANDBOX_PID=""
   fi
   if [ -n "$DB_CREATED" ]; then
-    helper db-drop "$PG_URL" "$DB_NAME" >&2 || log "could not drop database $DB_NAME"
+    # shellcheck disable=SC2086
+    helper db-drop "$PG_URL" "$DB_NAME" $DB_ROLES >&2 || log "could not drop database $DB_NAME"
     DB_CREATED=""
   fi
   if [ -n "$REDIS_DB" ]; then
@@ -244,13 +245,14 @@ check_migrate() {
   # Migrations, then the sandbox registered as the cluster (AIOPS_REGISTER_CLUSTER).
   podman run --name "aiops-verify-migrate-$RUN_ID" --label "$LABEL" --network host --no-healthcheck \
     --read-only --tmpfs /tmp --env-file "$WORK/app.env" -v "$WORK/kubeconfig:/run/secrets/kubeconfig:ro" \
-    -e AIOPS_REGISTER_CLUSTER=sandbox -e KUBECONFIG=/run/secrets/kubeconfig "$IMAGE" migrate >"$WORK/migrate.log" 2>&1 \
+    -e AIOPS_REGISTER_CLUSTER=sandbox -e KUBECONFIG=/run/secrets/kubeconfig -e "AIOPS_MIGRATE_DATABASE_URL=$OWNER_URL" \
+    "$IMAGE" migrate >"$WORK/migrate.log" 2>&1 \
     || { tail -30 "$WORK/migrate.log" >&2; return 1; }
   grep -q "registered cluster 'sandbox'" "$WORK/migrate.log" || { tail -30 "$WORK/migrate.log" >&2; return 1; }
   # Again: both steps are idempotent.
   podman run --rm --label "$LABEL" --network host --no-healthcheck --read-only --tmpfs /tmp --env-file "$WORK/app.env" \
     -e AIOPS_REGISTER_CLUSTER=sandbox -e KUBECONFIG=/run/secrets/kubeconfig -v "$WORK/kubeconfig:/run/secrets/kubeconfig:ro" \
-    "$IMAGE" migrate >"$WORK/migrate-again.log" 2>&1 && grep -q "already registered" "$WORK/migrate-again.log"
+    -e "AIOPS_MIGRATE_DATABASE_URL=$OWNER_URL" "$IMAGE" migrate >"$WORK/migrate-again.log" 2>&1 && grep -q "already registered" "$WORK/migrate-again.log"
 }
 
 start_web() { run_role web -e "AIOPS_WEB_PORT=$WEB_PORT" "$IMAGE" web --bind "127.0.0.1:$WEB_PORT"; }
@@ -328,7 +330,6 @@ check_worker_with_mcp() {
 
 main() {
   WORK=$(mktemp -d /tmp/aiops-verify.XXXXXX)
-  chmod 755 "$WORK"
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   ensure_tools
@@ -336,11 +337,17 @@ main() {
   build_image
 
   DB_NAME="aiops_verify_${RUN_ID}_$(date +%s)"
-  helper db-create "$PG_URL" "$DB_NAME" >&2 || die "cannot create database $DB_NAME with $PG_URL"
-  DB_CREATED=1
+  # The deployment's two PostgreSQL roles, of this run's own: migrate runs as the owner (which
+  # then grants the app role its rows), every other role as the app role.
+  DB_ROLES="${DB_NAME}_owner ${DB_NAME}_app"
+  DB_CREATED=1  # whatever part of it was made goes at the end
+  local urls
+  # shellcheck disable=SC2086
+  urls=$(helper db-create "$PG_URL" "$DB_NAME" $DB_ROLES) || die "cannot create database $DB_NAME with $PG_URL"
+  OWNER_URL=$(sed -n 1p <<<"$urls")
   REDIS_DB=$(helper redis-pick "$REDIS_ADDR") || die "no empty Redis database on $REDIS_ADDR"
   local db_url redis_url
-  db_url=$(helper db-url "$PG_URL" "$DB_NAME")
+  db_url=$(sed -n 2p <<<"$urls")
   redis_url="redis://$REDIS_ADDR/$REDIS_DB"
   log "database $DB_NAME, Redis database $REDIS_DB"
   # The MCP port of the mcp and worker-with-mcp roles, known before migrate registers the server.
@@ -352,8 +359,9 @@ AIOPS_SECRET_KEY=verify-image-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' 
 AIOPS_ALLOWED_HOSTS=localhost,127.0.0.1
 AIOPS_CELERY_QUEUE=verify-$RUN_ID
 AIOPS_MCP_URL=http://127.0.0.1:$MCP_PORT/mcp
+AIOPS_DB_APP_ROLE=${DB_NAME}_app
 ENV
-  chmod 644 "$WORK/app.env"
+  chmod 600 "$WORK/app.env"
 
   # The sandbox cluster, on the host, with this checkout's Python (TLS and a bearer token).
   mkdir -p "$WORK/sandbox"

@@ -2,7 +2,8 @@
 
     verify.py free-port
     verify.py http URL [--method M] [--auth USER:PASS] [--host HOST] --expect STATUS
-    verify.py db-create|db-drop ADMIN_URL NAME       verify.py db-url ADMIN_URL NAME
+    verify.py db-create ADMIN_URL NAME OWNER APP      (prints the owner's and the app role's URLs)
+    verify.py db-drop ADMIN_URL NAME [ROLE...]
     verify.py redis-pick HOST:PORT                   verify.py redis-flush HOST:PORT DB
     verify.py json-list                              (lines on stdin -> a JSON list)
     verify.py playbook-prepare | playbook --kubeconfig PATH   (Django: DATABASE_URL etc. set)
@@ -21,6 +22,7 @@ import argparse
 import base64
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -65,24 +67,46 @@ def _admin(url: str) -> Any:
     return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
 
-def db_url(admin_url: str, name: str) -> str:
+def db_url(admin_url: str, name: str, user: str | None = None, password: str | None = None) -> str:
+    """The admin URL pointed at database `name`, as `user` (with `password`) when given."""
     parts = urllib.parse.urlsplit(admin_url)
-    return urllib.parse.urlunsplit(("postgres", parts.netloc, f"/{name}", parts.query, ""))
+    netloc = parts.netloc
+    if user:
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{user}:{urllib.parse.quote(password or '', safe='')}@{host}:{parts.port or 5432}"
+    return urllib.parse.urlunsplit(("postgres", netloc, f"/{name}", parts.query, ""))
 
 
-def db_create(admin_url: str, name: str) -> None:
+def db_create(admin_url: str, name: str, owner: str, app: str) -> tuple[str, str, list[str]]:
+    """The deployment's two roles (README "PostgreSQL roles") and a database the owner owns:
+    returns the owner's URL, the app role's URL and the roles this call created (to drop after).
+    Existing roles of those names are kept and given a new password."""
     from psycopg import sql
 
+    created = []
+    urls = []
     with _admin(admin_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for role in (owner, app):
+            password = secrets.token_urlsafe(24)
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)))
+            if not exists:
+                created.append(role)
+            urls.append(db_url(admin_url, name, role, password))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+    return urls[0], urls[1], created
 
 
-def db_drop(admin_url: str, name: str) -> None:
+def db_drop(admin_url: str, name: str, roles: list[str] | tuple[str, ...] = ()) -> None:
     from psycopg import sql
 
     with _admin(admin_url) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    print(f"dropped database {name}", file=sys.stderr)
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    print(f"dropped database {name}{' and roles ' + ', '.join(roles) if roles else ''}", file=sys.stderr)
 
 
 def _redis(addr: str, db: int) -> Any:
@@ -215,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     http.add_argument("--auth")
     http.add_argument("--host")
     http.add_argument("--expect", type=int, required=True)
-    for command in ("db-create", "db-drop", "db-url"):
-        db = sub.add_parser(command)
+    create = sub.add_parser("db-create")
+    drop = sub.add_parser("db-drop")
+    for db in (create, drop):
         db.add_argument("admin_url")
         db.add_argument("name")
+    create.add_argument("owner")
+    create.add_argument("app")
+    drop.add_argument("roles", nargs="*")
     sub.add_parser("redis-pick").add_argument("addr")
     flush = sub.add_parser("redis-flush")
     flush.add_argument("addr")
@@ -240,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{options.method} {options.url}: {status}, expected {options.expect}", file=sys.stderr)
             return 1
     elif options.command == "db-create":
-        db_create(options.admin_url, options.name)
+        owner_url, app_url, _ = db_create(options.admin_url, options.name, options.owner, options.app)
+        print(owner_url)
+        print(app_url)
     elif options.command == "db-drop":
-        db_drop(options.admin_url, options.name)
-    elif options.command == "db-url":
-        print(db_url(options.admin_url, options.name))
+        db_drop(options.admin_url, options.name, options.roles)
     elif options.command == "redis-pick":
         print(redis_pick(options.addr))
     elif options.command == "redis-flush":

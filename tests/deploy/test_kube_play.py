@@ -83,16 +83,18 @@ def image() -> str:
 
 
 @pytest.fixture
-def stores() -> Iterator[tuple[str, str]]:
-    """A database and a Redis database of the test's own on the host's servers, removed after."""
+def stores() -> Iterator[tuple[str, str, str]]:
+    """A database of the test's own on the host's PostgreSQL, owned by the manifests' owner role,
+    with the app role the ConfigMap names (AIOPS_DB_APP_ROLE: aiops_app), and a Redis database of
+    its own; removed after (the roles too, when this test created them)."""
     name = f"aiops_kube_play_{uuid.uuid4().hex[:10]}"
-    helpers.db_create(PG_URL, name)
+    owner_url, app_url, created = helpers.db_create(PG_URL, name, "aiops_owner", "aiops_app")
     redis_db = helpers.redis_pick(REDIS_ADDR)
     try:
-        yield helpers.db_url(PG_URL, name), f"redis://{REDIS_ADDR}/{redis_db}"
+        yield owner_url, app_url, f"redis://{REDIS_ADDR}/{redis_db}"
     finally:
         helpers.redis_flush(REDIS_ADDR, redis_db)
-        helpers.db_drop(PG_URL, name)
+        helpers.db_drop(PG_URL, name, created)
 
 
 def _container(deployment: str, name: str) -> dict[str, Any] | None:
@@ -111,8 +113,9 @@ def _name(deployment: str, name: str) -> str:
     return str(container["Names"][0])
 
 
-def test_the_default_overlay_runs_under_podman_kube_play(image: str, stores: tuple[str, str], tmp_path: Path) -> None:
-    database_url, redis_url = stores
+def test_the_default_overlay_runs_under_podman_kube_play(image: str, stores: tuple[str, str, str],
+                                                         tmp_path: Path) -> None:
+    owner_url, database_url, redis_url = stores
     rendered = render("default")
     # The overlay runs the image it names, unchanged by the transform.
     names = {c["image"] for obj in rendered if obj["kind"] in ("Deployment", "Job")
@@ -124,6 +127,7 @@ def test_the_default_overlay_runs_under_podman_kube_play(image: str, stores: tup
     secret_values = {
         "AIOPS_SECRET_KEY": "kube-play-" + uuid.uuid4().hex * 2,
         "DATABASE_URL": database_url,
+        "AIOPS_MIGRATE_DATABASE_URL": owner_url,
         "REDIS_URL": redis_url,
         "AIOPS_MCP_TOKEN": mcp_token,
         "FLOWER_BASIC_AUTH": "flower:kube-play",
