@@ -25,10 +25,11 @@ from k8s.sandbox import faults as fault_rules
 from k8s.sandbox import logs as log_text
 from k8s.sandbox import objects as o
 from k8s.sandbox import patch as patching
+from k8s.sandbox import proto as protobuf
 from k8s.sandbox import scenarios
 from k8s.sandbox.errors import ApiError
 from k8s.sandbox.metrics import SANDBOX_REQUESTS
-from k8s.sandbox.resources import BY_PATH, BY_PLURAL, RESOURCES, Resource, group_versions, resource_list
+from k8s.sandbox.resources import BY_PATH, BY_PLURAL, RESOURCES, REVIEWS, Resource, group_versions, resource_list
 from k8s.sandbox.simulation import Simulation, is_active, is_pod_ready
 from k8s.sandbox.store import Obj, copy, matches, now_iso, parse_field_selector, parse_label_selector
 from k8s.sandbox.tables import table
@@ -40,6 +41,12 @@ SERVER_VERSION = {
     "major": "1", "minor": "32", "gitVersion": "v1.32.4-sandbox", "gitCommit": "0" * 40, "gitTreeState": "clean",
     "buildDate": "2026-11-01T00:00:00Z", "goVersion": "go1.23.8", "compiler": "gc", "platform": "linux/amd64",
 }
+# The request bodies the sandbox reads; any other media type is answered 415 before the body is
+# decoded, as kube-apiserver answers one it does not read. No Content-Type reads as JSON, as there.
+# Protobuf (what kubectl's typed clients send, and do not resend as JSON after a 415) is read for
+# the kinds in k8s/sandbox/proto/schema.json and refused with 415 for any other.
+BODY_TYPES = (JSON, protobuf.MEDIA_TYPE)
+PATCH_TYPES = (patching.JSON_PATCH, patching.MERGE_PATCH, patching.STRATEGIC_MERGE_PATCH)
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 MAX_BODY = 3 * 1024 * 1024
 
@@ -70,6 +77,10 @@ class Request:
         path, _, qs = target.partition("?")
         query = {k: v[-1] for k, v in parse_qs(qs, keep_blank_values=True).items()}
         return cls(method, path.rstrip("/") or "/", query, {k.lower(): v for k, v in headers.items()}, body)
+
+    @property
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
     def flag(self, name: str) -> bool:
         return self.query.get(name, "").lower() in ("1", "true")
@@ -120,6 +131,16 @@ class Api:
             return Response(200, b"ok", "text/plain; charset=utf-8")
         if r.path == "/version":
             return json_response(200, SERVER_VERSION)
+        if r.body or r.method == "PATCH":
+            accepted = PATCH_TYPES if r.method == "PATCH" else BODY_TYPES
+            if r.media_type not in accepted and (r.media_type or r.method == "PATCH"):
+                raise ApiError.unsupported_media_type(r.media_type, accepted)
+            if r.media_type == protobuf.MEDIA_TYPE:
+                try:
+                    r.body = orjson.dumps(protobuf.decode(r.body))
+                except protobuf.Unreadable as exc:
+                    raise ApiError(415, "UnsupportedMediaType", f"the sandbox cannot read this protobuf body ({exc}); "
+                                   f"send it as {JSON}") from None
         if r.path == "/metrics":
             # This process's own metrics (under `make run` the web's /metrics also serves them).
             return Response(200, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST)
@@ -166,6 +187,12 @@ class Api:
             raise ApiError.no_route()
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
+        if resource in REVIEWS:
+            if name is not None:
+                raise ApiError.no_route()
+            if r.method != "POST":
+                raise ApiError.method_not_allowed()
+            return self._review(r, resource)
         if len(rest) > 3 or (sub is not None and sub not in resource.subresources):
             raise ApiError.no_route()
         if resource.namespaced and name is not None and namespace is None:
@@ -327,6 +354,29 @@ class Api:
         return json_response(201, created)
 
     @staticmethod
+    def _review(r: Request, resource: Resource) -> Response:
+        """Answer a (self) subject access review: allowed, as the sandbox authorizes every request it serves."""
+        body = r.json()
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise ApiError.bad_request(f"the body of the request must be a {resource.kind} with a spec")
+        if body.get("kind") not in (None, resource.kind) or body.get("apiVersion") not in (None, resource.api_version):
+            raise ApiError.bad_request(f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version ({resource.api_version})")
+        spec = body["spec"]
+        causes = []
+        if bool(spec.get("resourceAttributes")) == bool(spec.get("nonResourceAttributes")):
+            causes.append(("spec.resourceAttributes", "FieldValueInvalid",
+                           "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified"))
+        if resource.plural == "subjectaccessreviews" and not spec.get("user") and not spec.get("groups"):
+            causes.append(("spec.user", "FieldValueInvalid", "Invalid value: \"\": at least one of user or group must be specified"))
+        if causes:
+            raise ApiError.invalid(resource, "", causes)
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        return json_response(201, {
+            "kind": resource.kind, "apiVersion": resource.api_version, "metadata": {**metadata, "creationTimestamp": None},
+            "spec": spec, "status": {"allowed": True, "reason": "the sandbox has no RBAC: it allows every request it serves"},
+        })
+
+    @staticmethod
     def _defaults(resource: Resource, body: Obj) -> None:
         spec = body.setdefault("spec", {}) if resource.plural not in ("events", "endpoints") else None
         if resource.plural not in ("events", "endpoints"):
@@ -410,7 +460,7 @@ class Api:
 
     # --- patch / replace -------------------------------------------------------------------
     def _apply_patch(self, r: Request, resource: Resource, current: Obj) -> Obj:
-        content_type = r.headers.get("content-type", "").split(";")[0].strip()
+        content_type = r.media_type  # one of PATCH_TYPES: `_route` answered 415 to any other
         try:
             body = orjson.loads(r.body or b"")
         except orjson.JSONDecodeError as exc:
@@ -428,7 +478,7 @@ class Api:
             raise ApiError.bad_request(f"error decoding patch: {exc}") from None
         except patching.PatchError as exc:
             raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}") from None
-        raise ApiError.unsupported_media_type(content_type)
+        raise ApiError.unsupported_media_type(content_type, PATCH_TYPES)
 
     def _patch(self, r: Request, resource: Resource, ns: str, name: str, sub: str | None) -> Response:
         with self.sim.lock:

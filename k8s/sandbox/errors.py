@@ -73,9 +73,9 @@ class ApiError(Exception):
         return cls(401, "Unauthorized", "Unauthorized")
 
     @classmethod
-    def unsupported_media_type(cls, content_type: str) -> ApiError:
+    def unsupported_media_type(cls, content_type: str, accepted: tuple[str, ...]) -> ApiError:
         return cls(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: '
-                   f'application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got "{content_type}")')
+                   f'{", ".join(accepted)} (got "{content_type}")')
 
     @classmethod
     def too_many_requests(cls, message: str, causes: list[dict[str, str]] | None = None) -> ApiError:

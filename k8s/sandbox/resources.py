@@ -94,6 +94,16 @@ RESOURCES: tuple[Resource, ...] = (
     ),
 )
 
+# Access reviews are answered, never stored: the sandbox has no RBAC, so whoever holds the token
+# (on plain HTTP: whoever reaches the loopback port) may do everything.
+REVIEWS: tuple[Resource, ...] = (
+    Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+             "SelfSubjectAccessReview", False, ("create",)),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview",
+             "SubjectAccessReview", False, ("create",)),
+)
+RESOURCES += REVIEWS
+
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}

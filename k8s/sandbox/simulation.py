@@ -408,11 +408,14 @@ class Simulation(NodeAgents):
                 pod = self.new_pod(rs, rs["spec"]["template"], node_name=node or "", running=bool(node))
                 self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "replicaset-controller")
             if len(pods) > want:
-                # Like the ReplicaSet controller: unscheduled first, then not ready, then the newest.
-                pods.sort(key=lambda p: (bool(p["spec"].get("nodeName")), is_pod_ready(p), p["metadata"]["creationTimestamp"]),
-                          )
-                victims = sorted(pods, key=lambda p: (bool(p["spec"].get("nodeName")), is_pod_ready(p)))
-                victims = [p for p in victims][: len(pods) - want]
+                # Like the ReplicaSet controller: unscheduled first, then not ready, then the most
+                # restarted, then the newest (`pods` is in creation order: the later of two pods
+                # created in the same second is the newer).
+                newest_first = [p for _, p in sorted(enumerate(pods), key=lambda ip: (ip[1]["metadata"]["creationTimestamp"], ip[0]),
+                                                     reverse=True)]
+                victims = sorted(newest_first, key=lambda p: (bool(p["spec"].get("nodeName")), is_pod_ready(p),
+                                                              -sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or ())))
+                victims = victims[: len(pods) - want]
                 for pod in victims:
                     self.delete_pod(pod)
                     self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "replicaset-controller")

@@ -208,7 +208,8 @@ def test_it_answers_bad_requests_with_real_codes_and_status_bodies(demo: Sandbox
 def test_it_serves_discovery_that_kubectl_and_client_go_accept(demo: Sandbox) -> None:
     assert http(demo, "GET", "/api").json()["versions"] == ["v1"]
     groups = {g["name"]: g["preferredVersion"]["groupVersion"] for g in http(demo, "GET", "/apis").json()["groups"]}
-    assert groups == {"apps": "apps/v1", "autoscaling": "autoscaling/v2", "batch": "batch/v1", "policy": "policy/v1"}
+    assert groups == {"apps": "apps/v1", "authorization.k8s.io": "authorization.k8s.io/v1", "autoscaling": "autoscaling/v2",
+                      "batch": "batch/v1", "policy": "policy/v1"}
     core = {r["name"]: r for r in http(demo, "GET", "/api/v1").json()["resources"]}
     assert core["pods/eviction"]["group"] == "policy" and core["pods/eviction"]["kind"] == "Eviction"
     assert "pods/log" in core and core["nodes"]["namespaced"] is False
@@ -294,3 +295,39 @@ def test_it_creates_objects_and_refuses_duplicates_and_missing_namespaces(demo: 
     assert orjson.loads(invalid.value.body)["details"]["causes"][0]["field"] == "metadata.name"
     core.delete_namespace("team-a")
     assert core.list_namespaced_pod("team-a").items == []
+
+
+def test_it_refuses_bodies_it_cannot_read_with_415_before_decoding_them(demo: Sandbox) -> None:
+    namespace = orjson.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}})
+    code, reason, message = status_of(http(demo, "POST", "/api/v1/namespaces", content=namespace,
+                                           headers={"Content-Type": "text/plain"}))
+    assert (code, reason) == (415, "UnsupportedMediaType") and '(got "text/plain")' in message
+    code, reason, _ = status_of(http(demo, "POST", "/api/v1/namespaces", content=namespace,
+                                     headers={"Content-Type": "application/yaml"}))
+    assert (code, reason) == (415, "UnsupportedMediaType")
+    # Protobuf the sandbox has no schema for (a ConfigMap), or that is not protobuf at all: 415, never misread.
+    type_meta = b"\x0a\x02v1\x12\x09ConfigMap"
+    config_map = b"k8s\x00" + b"\x0a" + bytes([len(type_meta)]) + type_meta + b"\x12\x00"
+    for body in (config_map, b"k8s\x00\x0a\xff", namespace):
+        code, reason, message = status_of(http(demo, "POST", "/api/v1/namespaces/shop/pods", content=body,
+                                               headers={"Content-Type": "application/vnd.kubernetes.protobuf"}))
+        assert (code, reason) == (415, "UnsupportedMediaType") and "cannot read this protobuf body" in message
+    assert http(demo, "GET", "/api/v1/namespaces/plain").status_code == 404
+    # No Content-Type reads as JSON, as kube-apiserver does.
+    assert http(demo, "POST", "/api/v1/namespaces", content=namespace).status_code == 201
+
+
+def test_it_answers_access_reviews_allowed_and_stores_nothing(demo: Sandbox) -> None:
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": "alice", "resourceAttributes": {"verb": "list", "resource": "pods"}}}
+    answer = http(demo, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review)
+    assert answer.status_code == 201
+    assert answer.json()["status"]["allowed"] is True and answer.json()["spec"] == review["spec"]
+    code, reason, message = status_of(http(demo, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                                           json={**review, "spec": {"resourceAttributes": {"verb": "get"}}}))
+    assert (code, reason) == (422, "Invalid") and "at least one of user or group" in message
+    code, reason, message = status_of(http(demo, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                           json={"spec": {}}))
+    assert (code, reason) == (422, "Invalid") and "exactly one of nonResourceAttributes or resourceAttributes" in message
+    code, reason, _ = status_of(http(demo, "GET", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"))
+    assert (code, reason) == (405, "MethodNotAllowed")

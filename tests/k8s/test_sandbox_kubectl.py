@@ -130,3 +130,41 @@ def test_it_answers_unknown_resources_and_missing_objects_like_the_api_server(de
     unknown = kubectl(demo, "get", "widgets", ok=False)
     assert unknown.returncode == 1
     assert 'the server doesn\'t have a resource type "widgets"' in unknown.stderr
+
+
+def test_it_reads_what_kubectl_creates_as_protobuf(demo: Sandbox) -> None:
+    # kubectl 1.32's typed client sends these as application/vnd.kubernetes.protobuf and does not
+    # resend them as JSON after a 415: the sandbox reads them.
+    assert "namespace/x created" in kubectl(demo, "create", "namespace", "x").stdout
+    assert "deployment.apps/d created" in kubectl(demo, "create", "deployment", "d", "--image=nginx", "-n", "x").stdout
+    kubectl(demo, "create", "deployment", "idle", "--image=nginx:1.27", "--port=80", "--replicas=0", "-n", "x")
+    spec = kubectl(demo, "get", "deploy", "-n", "x", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.replicas}"
+                   " {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort};{end}").stdout
+    assert spec == "d=1 nginx ;idle=0 nginx:1.27 80;"  # an explicit replicas: 0 is kept, not defaulted
+    assert kubectl(demo, "get", "ns", "x", "-o", "jsonpath={.status.phase}").stdout == "Active"
+    pods = kubectl(demo, "get", "pods", "-n", "x").stdout
+    assert len([line for line in pods.splitlines() if line.startswith("d-") and "Running" in line]) == 1
+
+
+def test_it_answers_access_reviews_so_kubectl_auth_can_i_says_yes(demo: Sandbox) -> None:
+    assert kubectl(demo, "auth", "can-i", "list", "pods", "-A").stdout.strip() == "yes"
+    assert kubectl(demo, "auth", "can-i", "delete", "deployments", "-n", "shop").stdout.strip() == "yes"
+    resources = kubectl(demo, "api-resources", "--api-group=authorization.k8s.io").stdout
+    assert "selfsubjectaccessreviews" in resources and "subjectaccessreviews" in resources
+
+
+def test_scaling_a_replicaset_down_removes_its_newest_pods(demo: Sandbox) -> None:
+    def frontend() -> set[str]:
+        return {p["metadata"]["name"] for p in demo.sim.store.all("pods", "shop") if p["metadata"]["name"].startswith("frontend-")}
+
+    before = frontend()
+    kubectl(demo, "scale", "deployment", "frontend", "-n", "shop", f"--replicas={len(before) + 3}")
+    added = frontend() - before
+    assert len(added) == 3
+    in_creation_order = [p["metadata"]["name"] for p in demo.sim.store.all("pods", "shop") if p["metadata"]["name"] in added]
+    kubectl(demo, "scale", "deployment", "frontend", "-n", "shop", f"--replicas={len(before) + 1}")
+    kept = frontend()
+    # The older pods all stay; of the three created together, the first created is the one kept.
+    assert before < kept and kept & added == {in_creation_order[0]}
+    kubectl(demo, "scale", "deployment", "frontend", "-n", "shop", f"--replicas={len(before)}")
+    assert frontend() == before
