@@ -44,9 +44,9 @@ def effect_of(outcome: str, output: str, data: Any = None) -> str:
             changed = bool(data.get("evicted")) or NOTHING_TO_DO not in str(data.get("cordon", ""))
             return Effect.CHANGED if changed else Effect.UNCHANGED
         return Effect.UNCHANGED if NOTHING_TO_DO in output else Effect.CHANGED
-    if outcome in ("invalid", "unavailable"):  # refused before anything reached the cluster
+    if outcome == "invalid":  # refused before anything reached the cluster
         return Effect.UNCHANGED
-    return Effect.UNKNOWN  # a tool error may come after a partial change; a timeout may have acted
+    return Effect.UNKNOWN  # a tool error may come after a partial change
 
 
 def begin_call(*, actor: str, tool: str, server: str, risk: str, args: dict[str, Any], reason: str, key: str,
@@ -116,7 +116,7 @@ def resolve_unfinished(orphans: list[AuditEntry], *, retry: AuditEntry, retry_ef
 def _resolve(orphan: AuditEntry, *, effect: str | None, why: str, by: str) -> AuditEntry | None:
     seen, observed = observe(orphan)
     effect = effect or observed
-    detail = f"the worker died during the call; {why}. Re-read of the cluster: {seen}"
+    detail = f"the call got no answer (its worker died, or the tool server did not reply); {why}. Re-read of the cluster: {seen}"
     entry = complete_call(orphan, outcome="unknown", detail=detail, effect=effect, actor=by)
     if entry is not None:
         metrics.UNFINISHED_CALLS_RESOLVED.labels(orphan.tool, effect).inc()

@@ -216,8 +216,15 @@ def call_tool(
 
     def complete(ok: bool, outcome: str, detail: str, *, data: Any = None, truncated: bool = False,
                  **_: Any) -> ToolResult:
+        if outcome in ("unavailable", "timeout"):
+            # The server may have acted before the connection broke: what happened is not known
+            # yet, so the call stays `started` for the retry (or the reconciler) to resolve.
+            metrics.TOOL_CALLS.labels(*labels, outcome).inc()
+            log.warning("tool_call_outcome_unknown", tool=registered.name, server=server.name, actor=actor,
+                        outcome=outcome, detail=detail[:300], audit=began.pk)
+            return ToolResult(ok=False, output=detail, data=None, truncated=False, audit_id=began.pk)
         effect = audit.effect_of(outcome, detail, data)
-        if unfinished and outcome not in ("unavailable", "timeout"):
+        if unfinished:
             # (A retry that did not reach the tool leaves them for the next one.)
             audit.resolve_unfinished(unfinished, retry=began, retry_effect=effect if outcome == "ok" else None,
                                      by=actor)
