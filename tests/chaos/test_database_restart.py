@@ -38,10 +38,11 @@ def test_postgresql_restarted_during_an_alert_burst_loses_no_acknowledged_alert(
     acknowledged: list[str] = []
     refused: list[tuple[int, str, str]] = []
     lock = threading.Lock()
+    retry: list[dict[str, Any]] = []
 
     def send(sender: int) -> None:
         for n in range(PER_SENDER):
-            fingerprint = f"{sender:02x}{n:04x}burst"
+            fingerprint = f"{sender:02x}{n:04x}ffee"
             body = batch(alert(f"Burst{sender}", fingerprint=fingerprint, deployment=f"burst-{sender}-{n}",
                                namespace="shop"))
             try:
@@ -56,6 +57,7 @@ def test_postgresql_restarted_during_an_alert_burst_loses_no_acknowledged_alert(
                 else:
                     refused.append((response.status_code, response.headers.get("Retry-After", ""),
                                     response.text[:200]))
+                    retry.append(body)
             time.sleep(0.02)
 
     threads = [threading.Thread(target=send, args=(s,)) for s in range(SENDERS)]
@@ -78,3 +80,7 @@ def test_postgresql_restarted_during_an_alert_burst_loses_no_acknowledged_alert(
     assert not lost, lost[:10]
     assert not not_503, not_503[:5]
     assert refused, "PostgreSQL was never seen down: the burst did not cross the restart"
+    # Alertmanager sends a refused batch again: every one of them is stored now.
+    for body in retry:
+        assert _alertmanager(stack, body).status_code == 200
+    assert len(_stored_keys(stack.run_dir)) == SENDERS * PER_SENDER
