@@ -28,9 +28,9 @@ from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-PROCESSES = ["web", "worker", "beat", "flower", "mcp", "sandbox"]
+PROCESSES = ["web", "worker", "watch", "beat", "flower", "mcp", "sandbox"]
 BACK_WITHIN = 10.0
-READY_WITHIN = 45.0
+READY_WITHIN = 90.0
 
 
 def _ready(port: int) -> bool:
@@ -55,7 +55,7 @@ def test_every_process_killed_with_sigkill_is_back_within_10s_and_sigterm_stops_
         tmp_path: Path, run_dir: Path) -> None:
     web_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "AIOPS_SECRET_KEY",
-                                                             "KUBECONFIG", "AIOPS_MCP_URL"}}
+                                                             "KUBECONFIG", "AIOPS_MCP_URL", "AIOPS_DB_USER"}}
     env.update(AIOPS_RUN_DIR=str(run_dir), AIOPS_WEB_PORT=str(web_port), AIOPS_FLOWER_PORT=str(flower_port),
                AIOPS_LOG_FORMAT="json")
     log_path = tmp_path / "launch.log"
