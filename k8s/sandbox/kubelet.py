@@ -6,6 +6,7 @@ so each half stays readable. Pod statuses follow what a v1.32 kubelet writes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,39 @@ class NodeAgents:
     _ip_next: dict[str, int]
 
     event: Callable[..., None]  # Simulation.event: records a core/v1 Event
+
+    def _node_leases(self, *, tick: bool) -> None:
+        """One Lease per node in kube-node-lease: a new node's is created; on a tick a Ready node's
+        kubelet renews it once a quarter of its duration has passed; a NotReady node's goes stale."""
+        now = time.time()
+        nodes = self.store.all("nodes")
+        if len(self.store.objects["leases"]) > len(nodes):
+            names = {node["metadata"]["name"] for node in nodes}
+            for lease in self.store.all("leases", o.NODE_LEASE_NAMESPACE):
+                if lease["metadata"]["name"] not in names and any(r.get("kind") == "Node" for r in lease["metadata"].get("ownerReferences") or ()):
+                    self.store.delete("leases", o.NODE_LEASE_NAMESPACE, lease["metadata"]["name"])  # its node is gone
+        if self.store.get("namespaces", "", o.NODE_LEASE_NAMESPACE) is None:
+            return
+        faulted = {f.target for f in self.faults if f.type == "not_ready_node"}
+        for node in nodes:
+            name = node["metadata"]["name"]
+            lease = self.store.get("leases", o.NODE_LEASE_NAMESPACE, name)
+            if lease is not None and not tick and name not in faulted:
+                continue  # a write's reconcile: only a tick renews, and this node's lease is not going stale
+            renewed_at = _parse_micro_time(lease["spec"].get("renewTime")) if lease else now
+            if name in faulted:
+                # Not renewed since the kubelet stopped posting (the Ready condition's last transition).
+                ready = next((c for c in node["status"].get("conditions") or () if c["type"] == "Ready"), None)
+                stopped = _parse_micro_time((ready or {}).get("lastTransitionTime"))
+                renewed_at = min(renewed_at, stopped) if stopped else renewed_at
+            elif tick and now - renewed_at >= o.NODE_LEASE_SECONDS / 4:
+                renewed_at = now
+            if lease is None:
+                self.store.create("leases", o.node_lease(node, _micro_time(renewed_at)))
+            elif _micro_time(renewed_at) != lease["spec"].get("renewTime"):
+                renewed = copy(lease)
+                renewed["spec"]["renewTime"] = _micro_time(renewed_at)
+                self.store.put("leases", renewed)
 
     def node_ready(self, node: Obj) -> bool:
         return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions") or ())
@@ -412,3 +446,19 @@ class NodeAgents:
             "containerStatuses": statuses, "qosClass": old.get("qosClass", "Burstable"),
         }
         return updated
+
+
+def _micro_time(at: float) -> str:
+    """A MicroTime, as the kubelet writes a lease's renewTime."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_micro_time(value: str | None) -> float:
+    if not value:
+        return 0.0
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(value, layout).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return 0.0

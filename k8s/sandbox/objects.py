@@ -109,6 +109,22 @@ def controller_of(obj: Obj) -> dict[str, Any] | None:
     return None
 
 
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+NODE_LEASE_SECONDS = 40  # the kubelet's default lease duration; it renews every quarter of it
+
+
+def node_lease(node: Obj, renew_time: str) -> Obj:
+    """The Lease a node's kubelet holds and renews (what `kubectl describe node` reads)."""
+    name = node["metadata"]["name"]
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE,
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": NODE_LEASE_SECONDS, "renewTime": renew_time},
+    }
+
+
 def namespace(name: str) -> Obj:
     return {
         "apiVersion": "v1",

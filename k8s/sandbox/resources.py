@@ -87,6 +87,7 @@ RESOURCES: tuple[Resource, ...] = (
         subresources={"status": ("batch", "v1", "Job", ("get", "patch", "update"))},
         fields=("status.successful",),
     ),
+    Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, READ + WRITE),
     Resource(
         "policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
         READ + WRITE, ("pdb",),

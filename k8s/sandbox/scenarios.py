@@ -54,6 +54,7 @@ def load(sim: Simulation, scenario: str) -> None:
             _demo(sim)
         sim.reconcile()
         _backdate(sim, DEMO_AGE_S)
+        sim._node_leases(tick=False)  # a NotReady node's lease dates from its backdated last heartbeat
 
 
 def _demo(sim: Simulation) -> None:

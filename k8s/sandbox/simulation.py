@@ -131,6 +131,7 @@ class Simulation(NodeAgents):
             # Remediations done by the write that triggered this pass count before statuses are written.
             fault_rules.resolve(self)
             self._nodes()
+            self._node_leases(tick=tick)
             self._hpas()
             self._deployments()
             self._replicasets()
@@ -622,3 +623,4 @@ class Simulation(NodeAgents):
                 updated = copy(existing)
                 updated["subsets"] = subsets
                 self.store.put("endpoints", updated)
+

@@ -209,7 +209,7 @@ def test_it_serves_discovery_that_kubectl_and_client_go_accept(demo: Sandbox) ->
     assert http(demo, "GET", "/api").json()["versions"] == ["v1"]
     groups = {g["name"]: g["preferredVersion"]["groupVersion"] for g in http(demo, "GET", "/apis").json()["groups"]}
     assert groups == {"apps": "apps/v1", "authorization.k8s.io": "authorization.k8s.io/v1", "autoscaling": "autoscaling/v2",
-                      "batch": "batch/v1", "policy": "policy/v1"}
+                      "batch": "batch/v1", "coordination.k8s.io": "coordination.k8s.io/v1", "policy": "policy/v1"}
     core = {r["name"]: r for r in http(demo, "GET", "/api/v1").json()["resources"]}
     assert core["pods/eviction"]["group"] == "policy" and core["pods/eviction"]["kind"] == "Eviction"
     assert "pods/log" in core and core["nodes"]["namespaced"] is False

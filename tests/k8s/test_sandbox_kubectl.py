@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 
@@ -168,3 +169,22 @@ def test_scaling_a_replicaset_down_removes_its_newest_pods(demo: Sandbox) -> Non
     assert before < kept and kept & added == {in_creation_order[0]}
     kubectl(demo, "scale", "deployment", "frontend", "-n", "shop", f"--replicas={len(before)}")
     assert frontend() == before
+
+
+def test_each_node_has_a_lease_renewed_while_it_is_ready(demo: Sandbox) -> None:
+    ready = kubectl(demo, "describe", "node", "node-1")
+    assert "Failed to get lease" not in ready.stdout + ready.stderr
+    assert "HolderIdentity:  node-1" in ready.stdout
+    assert "HolderIdentity:  node-4" in kubectl(demo, "describe", "node", "node-4").stdout
+    leases = {lease["metadata"]["name"]: lease for lease in demo.sim.store.all("leases", "kube-node-lease")}
+    assert sorted(leases) == sorted(n["metadata"]["name"] for n in demo.sim.store.all("nodes"))
+    stale = dt.datetime.now(dt.UTC) - dt.datetime.strptime(leases["node-4"]["spec"]["renewTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    assert stale > dt.timedelta(days=2)  # the demo's NotReady node stopped renewing when it stopped posting status
+    # A Ready node's kubelet renews once a quarter of the lease duration has passed; a NotReady one's does not.
+    old = "2026-01-01T00:00:00.000000Z"
+    for name in ("node-1", "node-4"):
+        lease = demo.sim.store.get("leases", "kube-node-lease", name)
+        demo.sim.store.put("leases", {**lease, "spec": {**lease["spec"], "renewTime": old}})
+    demo.tick()
+    assert demo.sim.store.get("leases", "kube-node-lease", "node-1")["spec"]["renewTime"] > "2026-01-02"
+    assert demo.sim.store.get("leases", "kube-node-lease", "node-4")["spec"]["renewTime"] == old
