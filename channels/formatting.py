@@ -211,6 +211,11 @@ def workload_label(kind: str, namespace: str, name: str) -> str:
 TOOL_WORDS = {
     "restart_pod": "Restart the pod {namespace}/{name}",
     "restart_deployment": "Restart the deployment {namespace}/{name}",
+    "restart_workload": "Restart every pod of the {kind} {namespace}/{name} (rollout restart)",
+    "rollout_history": "Read the rollout history of the deployment {namespace}/{name}",
+    "rollout_status": "Read the rollout status of the deployment {namespace}/{name}",
+    "delete_pod_force": "Force-delete the pod {namespace}/{name}",
+    "query_prometheus": "Query Prometheus: {query}",
     "scale_deployment": "Scale the deployment {namespace}/{name} to {replicas} replicas",
     "rollback_deployment": "Roll back the deployment {namespace}/{name}",
     "set_hpa_max_replicas": "Raise the autoscaler {namespace}/{name} to at most {max_replicas} replicas",

@@ -103,8 +103,12 @@ def _step_look(step: Any) -> tuple[str, str]:
 
 def _step_summary(step: Any, incident: Any) -> str:
     state = STATE_WORDS.get(step.state, step.state)
-    if step.kind == "tool":
-        what = action_words(step.tool, step.rendered_args if step.rendered_args is not None else step.args_template)
+    if step.kind == "tool" and step.rendered_args is not None:
+        what = action_words(step.tool, step.rendered_args)
+    elif step.kind == "tool":
+        # Never rendered (skipped, or not reached): its arguments are still templates such as
+        # `{{ pod }}`, which are no words for people; the step's own name says what it would do.
+        what = step.name.replace("_", " ").capitalize()
     else:
         what = step.name
     head = f"Step {step.order}, {what}: {state}"

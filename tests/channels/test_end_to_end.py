@@ -16,7 +16,6 @@ from playbooks.services.poll import poll
 from tests.channels import browser as browser_tools
 from tests.channels import platforms
 from tests.conftest import wait_for
-from tests.plugins.engine import restart_pods_regardless
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,16 +36,20 @@ def _with_code(messages: list[dict[str, Any]], code: str, field: str = "text") -
 
 @pytest.fixture
 def chat_setup(engine, chat):  # type: ignore[no-untyped-def]
-    # One fault (the ledger's crash loop) instead of the demo's three: one run to wait for.
-    restart_pods_regardless()
+    # One fault instead of the demo's three: one run to wait for. The cart's crash loop (a Go
+    # panic in every pod) is one the seeded playbook acts on, with the whole workload's restart;
+    # the demo's ledger (a refused database) it rightly hands off to people without asking.
+    engine.sandbox.clear("payments/ledger")
     engine.sandbox.clear("data/report-builder")
     engine.sandbox.clear("node-4")
+    engine.sandbox.fault("crash_loop", "shop/cart")
+    engine.sandbox.tick()
     alice, carol = engine.approvers.alice, engine.approvers.carol
     Identity.objects.create(platform="telegram", platform_user_id="5001", user=alice)
     Identity.objects.create(platform="discord", platform_user_id="6003", user=carol)
     for name, kind, address in (("tg", "telegram", TG_CHAT), ("slack", "slack", SLACK_CHANNEL),
                                 ("discord", "discord", DISCORD_CHANNEL)):
-        ChannelTarget.objects.create(name=name, kind=kind, address=address, namespace_regex="payments")
+        ChannelTarget.objects.create(name=name, kind=kind, address=address, namespace_regex="shop")
     return engine
 
 
@@ -61,14 +64,15 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
     engine = chat_setup
     ensure_console_feed()  # as `make run` does: the console's feed is a target too
     poll(engine.cluster)
-    approval = _approval_for("ledger")  # crash_loop_remediation: restart_pod in namespace payments
-    assert approval.tool == "restart_pod"
-    incident = Incident.objects.get(workload_name="ledger", state="open")
+    approval = _approval_for("cart")  # crash_loop_remediation: every pod fails -> restart_workload
+    assert (approval.tool, approval.arguments["kind"], approval.arguments["name"]) == ("restart_workload", "Deployment", "cart")
+    incident = Incident.objects.get(workload_name="cart", state="open")
+    assert incident.rca_report["failure_class"] == "app_crash"  # what the restart follows from
     wait_for(lambda: OutboundMessage.objects.filter(approval_id=approval.pk, state=MessageState.DELIVERED).count() == 4,
              message="the approval on all three platforms and the console's feed")
 
-    # Routing: the incident and its approval reached the payments targets, with buttons each.
-    assert any(f"Incident #{incident.pk} crash-looping: Deployment payments/ledger" in m["text"]
+    # Routing: the incident and its approval reached the shop targets, with buttons each.
+    assert any(f"Incident #{incident.pk} crash-looping: Deployment shop/cart" in m["text"]
                for m in chat.telegram.chat_messages(TG_CHAT))
     tg = _with_code(chat.telegram.chat_messages(TG_CHAT), approval.code)
     assert tg["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"apv:{approval.pk}:approve"
@@ -81,7 +85,7 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
     assert Approval.objects.get(pk=approval.pk).state == "pending"
 
     # alice signs in to the console, sees the pending approval and approves it; the engine
-    # restarts the pod, verifies, and the page shows the incident resolved.
+    # restarts the deployment, verifies, and the page shows the incident resolved.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop in this thread
     with sync_playwright() as playwright:
         browser = browser_tools.launch(playwright)
@@ -97,8 +101,8 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
             # The fault is in the incidents list, its approval in the pending ones.
             row = page.locator(f"tr.incident[data-id='{incident.pk}']")
             expect(row).to_have_attribute("data-state", "open")
-            expect(row).to_contain_text("Crash-looping: Deployment payments/ledger")
-            expect(page.locator(f".pending-approval[data-code='{approval.code}']")).to_contain_text("Restart the pod payments/")
+            expect(row).to_contain_text("Crash-looping: Deployment shop/cart")
+            expect(page.locator(f".pending-approval[data-code='{approval.code}']")).to_contain_text("Restart every pod of the Deployment shop/cart")
             browser_tools.check_page(page, "incidents")
 
             # The chat box answers in place, keeping the reply's line breaks.
@@ -114,14 +118,14 @@ def test_a_sandbox_fault_reaches_every_platform_and_approving_it_in_the_console_
             expect(page).to_have_url(f"{live_server.url}/console/incidents/{incident.pk}")
             page.evaluate("window.walkMarker = 'same page'")  # a reload would lose it
             waiting = page.locator(f".waiting-approval[data-code='{approval.code}']")
-            expect(waiting).to_contain_text("Restart the pod payments/")
+            expect(waiting).to_contain_text("Restart every pod of the Deployment shop/cart")
             timeline = page.locator("ol.timeline")
             expect(timeline.locator("li[data-kind='Approval requested']")).to_contain_text(approval.code)
             browser_tools.check_page(page, "incident-waiting")
             waiting.locator("button.approve").click()
             expect(page.locator(".flash.success")).to_contain_text(f"Approved {approval.code}")
             expect(timeline.locator("li[data-kind='Approved']")).to_contain_text("by alice", timeout=30_000)
-            expect(timeline.locator("li[data-kind='Action']")).to_contain_text("Restart the pod payments/", timeout=90_000)
+            expect(timeline.locator("li[data-kind='Action']")).to_contain_text("Restart every pod of the Deployment shop/cart", timeout=90_000)
             expect(timeline.locator("li[data-kind='Action']")).to_contain_text(": done", timeout=90_000)
             expect(timeline.locator("li[data-kind='Verification']")).to_contain_text("done", timeout=90_000)
             expect(timeline.locator("li[data-kind='Resolved']")).to_have_count(1, timeout=90_000)

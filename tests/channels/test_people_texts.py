@@ -114,6 +114,11 @@ def world(make_incident, no_playbooks, approvers) -> dict[str, Any]:  # type: ig
                            risk="HIGH", rendered_args={"name": "node-4"}, approval=decided, finished_at=now)
     StepRun.objects.create(run=node_run, order=2, name="verify", kind="verify", state="succeeded",
                            output="Node//node-4: no findings", finished_at=now)
+    # A step its condition skipped was never rendered: its arguments are still templates.
+    StepRun.objects.create(run=node_run, order=3, name="restart_pod", kind="tool", tool="restart_pod", state="skipped",
+                           risk="MEDIUM", rendered_args=None,
+                           args_template={"namespace": "{{ namespace }}", "name": "{{ pod }}"},
+                           output='skipped: `rca.failure_class == "app_crash"` is false', finished_at=now)
     verified = PlaybookRun.objects.create(
         incident=image, cluster=cluster, playbook_name="diagnose", state="finished", outcome="resolved",
         finished_at=now, summary=f"{image.workload_key}: no findings")

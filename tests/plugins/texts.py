@@ -1,5 +1,5 @@
 """Every message the suite writes is checked for what must never reach a person (loaded by
-tests/conftest.py): a Python repr (`{'`, `['`), `None`, an empty path segment (`Node//`).
+tests/conftest.py): a Python repr (`{'`, `['`), `None`, an empty path segment (`Node//`), an unrendered template (`{{`).
 
 A receiver on the outbox sees each row any test writes -- notifications, approval requests and
 their edits, command replies, assistant answers -- and the test that wrote a bad one fails in
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-MARKERS = re.compile(r"\{'|\['|\bNone\b|Node//")
+MARKERS = re.compile(r"\{'|\['|\bNone\b|Node//|\{\{")
 
 
 def unreadable(text: str) -> list[str]:
