@@ -5,7 +5,8 @@
 #   deploy/verify-image.sh build    build the base and the image only (cached), print the image name
 #
 # What it needs: root on Debian (it installs podman, buildah, debootstrap, runc and catatonit when missing),
-# this checkout's Python environment (`make run`/`make test` create .venv; PYTHON=... for another),
+# this checkout's Python environment (.venv, made with `make .venv/.run-deps` when missing;
+# AIOPS_VERIFY_PYTHON=... for another),
 # and a PostgreSQL and a Redis on the host: 127.0.0.1:5432 (a superuser, trust or a password in
 # the URL) and 127.0.0.1:6379. It makes a database and takes an empty Redis database number of
 # its own, and drops/flushes them when it ends, whatever happened.
@@ -130,11 +131,12 @@ preflight() {
   [ "$pg_port" != "$pg_hostport" ] || pg_port=5432
   tcp_open "$pg_host" "$pg_port" || die "no PostgreSQL answers on $pg_host:$pg_port (AIOPS_VERIFY_PG_URL=$PG_URL): start one, or point AIOPS_VERIFY_PG_URL at a superuser URL of yours"
   tcp_open "${REDIS_ADDR%:*}" "${REDIS_ADDR##*:}" || die "no Redis answers on $REDIS_ADDR (AIOPS_VERIFY_REDIS): start one, or point AIOPS_VERIFY_REDIS at host:port"
-  if [ ! -x "${PYTHON:-$ROOT/.venv/bin/python}" ]; then
+  PYTHON=${AIOPS_VERIFY_PYTHON:-$ROOT/.venv/bin/python}
+  if [ -z "${AIOPS_VERIFY_PYTHON:-}" ] && [ ! -x "$PYTHON" ]; then
     log "no $ROOT/.venv: creating it (make .venv/.run-deps)"
-    make -C "$ROOT" .venv/.run-deps >&2 || die "cannot create .venv (make .venv/.run-deps failed); set PYTHON to a Python with requirements.txt installed"
+    make -C "$ROOT" .venv/.run-deps >&2 || die "cannot create .venv (make .venv/.run-deps failed); set AIOPS_VERIFY_PYTHON to a Python with requirements.txt installed"
   fi
-  PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+  "$PYTHON" -c 'import django, psycopg, redis' 2>/dev/null || die "$PYTHON lacks this project's requirements (make .venv/.run-deps)"
 }
 
 helper() { "$PYTHON" "$ROOT/deploy/podman/verify.py" "$@"; }
