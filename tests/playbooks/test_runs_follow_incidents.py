@@ -187,3 +187,33 @@ def test_the_console_says_why_nothing_ran_and_an_approver_starts_the_playbook_fr
     approval = _waiting_approval("cart")
     assert approval.tool == "restart_workload" and approval.state == "pending"
     assert Incident.objects.get(pk=incident.pk).no_run_reason is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_approval_is_requested_for_an_incident_that_closed_before_the_step_asked(
+    make_incident, sandbox_cluster, approvers, settings  # type: ignore[no-untyped-def]
+) -> None:
+    from agents.registry import register_builtin
+    from playbooks.engine import create_run, execute_step
+    from playbooks.models import Playbook, Step
+
+    settings.AIOPS_AUTO_REMEDIATION = True
+    register_builtin("http://127.0.0.1:9/mcp")  # the registry's risk classes; nothing is called
+    playbook = Playbook.objects.create(name="restart_only")
+    Step.objects.create(playbook=playbook, order=1, name="restart pod", kind="tool", tool="restart_pod",
+                        args={"namespace": "{{ namespace }}", "name": "{{ pod }}"})
+    rule = Rule.objects.create(name="restart_only", playbook=playbook, finding_types=["crash_loop"], priority=1000)
+    incident = make_incident(cluster=sandbox_cluster)
+    run = create_run(incident, rule, start=False)
+    PlaybookRun.objects.filter(pk=run.pk).update(state="running")
+    # The poll resolves the incident between the run's start and the step asking.
+    Incident.objects.filter(pk=incident.pk).update(state="resolved", resolved_at=timezone.now())
+    step = run.steps.get()
+    StepRun.objects.filter(pk=step.pk).update(state="queued")
+    execute_step(step.pk)
+    run.refresh_from_db()
+    step.refresh_from_db()
+    assert (run.state, run.outcome) == ("finished", "cancelled")
+    assert run.summary == f"cancelled: incident #{incident.pk} is no longer open"
+    assert step.state == "cancelled" and step.output == f"not requested: incident #{incident.pk} is no longer open (resolved)"
+    assert not Approval.objects.exists()
