@@ -31,16 +31,22 @@ def _identifier(name: str) -> str:
 
 def grant_app_role(execute: Callable[[str], Any], role: str) -> None:
     """Grant `role` row access to every table and sequence in the public schema, minus the
-    append-only tables' UPDATE and DELETE; idempotent."""
+    append-only tables' UPDATE and DELETE; idempotent. One statement string, so one transaction:
+    the apps never see the privileges half changed."""
     who = _identifier(role)
-    execute(f"GRANT USAGE ON SCHEMA public TO {who}")
-    execute(f"REVOKE CREATE ON SCHEMA public FROM {who}")
-    execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {who}")
-    execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {who}")
-    execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {who}")
+    statements = [
+        f"GRANT USAGE ON SCHEMA public TO {who}",
+        f"REVOKE CREATE ON SCHEMA public FROM {who}",
+        # Never a REVOKE ALL first: this runs while the apps serve (a migration during a rolling
+        # deploy, a restart of `make run`), and a moment without SELECT would fail their requests.
+        f"REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public FROM {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {who}",
+        f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {who}",
+    ]
     for table in APPEND_ONLY_TABLES:
-        execute(f"DO $$ BEGIN IF to_regclass('public.{table}') IS NOT NULL THEN "
-                f"REVOKE UPDATE, DELETE, TRUNCATE ON public.{table} FROM {who}; END IF; END $$")
+        statements.append(f"DO $$ BEGIN IF to_regclass('public.{table}') IS NOT NULL THEN "
+                          f"REVOKE UPDATE, DELETE, TRUNCATE ON public.{table} FROM {who}; END IF; END $$")
+    execute(";\n".join(statements))
 
 
 def grant_after_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
