@@ -43,7 +43,14 @@ def _badness(pod: Mapping[str, Any]) -> tuple[int, int, str]:
 
 
 def _container_to_read(pod: Mapping[str, Any]) -> tuple[str, bool]:
-    """(container, has a previous instance): the failing container, else the first."""
+    """(container, has a previous instance): the failing container, else the first.
+
+    While an init container has not finished, the pod's app containers have not started: that
+    init container (waiting on something, or crash-looping) is the one whose log says why."""
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        done = ((status.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
+        if not done:
+            return status.get("name") or "", int(status.get("restartCount") or 0) > 0
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ranked = sorted(statuses, key=lambda c: (bool(c.get("ready")), -int(c.get("restartCount") or 0)))
     if ranked:

@@ -85,3 +85,14 @@ def test_the_readme_holds_the_vocabulary_from_code() -> None:
     out = io.StringIO()
     call_command("eval", "--vocabulary", stdout=out)
     assert out.getvalue().strip() == vocabulary_markdown()
+
+
+def test_gathering_reads_the_init_container_a_pod_is_stuck_in() -> None:
+    from agents.rca.gather import _container_to_read
+
+    stuck = json.loads((CASES / "dep-init-wait-for-mysql.json").read_text())["bundle"]["pod"]
+    assert _container_to_read(stuck) == ("wait-mysql", False)
+    crashing = json.loads((CASES / "perm-rbac-init-list-pods.json").read_text())["bundle"]["pod"]
+    assert _container_to_read(crashing) == ("pod-dependency-init", True)
+    finished = json.loads((CASES / "ok-init-done-app-running.json").read_text())["bundle"]["pod"]
+    assert _container_to_read(finished) == ("myapp-container", False)
