@@ -7,7 +7,7 @@ connections. Alerts are KubePodCrashLooping-style (namespace + pod labels) sprea
 then posted a second time (Alertmanager's redelivery): it must store nothing new.
 
 Run:
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-watch -- .venv/bin/python bench/alerts.py
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-watch -- .venv/bin/python bench/alerts.py
 Last line: one JSON object with alerts_per_s, p50_ms, p99_ms, sent, stored.
 """
 

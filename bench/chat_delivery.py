@@ -13,7 +13,7 @@ worker (concurrency 2, as `make run` starts it) delivers.
            429 retry_after=1: the delay a rate limit adds, and that nothing is sent twice.
 
 Run:
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-chat -- .venv/bin/python bench/chat_delivery.py
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-chat -- .venv/bin/python bench/chat_delivery.py
 Last line: one JSON object.
 """
 

@@ -18,7 +18,7 @@ Baselines measured in the same run, on the same worker and MCP server:
 so decision -> action can be read as (one task hop + one tool call) + the engine's own overhead.
 
 Run:
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-engine -- .venv/bin/python bench/engine.py [--runs 100]
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-engine -- .venv/bin/python bench/engine.py [--runs 100]
 Last line: one JSON object.
 """
 

@@ -8,7 +8,7 @@
 3. The structlog redaction processor per log event, vs the same event through the other processors.
 
 Run (needs PostgreSQL and Redis; the embedded ones):
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-llm -- \
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-llm -- \
       sh -c '.venv/bin/python manage.py migrate -v0 && .venv/bin/python bench/llm_overhead.py'
 Last line: one JSON object.
 """

@@ -11,7 +11,7 @@ first, then the timed one: a poll runs in a long-lived worker):
   naive  the kubernetes client's `list_*` calls deserialising every page into models.
 
 Run (it needs the database for the poll's ingest):
-  .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-watch -- .venv/bin/python bench/poll.py
+  AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-watch -- .venv/bin/python bench/poll.py
 Last line: one JSON object with poll_wall_s, peak_rss_mb, floor_s, naive_s and the ratios.
 """
 
