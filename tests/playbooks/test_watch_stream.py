@@ -118,6 +118,10 @@ def test_a_410_after_an_outage_relists_without_losing_the_fault_in_between(quiet
             wait_for(lambda: Cluster.objects.get(pk=cluster.pk).detection_mode == "poll", 15,
                      message="the row to say poll while the streams are refused")
             assert "503" in Cluster.objects.get(pk=cluster.pk).watch_error
+            # The row flips on the first kind refused; the pods' stream may still be backing off
+            # from its own end of stream: wait until it too has met the outage.
+            wait_for(lambda: _value("aiops_watcher_stream_errors_total", cluster="sandbox", kind="pods") > errors,
+                     15, message="the pods' stream to be refused too")
             store.log = deque(maxlen=saved.maxlen)
             sandbox.fault("image_pull_failure", "shop/frontend")
             store.log.clear()  # the fault's own events are gone from the log too...
