@@ -191,8 +191,11 @@ cleanup() {
 run_role() {
   local name=$1
   shift
-  podman run -d --name "aiops-verify-$name-$RUN_ID" --label "$LABEL" --network host --no-healthcheck \
-    --read-only --tmpfs /tmp --env-file "$WORK/app.env" -v "$WORK/kubeconfig:/run/secrets/kubeconfig:ro" \
+  # A hostname of its own: with host networking every container would be `vm`, and two Celery
+  # workers with one node name (worker@vm) share a pidbox queue, so a ping could be answered by
+  # the other container's worker or by none.
+  podman run -d --name "aiops-verify-$name-$RUN_ID" --hostname "aiops-verify-$name" --label "$LABEL" \
+    --network host --no-healthcheck --read-only --tmpfs /tmp --env-file "$WORK/app.env" -v "$WORK/kubeconfig:/run/secrets/kubeconfig:ro" \
     "$@" >/dev/null
 }
 
@@ -240,7 +243,12 @@ user_and_root_fs_ok() {
 
 celery_ping() {
   local c="aiops-verify-$1-$RUN_ID"
-  podman exec "$c" sh -c 'celery -A aiops_site inspect ping --timeout 10 -d "worker@$(hostname)"' | grep -q pong
+  # Read the whole reply, then look in it: under pipefail, `| grep -q pong` fails whenever grep
+  # exits on the match before celery has written its last line (SIGPIPE), which made a worker
+  # that answered at once look dead for minutes.
+  local reply
+  reply=$(podman exec "$c" sh -c 'celery -A aiops_site inspect ping --timeout 10 -d "worker@$(hostname)"') || return 1
+  [[ $reply == *pong* ]]
 }
 
 check_migrate() {
