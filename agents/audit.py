@@ -33,7 +33,7 @@ from agents.models import Approval, AuditEntry, Effect
 log = structlog.get_logger(__name__)
 
 Started = AuditEntry.Action.TOOL_STARTED
-# Our tools say this when the cluster already was as asked (k8s/mcp_server/kube.py).
+# Our tools say this when the cluster already was as asked (k8s/mcp_server/kube_write.py).
 NOTHING_TO_DO = "nothing to do"
 
 

@@ -24,6 +24,7 @@ from kubernetes.client import ApiClient
 
 from k8s.mcp_server import kube
 from k8s.mcp_server.metrics import CALL_DURATION, CALLS
+from k8s.mcp_server.operations import OPERATIONS
 from k8s.mcp_server.prometheus import query_prometheus
 from k8s.mcp_server.tools import LABEL_MAX, SUBDOMAIN_MAX, TOOL_SPECS, ToolSpec
 from k8s.names import is_dns1123_label, is_dns1123_subdomain, validate_json
@@ -127,7 +128,7 @@ def run_tool(resolver: ClusterResolver, spec: ToolSpec, args: dict[str, Any], ti
     if spec.name == "query_prometheus":
         return query_prometheus(resolver.prometheus_for(cluster), timeout=timeout, **args)
     k = kube.Kube(resolver.api_for(cluster), timeout=timeout)
-    return kube.OPERATIONS[spec.name](k, **args)
+    return OPERATIONS[spec.name](k, **args)
 
 
 def _text(result: Any) -> str:
