@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -18,6 +17,7 @@ import structlog
 from k8s.sandbox import objects as o
 from k8s.sandbox.kubelet import NodeAgents, is_active, is_pod_ready, set_condition
 from k8s.sandbox.store import Obj, Store, copy, now_iso, selector_matches
+from k8s.sandbox.workloads import Workloads
 
 if TYPE_CHECKING:
     from k8s.sandbox.faults import Fault
@@ -28,7 +28,7 @@ MAX_EVENTS = 5000
 
 
 
-class Simulation(NodeAgents):
+class Simulation(Workloads, NodeAgents):
     def __init__(self, seed: int = 7) -> None:
         self.store = Store()
         self.lock: threading.RLock = self.store.lock
@@ -277,280 +277,7 @@ class Simulation(NodeAgents):
                 return int(target["averageUtilization"])
         return 80
 
-    # --- deployments -----------------------------------------------------------------------
-    def _deployments(self) -> None:
-        for d in self.store.all("deployments"):
-            ns, name = d["metadata"]["namespace"], d["metadata"]["name"]
-            uid = d["metadata"]["uid"]
-            owned = self.store.owned_by("replicasets", uid, ns)
-            template = d["spec"]["template"]
-            h = o.template_hash(template)
-            revisions = [int((rs["metadata"].get("annotations") or {}).get(o.REVISION, "0")) for rs in owned]
-            max_rev = max(revisions, default=0)
-            current = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == h), None)
-            replicas = d["spec"].get("replicas", 1)
-            change_cause = (d["metadata"].get("annotations") or {}).get(o.CHANGE_CAUSE)
-            if current is None:
-                rs_name = f"{name}-{h}"
-                labels = {**(template["metadata"].get("labels") or {}), "pod-template-hash": h}
-                rs_template = copy(template)
-                rs_template["metadata"]["labels"] = dict(labels)
-                annotations = {o.REVISION: str(max_rev + 1), "deployment.kubernetes.io/desired-replicas": str(replicas),
-                               "deployment.kubernetes.io/max-replicas": str(replicas + max(1, replicas // 4))}
-                if change_cause:
-                    annotations[o.CHANGE_CAUSE] = change_cause
-                selector = copy(d["spec"]["selector"])
-                selector.setdefault("matchLabels", {})["pod-template-hash"] = h
-                current = self.store.create("replicasets", {
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": annotations,
-                                 "ownerReferences": [o.owner_ref(d)]},
-                    "spec": {"replicas": 0, "selector": selector, "template": rs_template},
-                    "status": {"replicas": 0},
-                })
-                revision = max_rev + 1
-            else:
-                revision = int((current["metadata"].get("annotations") or {}).get(o.REVISION, "0"))
-                if revision < max_rev:
-                    # A rollback (or a template change back to an old one): the old ReplicaSet
-                    # becomes the newest revision, as the deployment controller does.
-                    updated = copy(current)
-                    ann = updated["metadata"].setdefault("annotations", {})
-                    history = [x for x in ann.get("deployment.kubernetes.io/revision-history", "").split(",") if x]
-                    ann["deployment.kubernetes.io/revision-history"] = ",".join([*history, str(revision)])
-                    ann[o.REVISION] = str(max_rev + 1)
-                    if change_cause:
-                        ann[o.CHANGE_CAUSE] = change_cause
-                    current = self.store.put("replicasets", updated)
-                    revision = max_rev + 1
-            paused = d["spec"].get("paused", False)
-            for rs in self.store.owned_by("replicasets", uid, ns):
-                want = replicas if rs["metadata"]["uid"] == current["metadata"]["uid"] else 0
-                have = rs["spec"].get("replicas", 0)
-                if have != want and not paused:
-                    updated = copy(rs)
-                    updated["spec"]["replicas"] = want
-                    updated["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] = str(replicas)
-                    self.store.put("replicasets", updated)
-                    verb = "up" if want > have else "down"
-                    self.event(d, "Normal", "ScalingReplicaSet",
-                               f"Scaled {verb} replica set {rs['metadata']['name']} from {have} to {want}", "deployment-controller")
-            ann = d["metadata"].get("annotations") or {}
-            if ann.get(o.REVISION) != str(revision):
-                updated = copy(d)
-                updated["metadata"].setdefault("annotations", {})[o.REVISION] = str(revision)
-                self.store.put("deployments", updated)
-            self._prune_history(d, uid, ns)
 
-    def _prune_history(self, d: Obj, uid: str, ns: str) -> None:
-        limit = d["spec"].get("revisionHistoryLimit", 10)
-        old = [rs for rs in self.store.owned_by("replicasets", uid, ns)
-               if rs["spec"].get("replicas", 0) == 0 and rs["metadata"]["labels"].get("pod-template-hash") != o.template_hash(d["spec"]["template"])]
-        old.sort(key=lambda rs: int(rs["metadata"]["annotations"].get(o.REVISION, "0")))
-        for rs in old[: max(0, len(old) - limit)]:
-            if not any(is_active(p) for p in self.store.owned_by("pods", rs["metadata"]["uid"], ns)):
-                self.store.delete("replicasets", ns, rs["metadata"]["name"])
-
-    # --- replicasets -----------------------------------------------------------------------
-    def new_pod(self, owner: Obj, template: Obj, *, generate_name: str | None = None, node_name: str = "",
-                running: bool = False) -> Obj:
-        ns = owner["metadata"]["namespace"]
-        prefix = generate_name or f"{owner['metadata']['name']}-"
-        name = prefix + self.suffix()
-        while self.store.get("pods", ns, name) is not None:
-            name = prefix + self.suffix()
-        spec = copy(template["spec"])
-        if node_name:
-            spec["nodeName"] = node_name
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "generateName": prefix, "namespace": ns,
-                         "labels": dict(template["metadata"].get("labels") or {}),
-                         "annotations": dict(template["metadata"].get("annotations") or {}),
-                         "ownerReferences": [o.owner_ref(owner)]},
-            "spec": spec,
-            "status": {"phase": "Pending", "qosClass": self._qos(spec)},
-        }
-        if not pod["metadata"]["annotations"]:
-            del pod["metadata"]["annotations"]
-        if running:
-            # The scale generator's steady state: placed and running from the start, one write.
-            pod["metadata"]["uid"] = str(uuid.uuid4())
-            pod["status"] = self._pod_status(pod, "running", None, True, advance=False)["status"]
-            self._pod_keys[pod["metadata"]["uid"]] = ("running", True)
-        return self.store.create("pods", pod)
-
-    @staticmethod
-    def _qos(spec: Obj) -> str:
-        resources = [c.get("resources") or {} for c in spec["containers"]]
-        if not any(r.get("requests") or r.get("limits") for r in resources):
-            return "BestEffort"
-        if all(r.get("limits") and r.get("requests") == r.get("limits") for r in resources):
-            return "Guaranteed"
-        return "Burstable"
-
-    def _replicasets(self) -> None:
-        pods_by_owner: dict[str, list[Obj]] = {}
-        for pod in self.store.all("pods"):
-            ref = o.controller_of(pod)
-            if ref and is_active(pod):
-                pods_by_owner.setdefault(ref["uid"], []).append(pod)
-        usage, candidates = (self._usage(), self._candidates()) if self.bulk else ({}, [])
-        for rs in self.store.all("replicasets"):
-            want = rs["spec"].get("replicas", 1)
-            pods = pods_by_owner.get(rs["metadata"]["uid"], [])
-            for _ in range(want - len(pods)):
-                node = self._pick_node(rs["spec"]["template"], usage, candidates) if self.bulk and not self.faults else None
-                if node:
-                    cpu, mem = self._requests(rs["spec"]["template"]["spec"])
-                    usage[node][0] += 1
-                    usage[node][1] += cpu
-                    usage[node][2] += mem
-                pod = self.new_pod(rs, rs["spec"]["template"], node_name=node or "", running=bool(node))
-                self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "replicaset-controller")
-            if len(pods) > want:
-                # Like the ReplicaSet controller: unscheduled first, then not ready, then the most
-                # restarted, then the newest (`pods` is in creation order: the later of two pods
-                # created in the same second is the newer).
-                newest_first = [p for _, p in sorted(enumerate(pods), key=lambda ip: (ip[1]["metadata"]["creationTimestamp"], ip[0]),
-                                                     reverse=True)]
-                victims = sorted(newest_first, key=lambda p: (bool(p["spec"].get("nodeName")), is_pod_ready(p),
-                                                              -sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or ())))
-                victims = victims[: len(pods) - want]
-                for pod in victims:
-                    self.delete_pod(pod)
-                    self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "replicaset-controller")
-
-    def delete_pod(self, pod: Obj) -> None:
-        self.store.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
-        self._pod_keys.pop(pod["metadata"]["uid"], None)
-
-    def _daemonsets(self) -> None:
-        nodes = self.store.all("nodes")
-        for ds in self.store.all("daemonsets"):
-            ns = ds["metadata"]["namespace"]
-            pods = {p["spec"].get("nodeName"): p for p in self.store.owned_by("pods", ds["metadata"]["uid"], ns) if is_active(p)}
-            for node in nodes:
-                if node["metadata"]["name"] not in pods:
-                    self.new_pod(ds, ds["spec"]["template"], node_name=node["metadata"]["name"])
-
-    def _jobs(self) -> None:
-        from k8s.sandbox.faults import job_fault
-
-        for j in self.store.all("jobs"):
-            uid = j["metadata"]["uid"]
-            if not j["spec"].get("manualSelector") and (j["spec"].get("selector") or {}).get("matchLabels", {}).get(
-                    "batch.kubernetes.io/controller-uid") != uid:
-                # The job controller's generated selector names the job's uid, known only once created.
-                j = copy(j)
-                generated = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": j["metadata"]["name"],
-                             "controller-uid": uid, "job-name": j["metadata"]["name"]}
-                j["spec"]["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
-                j["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {}).update(generated)
-                j = self.store.put("jobs", j)
-            status = j.get("status") or {}
-            if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in status.get("conditions") or ()):
-                continue
-            fault = job_fault(self, j)
-            node = self._pick_node({"spec": {"containers": []}}) or ""
-            start = now_iso()
-            runs = (j["spec"].get("backoffLimit", 6) + 1) if fault else 1
-            for _ in range(runs):
-                pod = self.new_pod(j, j["spec"]["template"], node_name=node)
-                self._finish_job_pod(pod, failed=bool(fault))
-                self.event(j, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "job-controller")
-            updated = copy(j)
-            conds: list[Obj] = []
-            if fault:
-                message = "Job has reached the specified backoff limit"
-                conds = set_condition(conds, "FailureTarget", "True", "BackoffLimitExceeded", message, probe_time=True)
-                conds = set_condition(conds, "Failed", "True", "BackoffLimitExceeded", message, probe_time=True)
-                updated["status"] = {"startTime": start, "failed": runs, "ready": 0, "terminating": 0,
-                                     "uncountedTerminatedPods": {}, "conditions": conds}
-                self.event(j, "Warning", "BackoffLimitExceeded", message, "job-controller")
-            else:
-                conds = set_condition(conds, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods", probe_time=True)
-                conds = set_condition(conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods", probe_time=True)
-                updated["status"] = {"startTime": start, "completionTime": now_iso(), "succeeded": 1, "ready": 0,
-                                     "terminating": 0, "uncountedTerminatedPods": {}, "conditions": conds}
-                self.event(j, "Normal", "Completed", "Job completed", "job-controller")
-            self.store.put("jobs", updated)
-
-    # --- statuses --------------------------------------------------------------------------
-    def _pods_of(self, owner: Obj) -> list[Obj]:
-        return [p for p in self.store.owned_by("pods", owner["metadata"]["uid"], owner["metadata"]["namespace"]) if is_active(p)]
-
-    def _replicaset_status(self) -> None:
-        for rs in self.store.all("replicasets"):
-            pods = self._pods_of(rs)
-            ready = sum(1 for p in pods if is_pod_ready(p))
-            status: Obj = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
-                           "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)}
-            if not ready:
-                status.pop("readyReplicas")
-                status.pop("availableReplicas")
-            if not pods:
-                status.pop("fullyLabeledReplicas")
-            if status != rs.get("status"):
-                updated = copy(rs)
-                updated["status"] = status
-                self.store.put("replicasets", updated)
-
-    def _deployment_status(self) -> None:
-        from k8s.sandbox.faults import deployment_faults
-
-        for d in self.store.all("deployments"):
-            ns, uid = d["metadata"]["namespace"], d["metadata"]["uid"]
-            h = o.template_hash(d["spec"]["template"])
-            replicas = d["spec"].get("replicas", 1)
-            total = updated_n = ready = 0
-            new_rs_name = ""
-            for rs in self.store.owned_by("replicasets", uid, ns):
-                pods = self._pods_of(rs)
-                total += len(pods)
-                ready += sum(1 for p in pods if is_pod_ready(p))
-                if rs["metadata"]["labels"].get("pod-template-hash") == h:
-                    updated_n = len(pods)
-                    new_rs_name = rs["metadata"]["name"]
-            max_unavailable = replicas // 4
-            conds = (d.get("status") or {}).get("conditions") or []
-            if ready >= replicas - max_unavailable:
-                conds = set_condition(conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", update_time=True)
-            else:
-                conds = set_condition(conds, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", update_time=True)
-            stuck = any(f.type == "replication_failure" for f in deployment_faults(self, d))
-            if stuck:
-                conds = set_condition(conds, "Progressing", "False", "ProgressDeadlineExceeded",
-                                      f'ReplicaSet "{new_rs_name}" has timed out progressing.', update_time=True)
-            elif updated_n == replicas and ready == replicas and total == replicas:
-                conds = set_condition(conds, "Progressing", "True", "NewReplicaSetAvailable",
-                                      f'ReplicaSet "{new_rs_name}" has successfully progressed.', update_time=True)
-            else:
-                conds = set_condition(conds, "Progressing", "True", "ReplicaSetUpdated",
-                                      f'ReplicaSet "{new_rs_name}" is progressing.', update_time=True)
-            status: Obj = {"observedGeneration": d["metadata"].get("generation", 1), "replicas": total,
-                           "updatedReplicas": updated_n, "readyReplicas": ready, "availableReplicas": ready,
-                           "unavailableReplicas": max(replicas - ready, 0), "conditions": conds}
-            for key in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"):
-                if not status[key]:
-                    del status[key]
-            if status != d.get("status"):
-                updated = copy(d)
-                updated["status"] = status
-                self.store.put("deployments", updated)
-
-    def _daemonset_status(self) -> None:
-        n_nodes = len(self.store.all("nodes"))
-        for ds in self.store.all("daemonsets"):
-            pods = self._pods_of(ds)
-            ready = sum(1 for p in pods if is_pod_ready(p))
-            status = {"currentNumberScheduled": len(pods), "desiredNumberScheduled": n_nodes, "numberMisscheduled": 0,
-                      "numberReady": ready, "numberAvailable": ready, "numberUnavailable": max(n_nodes - ready, 0),
-                      "updatedNumberScheduled": len(pods), "observedGeneration": ds["metadata"].get("generation", 1)}
-            if status != ds.get("status"):
-                updated = copy(ds)
-                updated["status"] = status
-                self.store.put("daemonsets", updated)
 
     def pdb_numbers(self, pdb: Obj) -> tuple[int, int, int]:
         """(expectedPods, currentHealthy, desiredHealthy) as the disruption controller counts them."""
