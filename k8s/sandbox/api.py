@@ -17,7 +17,7 @@ import orjson
 import prometheus_client
 import structlog
 
-from k8s.sandbox import admin, pod_log
+from k8s.sandbox import admin, openapi, pod_log
 from k8s.sandbox import proto as protobuf
 from k8s.sandbox.errors import ApiError
 from k8s.sandbox.metrics import SANDBOX_REQUESTS
@@ -100,6 +100,8 @@ class Api(Writes):
             raise ApiError.unauthorized()
         if parts[:2] == ["sandbox", "v1"]:
             return admin.handle(self.sim, r, parts[2:])
+        if parts[:1] == ["openapi"] and r.method == "GET":
+            return self._openapi(r, parts[1:])
         if parts == ["api"]:
             return json_response(200, {"kind": "APIVersions", "versions": ["v1"],
                                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
@@ -122,6 +124,21 @@ class Api(Writes):
         if parts and parts[0] == "apis" and len(parts) > 3:
             return self._resource(r, parts[1], parts[2], parts[3:])
         raise ApiError.no_route()
+
+    @staticmethod
+    def _openapi(r: Request, parts: list[str]) -> Response:
+        if parts == ["v2"]:
+            accept = r.headers.get("accept", "")
+            if accept and not any(t in accept for t in (JSON, "*/*")):
+                raise ApiError(406, "NotAcceptable", f"only the following media types are accepted: {JSON} "
+                               f"(the sandbox does not write {openapi.V2_PROTOBUF})")
+            return Response(200, openapi.v2_document())
+        if parts == ["v3"]:
+            return Response(200, openapi.v3_index())
+        document = openapi.v3_document("/".join(parts[1:])) if parts[:1] == ["v3"] else None
+        if document is None:
+            raise ApiError.no_route()
+        return Response(200, document)
 
     @staticmethod
     def _group(name: str, versions: list[str]) -> dict[str, Any]:

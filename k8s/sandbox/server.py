@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         response = self.server.api.handle(Request.build(self.command, self.path, dict(self.headers.items()), body))
         if response.stream is None:
-            self._send(response.status, response.content_type, response.body)
+            self._send(response.status, response.content_type, response.body, response.headers)
             return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
@@ -97,10 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("sandbox.watch_failed", path=self.path)
             self.close_connection = True
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-cache, private")
             self.end_headers()

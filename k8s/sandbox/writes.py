@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import orjson
 import structlog
 
+from k8s.sandbox import openapi, validation
 from k8s.sandbox import patch as patching
-from k8s.sandbox import validation
 from k8s.sandbox.errors import ApiError
 from k8s.sandbox.kubelet import is_active, is_pod_ready
 from k8s.sandbox.resources import BY_PLURAL, RESOURCES, Resource
@@ -41,6 +41,7 @@ class Writes:
         if body.get("kind") not in (None, resource.kind) or body.get("apiVersion") not in (None, resource.api_version):
             raise ApiError.bad_request(f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version ({resource.api_version})")
         body["kind"], body["apiVersion"] = resource.kind, resource.api_version
+        warnings = self._field_validation(r, resource, body)
         with self.sim.lock:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + self.sim.suffix()
@@ -65,11 +66,26 @@ class Writes:
             if r.query.get("dryRun") == "All":
                 if self.sim.store.get(resource.plural, namespace if resource.namespaced else "", name) is not None:
                     raise ApiError.already_exists(resource, name)
-                return json_response(201, body)
+                return _warn(json_response(201, body), warnings)
             created = self.sim.store.create(resource.plural, body)
             self.sim.reconcile()
         log.info("sandbox.created", resource=resource.plural, namespace=namespace, name=name)
-        return json_response(201, created)
+        return _warn(json_response(201, created), warnings)
+
+    @staticmethod
+    def _field_validation(r: Request, resource: Resource, obj: Obj) -> list[str]:
+        """Fields the kind does not declare: refused under `fieldValidation=Strict` (what kubectl sends
+        once the OpenAPI document says the server validates), warned about under Warn, the default."""
+        mode = r.query.get("fieldValidation") or "Warn"
+        if mode not in ("Ignore", "Warn", "Strict"):
+            raise ApiError.bad_request(f'fieldValidation: Invalid value: "{mode}": must be one of Ignore, Warn, Strict')
+        if mode == "Ignore":
+            return []
+        unknown = [f'unknown field "{path}"' for path in openapi.unknown_fields(resource, obj)]
+        if unknown and mode == "Strict":
+            raise ApiError.bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+                                       f"strict decoding error: {', '.join(unknown)}")
+        return unknown
 
     # --- patch / replace -------------------------------------------------------------------
     def _apply_patch(self, r: Request, resource: Resource, current: Obj) -> Obj:
@@ -130,6 +146,7 @@ class Writes:
             elif key != "ownerReferences":
                 new["metadata"].pop(key, None)
         new["kind"], new["apiVersion"] = resource.kind, resource.api_version
+        warnings = self._field_validation(r, resource, new)
         if sub == "status":
             merged = copy(current)
             merged["status"] = new.get("status") or {}
@@ -140,11 +157,11 @@ class Writes:
             validation.check_pod_update(resource, current, new)
         validation.validate(resource, new)
         if r.query.get("dryRun") == "All":
-            return json_response(200, new)
+            return _warn(json_response(200, new), warnings)
         stored = self.sim.store.put(resource.plural, new)
         self.sim.reconcile()
         log.info("sandbox.updated", resource=resource.plural, namespace=current["metadata"].get("namespace", ""), name=name)
-        return json_response(200, stored)
+        return _warn(json_response(200, stored), warnings)
 
 
     # --- scale subresource -----------------------------------------------------------------
@@ -260,3 +277,9 @@ class Writes:
         log.info("sandbox.evicted", namespace=ns, pod=name)
         return json_response(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 
+
+def _warn(response: Response, warnings: list[str]) -> Response:
+    """Warnings as the API server sends them: `Warning: 299 - "text"` headers, which kubectl prints."""
+    if warnings:
+        response.headers["Warning"] = ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)
+    return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,60 @@ def test_each_node_has_a_lease_renewed_while_it_is_ready(demo: Sandbox) -> None:
     demo.tick()
     assert demo.sim.store.get("leases", "kube-node-lease", "node-1")["spec"]["renewTime"] > "2026-01-02"
     assert demo.sim.store.get("leases", "kube-node-lease", "node-4")["spec"]["renewTime"] == old
+
+
+MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27{extra}
+"""
+
+
+def manifest(tmp_path: Path, name: str, **values: object) -> str:
+    path = tmp_path / name
+    path.write_text(MANIFEST.format(**{"replicas": 2, "extra": "", **values}))
+    return str(path)
+
+
+def test_it_validates_create_and_apply_with_the_openapi_documents_kubectl_downloads(demo: Sandbox, tmp_path: Path) -> None:
+    # Validation on (kubectl's default): kubectl reads /openapi/v3, sees the server validates fields
+    # and sends fieldValidation=Strict; a field the schema does not declare is refused, naming it.
+    typo = manifest(tmp_path, "typo.yaml", extra="\n        imagePullPolic: Always")
+    for verb in ("create", "apply"):
+        refused = kubectl(demo, verb, "-f", typo, ok=False)
+        assert refused.returncode == 1
+        assert 'strict decoding error: unknown field "spec.template.spec.containers[0].imagePullPolic"' in refused.stderr
+    assert demo.sim.store.get("deployments", "shop", "web") is None
+    assert "deployment.apps/web created" in kubectl(demo, "create", "-f", manifest(tmp_path, "web.yaml")).stdout
+    kubectl(demo, "delete", "deployment", "web", "-n", "shop")
+    assert "deployment.apps/web created" in kubectl(demo, "apply", "-f", manifest(tmp_path, "web.yaml")).stdout
+    assert "deployment.apps/web configured" in kubectl(demo, "apply", "-f", manifest(tmp_path, "web.yaml", replicas=4)).stdout
+    assert kubectl(demo, "get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.status.readyReplicas}").stdout == "4"
+    # --validate=warn: the server stores the object and kubectl prints its warning.
+    warned = kubectl(demo, "apply", "--validate=warn", "-f", typo)
+    assert 'Warning: unknown field "spec.template.spec.containers[0].imagePullPolic"' in warned.stderr
+
+
+def test_it_explains_the_kinds_it_serves(demo: Sandbox) -> None:
+    out = kubectl(demo, "explain", "deployment.spec").stdout
+    assert "GROUP:      apps" in out and "FIELD: spec <DeploymentSpec>" in out
+    assert "Number of desired pods." in out  # replicas' description, from the schema
+    assert "selector\t<LabelSelector> -required-" in out and "template\t<PodTemplateSpec> -required-" in out
+    containers = kubectl(demo, "explain", "pods.spec.containers.resources.limits").stdout
+    assert "FIELD: limits <map[string]string>" in containers
+    assert "KIND:       Lease" in kubectl(demo, "explain", "leases").stdout
+    missing = kubectl(demo, "explain", "deployment.spec.nope", ok=False)
+    assert missing.returncode == 1 and 'field "nope" does not exist' in missing.stderr
