@@ -36,7 +36,13 @@ _redis_client: redis.Redis | None = None
 
 
 class ApprovalError(Exception):
-    """A request or decision was refused; the message says why, for people to read."""
+    """A request or decision was refused; the message says why, for people to read, and `reason`
+    what kind of refusal it is (`already_decided`, `expired`, `not_an_approver`,
+    `requester_on_high`, `not_found`, `invalid`), for callers that answer machines."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _redis() -> redis.Redis:
@@ -221,7 +227,7 @@ def decide_approval(approval_id: int | str, user: Any, decision: str, reason: st
     with transaction.atomic():
         found = find_approval(approval_id)
         if found is None:
-            raise ApprovalError(f"no approval {approval_id!r}")
+            raise ApprovalError(f"no approval {approval_id!r}", "not_found")
         approval = Approval.objects.select_for_update().get(pk=found.pk)
         now = timezone.now()
         refusal: _Refusal | None = None
@@ -271,7 +277,7 @@ def decide_approval(approval_id: int | str, user: Any, decision: str, reason: st
             metrics.APPROVALS.labels("expired").inc()
         log.info("approval_decision_refused", approval=approval.pk, code=approval.code, user=actor,
                  decision=decision, reason=refusal.reason)
-        raise ApprovalError(refusal.message)
+        raise ApprovalError(refusal.message, refusal.reason)
     metrics.APPROVALS.labels(approval.state).inc()
     log.info("approval_decided", approval=approval.pk, code=approval.code, user=actor, state=approval.state)
     return approval

@@ -76,6 +76,11 @@ def unavailable(request: HttpRequest, dependency: str, exc: BaseException) -> Ht
             f"<p>{escape(message)}</p><p>This page will work again once it is back.</p>",
             status=503, content_type="text/html; charset=utf-8",
         )
+    elif request.path.startswith("/api/v1/"):
+        # The REST API answers every error as an RFC 9457 problem detail; the keys above stay.
+        response = JsonResponse({"type": "https://aiops.invalid/problems/unavailable", "title": "Service unavailable",
+                                 "status": 503, "detail": message, "error": message, "dependency": dependency,
+                                 "retry_after": retry_after}, status=503, content_type="application/problem+json")
     else:
         response = JsonResponse({"error": message, "dependency": dependency, "retry_after": retry_after}, status=503)
     response["Retry-After"] = str(retry_after)

@@ -135,6 +135,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (the CSP allows only 'self')
     "django_celery_beat",
     "django_htmx",
     "axes",
@@ -142,6 +145,7 @@ INSTALLED_APPS = [
     "agents",
     "playbooks",
     "channels",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -203,7 +207,44 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
+}
+# The REST API (/api/v1/): requests per token (per user for a console session), counted in Redis.
+AIOPS_API_RATE = env_str("AIOPS_API_RATE", "1200/minute")
+if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", AIOPS_API_RATE):
+    raise EnvError(f"AIOPS_API_RATE={AIOPS_API_RATE!r} is not N/second, N/minute, N/hour or N/day")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "aiops:api", "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2}},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AIOps agent API",
+    "DESCRIPTION": (
+        "Incidents, playbook runs, approvals, rules and playbooks, clusters, tools, the audit log and the "
+        "assistant, for scripts, CI and other tools. Authenticate with `Authorization: Bearer aiops_...` "
+        "(a personal token from the console's API tokens page or the admin). Errors are RFC 9457 problem "
+        "details naming the field at fault."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "IncidentStateEnum": "playbooks.models.Incident.State",
+        "IncidentSeverityEnum": "playbooks.models.Incident.Severity",
+        "RunStateEnum": "playbooks.models.PlaybookRun.State",
+        "RunOutcomeEnum": "playbooks.models.PlaybookRun.Outcome",
+        "StepRunStateEnum": "playbooks.models.StepRun.State",
+        "ApprovalStateEnum": "agents.models.Approval.State",
+    },
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problem_responses"],
 }
 
 # --- Celery ------------------------------------------------------------------------------

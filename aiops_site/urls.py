@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from aiops_site import views
+from api import console as api_console
 from aiops_site.metrics import metrics_view
 
 # An exception raised outside a view (a session saved to a stopped database) reaches this:
@@ -14,7 +15,10 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("api.urls")),  # the REST API, its schema and docs
     path("api/", include("playbooks.urls")),  # POST /api/webhooks/alertmanager
+    path("console/tokens", api_console.tokens, name="api-console-tokens"),
+    path("console/tokens/<int:token_id>/revoke", api_console.revoke, name="api-console-revoke"),
     path("", include("channels.urls")),  # /api/webhooks/{telegram,slack/*,discord/*}, /console/
     # Ahead of django-prometheus's /metrics: ours adds the Celery queue depths to the multiprocess files.
     path("metrics", metrics_view, name="metrics"),

@@ -240,7 +240,10 @@ class AuditEntry(models.Model):
         CONFIG_CHANGE = "config_change", "Rule or playbook changed"
         INCIDENT_CLOSED = "incident_closed", "Incident closed by hand"
         RUN_STARTED = "run_started", "Playbook started by hand"
+        RUN_CANCELLED = "run_cancelled", "Playbook run cancelled by hand"
         ACCESS_REFUSED = "access_refused", "Access refused (unknown chat user, login lockout)"
+        API_TOKEN = "api_token", "API token created or revoked"
+        API_CALL = "api_call", "Change made through the REST API"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=200, help_text="Who: a user, a rule (playbook:...), the LLM (llm:...).")

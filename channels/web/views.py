@@ -15,7 +15,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as _login_required
@@ -82,9 +81,15 @@ def _partial(request: HttpRequest, rendered: HttpResponse | str) -> HttpResponse
 
 
 # --- who may act --------------------------------------------------------------------------------
-def may_act(user: Any) -> bool:
-    """Closing an incident or starting a playbook: the approvers (and superusers)."""
-    return bool(user.is_active and (user.is_superuser or user.groups.filter(name=settings.AIOPS_APPROVER_GROUP).exists()))
+# Closing an incident, starting or cancelling its playbook: `playbooks.services.manual.may_act_on`,
+# the one rule chat, this console, the admin and the REST API share (the approvers of the rule
+# that runs for it, else the approvers group).
+
+
+def _may_act_on(user: Any, incident: Any) -> bool:
+    from playbooks.services.manual import may_act_on
+
+    return may_act_on(user, incident)
 
 
 def _address(request: HttpRequest) -> str:
@@ -352,7 +357,7 @@ def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
         "runs": runs,
         "proposed": [r for r in runs if r.state == "proposed"],
         "waiting": [line for line in lines if line.approval is not None],
-        "may_act": may_act(request.user),
+        "may_act": _may_act_on(request.user, found),
         "no_run": _no_run_text(found, runs),
         "may_start": found.is_open and not any(r.state != "finished" for r in runs),
         "outcomes": _outcomes(found, runs),
@@ -446,9 +451,10 @@ def start_run(request: HttpRequest, run_id: int) -> HttpResponse:
     from playbooks.engine import start_proposed_run
     from playbooks.models import PlaybookRun
 
-    if not may_act(request.user):
-        return _answer(request, f"Refused: {request.user.get_username()} may not start playbooks.", False)
-    run = get_object_or_404(PlaybookRun, pk=run_id)
+    run = get_object_or_404(PlaybookRun.objects.select_related("incident"), pk=run_id)
+    if not _may_act_on(request.user, run.incident):
+        return _answer(request, f"Refused: {request.user.get_username()} may not start playbooks for incident "
+                       f"#{run.incident_id}.", False)
     started = start_proposed_run(run.pk, by=f"web:{request.user.get_username()}")
     if started:
         return _answer(request, f"Started playbook {run.playbook_name}.", True)

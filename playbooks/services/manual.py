@@ -1,4 +1,5 @@
-"""What a person does to an incident by hand: close it, or start its playbook anyway.
+"""What a person does to an incident by hand: close it, start its playbook anyway, or cancel
+its run.
 
 Both need the same right as deciding the incident's approvals (the approvers of the rule that
 ran or would run for it, else the approvers group; superusers when no rule names its own), both
@@ -20,11 +21,17 @@ from playbooks.models import Incident, PlaybookRun, Rule
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["ActionRefused", "close_incident", "may_act_on", "start_playbook"]
+__all__ = ["ActionRefused", "cancel_run", "close_incident", "may_act_on", "start_playbook"]
 
 
 class ActionRefused(Exception):
-    """Refused, with a reason a person can read (already audited)."""
+    """Refused, with a reason a person can read (already audited), and a `code` for callers that
+    answer machines: `forbidden` (no right), `conflict` (the state refuses it), `invalid` (no such
+    playbook), `not_found`."""
+
+    def __init__(self, message: str, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _rule_for(incident: Incident) -> Rule | None:
@@ -64,11 +71,12 @@ def _audit(user: Any, action: str, incident: Incident, outcome: str, detail: str
     )
 
 
-def _refuse(user: Any, action: str, incident: Incident, message: str, via: str, **arguments: Any) -> None:
+def _refuse(user: Any, action: str, incident: Incident, message: str, via: str, *, code: str = "forbidden",
+            **arguments: Any) -> None:
     _audit(user, action, incident, "refused", message, via, **arguments)
     log.info("incident_action_refused", incident=incident.pk, action=action, user=getattr(user, "username", ""),
              reason=message)
-    raise ActionRefused(message)
+    raise ActionRefused(message, code)
 
 
 def close_incident(incident_id: int, user: Any, reason: str, *, via: str) -> str:
@@ -80,7 +88,7 @@ def close_incident(incident_id: int, user: Any, reason: str, *, via: str) -> str
     # resolve_incident wants the row locked: a poll resolving it at the same moment waits.
     incident = Incident.objects.select_for_update().filter(pk=incident_id).first()
     if incident is None:
-        raise ActionRefused(f"There is no incident #{incident_id}.")
+        raise ActionRefused(f"There is no incident #{incident_id}.", "not_found")
     who = user.get_username() if user is not None else "an unknown user"
     if not may_act_on(user, incident):
         _refuse(user, AuditEntry.Action.INCIDENT_CLOSED, incident,
@@ -102,7 +110,7 @@ def start_playbook(incident_id: int, user: Any, playbook: str = "", *, via: str)
 
     incident = Incident.objects.select_for_update().filter(pk=incident_id).first()
     if incident is None:
-        raise ActionRefused(f"There is no incident #{incident_id}.")
+        raise ActionRefused(f"There is no incident #{incident_id}.", "not_found")
     who = user.get_username() if user is not None else "an unknown user"
     action = AuditEntry.Action.RUN_STARTED
     if not may_act_on(user, incident):
@@ -110,7 +118,7 @@ def start_playbook(incident_id: int, user: Any, playbook: str = "", *, via: str)
                 "who may decide its approvals can", via, playbook=playbook)
     if not incident.is_open:
         _refuse(user, action, incident, f"incident #{incident.pk} is {incident.state}; nothing to remediate", via,
-                playbook=playbook)
+                code="conflict", playbook=playbook)
     active = PlaybookRun.objects.filter(incident=incident).exclude(state=PlaybookRun.State.FINISHED).first()
     if active is not None:
         if active.state == PlaybookRun.State.PROPOSED and (not playbook or playbook == active.playbook_name):
@@ -120,26 +128,26 @@ def start_playbook(incident_id: int, user: Any, playbook: str = "", *, via: str)
             active.refresh_from_db()
             return active
         _refuse(user, action, incident, f"run #{active.pk} ({active.playbook_name}) is already {active.state} for "
-                f"incident #{incident.pk}", via, playbook=playbook)
+                f"incident #{incident.pk}", via, code="conflict", playbook=playbook)
     rules = list(Rule.objects.filter(playbook__enabled=True).select_related("playbook").prefetch_related("clusters"))
     if playbook:
         candidates = [rule for rule in rules if rule.playbook.name == playbook]
         if not candidates:
             known = sorted({rule.playbook.name for rule in rules})
             _refuse(user, action, incident, f"no rule runs a playbook named {playbook!r} (playbooks: "
-                    f"{', '.join(known) or 'none'})", via, playbook=playbook)
+                    f"{', '.join(known) or 'none'})", via, code="invalid", playbook=playbook)
         candidates.sort(key=lambda rule: (why_not(rule, incident) is not None, not rule.enabled, -rule.priority))
         rule = candidates[0]
     else:
         matching = [rule for rule in rules if rule.enabled and why_not(rule, incident) is None]
         if not matching:
             _refuse(user, action, incident, f"no enabled rule matches incident #{incident.pk}; name a playbook to "
-                    "run", via)
+                    "run", via, code="invalid")
         rule = matching[0]
     run = create_run(incident, rule, start=True, reason=f"started by hand by {who} from {via}")
     if run is None:
         _refuse(user, action, incident, f"playbook {rule.playbook.name} could not start (no steps, or no cluster "
-                "to act on)", via, playbook=rule.playbook.name)
+                "to act on)", via, code="conflict", playbook=rule.playbook.name)
     assert run is not None
     Incident.objects.filter(pk=incident.pk).update(no_run_reason=None)
     _audit(user, action, incident, "ok", f"started run #{run.pk} ({run.playbook_name}) by hand", via,
@@ -148,3 +156,26 @@ def start_playbook(incident_id: int, user: Any, playbook: str = "", *, via: str)
              via=via)
     return run
 
+
+
+def cancel_run(run_id: int, user: Any, reason: str = "", *, via: str) -> str:
+    """Cancel an active run by hand (its pending approvals are cancelled with it): the same right
+    as closing its incident. In the caller's transaction; a refusal is audited and raised."""
+    from agents.models import AuditEntry
+    from playbooks import engine
+
+    run = PlaybookRun.objects.select_related("incident").filter(pk=run_id).first()
+    if run is None:
+        raise ActionRefused(f"There is no run #{run_id}.", "not_found")
+    who = user.get_username() if user is not None else "an unknown user"
+    action = AuditEntry.Action.RUN_CANCELLED
+    if not may_act_on(user, run.incident):
+        _refuse(user, action, run.incident, f"{who} may not cancel run #{run.pk}: only those who may decide the "
+                f"approvals of incident #{run.incident_id} can", via, run=run.pk)
+    by = f"{who} from {via}" + (f": {reason}" if reason else "")
+    if not engine.cancel_run(run.pk, by=by):
+        return f"Run #{run.pk} ({run.playbook_name}) has already finished."
+    _audit(user, action, run.incident, "ok", f"cancelled run #{run.pk} ({run.playbook_name})"
+           + (f": {reason}" if reason else ""), via, run=run.pk, playbook=run.playbook_name)
+    log.info("playbook_run_cancelled_by_hand", run=run.pk, incident=run.incident_id, user=who, via=via)
+    return f"Cancelled run #{run.pk} ({run.playbook_name})."

@@ -148,6 +148,11 @@ def test_the_inbound_endpoints_answer_503_while_postgresql_or_redis_is_down_and_
     _assert_unavailable(platforms.slack_message(stack.client, "!help", user="U0OUTAGE"), "database")
     _assert_unavailable(platforms.discord_command(stack.client, chat_fakes, "/help", user="4242", channel="777"),
                         "database")
+    # The REST API: a problem detail with the same keys (the token lookup is what meets the outage).
+    api = stack.client.http.get("/api/v1/incidents/", headers={"Authorization": "Bearer aiops_0000_x"})
+    assert api.status_code == 503 and api.headers["Retry-After"] == RETRY_AFTER
+    assert api.headers["Content-Type"] == "application/problem+json"
+    assert api.json()["status"] == 503 and api.json()["dependency"] == "database"
     # A person's browser gets a page, not JSON; still 503 + Retry-After.
     page = stack.client.http.get("/admin/", headers={"Accept": "text/html", "Cookie": "sessionid=" + "k" * 32})
     assert page.status_code == 503 and page.headers["Retry-After"] == RETRY_AFTER
