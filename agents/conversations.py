@@ -268,14 +268,14 @@ def answer_question(question: Message, *, notify: bool = False) -> Answer:
     return result
 
 
-def _tool_definition(name: str, description: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+def tool_definition(name: str, description: str, schema: dict[str, Any] | None) -> dict[str, Any]:
     parameters = dict(schema or {})
     parameters.setdefault("type", "object")
     parameters.setdefault("properties", {})
     return {"type": "function", "function": {"name": name, "description": description[:1000], "parameters": parameters}}
 
 
-def _untrusted(source: str, text: str) -> str:
+def untrusted(source: str, text: str) -> str:
     # The closing tag inside the data would let it "leave" the block; defuse it.
     safe = text.replace("</untrusted_data", "<\\/untrusted_data")
     return f'<untrusted_data source="{source}">\n{safe}\n</untrusted_data>'
@@ -320,10 +320,10 @@ class _Turn:
 
         low = {t.name: t for t in list_tools(risk="LOW") if _TOOL_NAME.fullmatch(t.name)}
         changes = {t.name: t for t in list_tools(risk=["MEDIUM", "HIGH"]) if _TOOL_NAME.fullmatch(t.name)}
-        definitions = [_tool_definition(t.name, t.description or t.name, t.input_schema) for t in low.values()]
+        definitions = [tool_definition(t.name, t.description or t.name, t.input_schema) for t in low.values()]
         if changes:
             definitions.append(
-                _tool_definition(
+                tool_definition(
                     REQUEST_CHANGE,
                     "Ask a human to approve one change to the cluster. Only when the person's latest "
                     "message asks for this change. It does not run the change.",
@@ -485,7 +485,7 @@ class _Turn:
         self.tool_output_used += len(output)
         self._store_tool_message(record, output)
         prefix = "" if result.ok else "the tool reported an error:\n"
-        return _untrusted(f"tool:{name}", prefix + self.redactor.redact(output))
+        return untrusted(f"tool:{name}", prefix + self.redactor.redact(output))
 
     def _request_change(self, record: dict[str, Any], tool: str, args: dict[str, Any], reason: str, changes: dict[str, Any]) -> str:
         from agents.services import ApprovalError, request_approval

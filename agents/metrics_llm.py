@@ -48,3 +48,9 @@ LLM_CAPABILITY_FALLBACKS = Counter(
     "was used instead (json_object, prompt, no).",
     ["feature", "fallback"],
 )
+RCA_TOOL_CALLS = Counter(
+    "aiops_rca_tool_calls",
+    "Tool calls the model made while investigating an RCA, by outcome (ran, failed, refused, budget_exhausted, "
+    "bad_arguments).",
+    ["outcome"],
+)

@@ -350,6 +350,19 @@ LLM_REDACT_RESOURCE_NAMES = env_bool("LLM_REDACT_RESOURCE_NAMES", False)
 # (minutes on a CPU). Per purpose, because a chat answer is short and a JSON report is not.
 LLM_MAX_TOKENS_CHAT = env_int("LLM_MAX_TOKENS_CHAT", 800, minimum=16, maximum=65536)
 LLM_MAX_TOKENS_RCA = env_int("LLM_MAX_TOKENS_RCA", 1200, minimum=64, maximum=65536)
+# What the RCA shows the model: "full" (the compacted objects as JSON, up to 150 numbered log lines)
+# or "compact" (a few hundred tokens of facts, for small local models on a CPU: agents/rca/llm_input.py).
+LLM_RCA_PROMPT = env_choice("LLM_RCA_PROMPT", "full", ("full", "compact"))
+# The RCA's investigation (agents/rca/investigate.py): with an LLM and a cluster, the model may call
+# LOW tools (logs, events, objects, query_prometheus) for this many rounds and characters of output
+# before it writes the report; LLM_RCA_TOOL_CHOICE is the first round's tool_choice (auto, required,
+# or a LOW tool's name: llama-cpp-python's server returns tool calls only for a named tool).
+LLM_RCA_INVESTIGATE = env_bool("LLM_RCA_INVESTIGATE", True)
+LLM_RCA_TOOL_ROUNDS = env_int("LLM_RCA_TOOL_ROUNDS", 3, minimum=1, maximum=10)
+LLM_RCA_TOOL_OUTPUT_BUDGET = env_int("LLM_RCA_TOOL_OUTPUT_BUDGET", 12_000, minimum=1000)
+LLM_RCA_TOOL_CHOICE = env_str("LLM_RCA_TOOL_CHOICE", "auto").strip() or "auto"
+if not re.fullmatch(r"auto|required|[A-Za-z0-9_-]{1,64}", LLM_RCA_TOOL_CHOICE):
+    raise EnvError(f"LLM_RCA_TOOL_CHOICE={LLM_RCA_TOOL_CHOICE!r} is not auto, required or a tool name")
 # Wall-clock budget of one chat answer (every round, retry and tool call) and of the LLM part of
 # one RCA. Each request's timeout is the smaller of LLM_TIMEOUT and what is left of the budget;
 # the Celery tasks that do this work get soft/hard limits a little above it (agents/llm.py).

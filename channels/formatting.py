@@ -174,6 +174,7 @@ SOURCE_WORDS = {
     "hpa": "autoscaler",
     "job": "job status",
     "metrics": "metrics",
+    "tool": "tool result",
 }
 
 
@@ -341,6 +342,9 @@ def _evidence(item: Any) -> Evidence | None:
         where.append(str(item["field"]))
     if isinstance(item.get("count"), int) and item["count"] > 1:
         where.append(f"seen {item['count']} times")
+    if item.get("tool"):  # an investigation's tool call: what was asked, as a person reads it
+        arguments = item.get("arguments") if isinstance(item.get("arguments"), dict) else {}
+        where.append(f"{item['tool']}(" + ", ".join(f"{k}={value_text(v)}" for k, v in sorted(arguments.items())) + ")")
     return Evidence(words(source, SOURCE_WORDS), ", ".join(where), value_text(item.get("detail") or ""), _excerpt(item))
 
 
@@ -392,6 +396,17 @@ def _meaning(failure_class: str) -> str:
     return found[:1].upper() + found[1:] + "." if found else ""
 
 
+def _method(report: dict[str, Any]) -> str:
+    if report.get("method") != "llm":
+        return "the built-in rules"
+    model = report.get("model")
+    text = f"the LLM ({model})" if model else "the LLM"
+    calls = (report.get("investigation") or {}).get("calls") if isinstance(report.get("investigation"), dict) else None
+    if isinstance(calls, list) and calls:
+        text += f", after {len(calls)} tool call{'s' if len(calls) != 1 else ''}"
+    return text
+
+
 def rca_report(report: Any) -> Report | None:
     """The stored report (the RCA engine's JSON) as a `Report` for people; None when empty."""
     if not isinstance(report, dict) or not report:
@@ -400,8 +415,6 @@ def rca_report(report: Any) -> Report | None:
     confidence = report.get("confidence")
     percent = round(confidence * 100) if isinstance(confidence, int | float) and 0 <= confidence <= 1 else None
     actions = report.get("recommended_actions") or report.get("recommendations") or []
-    method = report.get("method")
-    model = report.get("model")
     return Report(
         failure_class=failure_class,
         class_words=words(failure_class, CLASS_WORDS),
@@ -411,7 +424,7 @@ def rca_report(report: Any) -> Report | None:
         evidence=_merged([e for e in (_evidence(i) for i in (report.get("evidence") or [])) if e is not None]),
         actions=[a for a in (_action(i) for i in (actions if isinstance(actions, list) else [])) if a is not None],
         related=[value_text(r) for r in (report.get("related_resources") or []) if r],
-        method=(f"the LLM ({model})" if model else "the LLM") if method == "llm" else "the built-in rules",
+        method=_method(report),
         note=value_text(" ".join(str(part) for part in (report.get("note"), report.get("last_fix")) if part)),
     )
 

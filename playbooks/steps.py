@@ -121,7 +121,12 @@ def _rca_step(step: StepRun, run: PlaybookRun) -> Result:
     # The LLM part ends inside the step's limit (and LLM_RCA_TIME_LIMIT): a slow model yields the
     # deterministic report with its reason, never a step without a report.
     deadline = deadline_in(max(min(settings.LLM_RCA_TIME_LIMIT, step.timeout_seconds - RCA_STEP_MARGIN_S), 1))
-    report = analyze(gather_bundle(run.cluster, _workload(run)), deadline=deadline)
+    workload = _workload(run)
+    # The model may investigate this incident's cluster with LOW tools (audited as llm:rca); named
+    # unless it is the default, as tool steps leave it to the MCP server's default.
+    context = {"cluster": "" if run.cluster.is_default else run.cluster.name,
+               "subject": f"{workload['kind']} {workload['namespace']}/{workload['name']}"}
+    report = analyze(gather_bundle(run.cluster, workload), deadline=deadline, context=context)
     from playbooks.history import last_fix
 
     remembered = last_fix(run.incident)  # the RCA cites what fixed this workload last time

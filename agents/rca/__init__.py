@@ -20,7 +20,8 @@ cluster), `rules` (hypotheses per failure class), `report` (the deterministic re
 
 from agents.rca.bundle import BUNDLE_FIELDS, BundleError, normalized_events, validate_bundle
 from agents.rca.gather import gather_bundle
-from agents.rca.llm_report import RCA_PROMPT, analyze
+from agents.rca.llm_input import RCA_PROMPT
+from agents.rca.llm_report import analyze
 from agents.rca.report import deterministic_report
 from agents.rca.schema import (
     EVIDENCE_SOURCES,

@@ -163,6 +163,9 @@ def summarize(rows: list[dict[str, Any]], *, mode: str) -> dict[str, Any]:
             "bins": bins,
         },
         "misses": misses,
+        # The LLM modes: how many answers were the model's, and why the others fell back to the rules.
+        "llm_answers": sum(1 for r in rows if r["method"] not in (None, "deterministic")),
+        "fallbacks": dict(sorted(Counter(r["fallback"] for r in rows if r.get("fallback")).items())),
         "rows": rows,
     }
     # Cases are added in batches; a batch written after the rules it is scored by were last changed
@@ -196,6 +199,9 @@ def render(result: Mapping[str, Any]) -> str:
     lines = [f"RCA evaluation ({result['mode']}): {result['cases']} cases, {result['healthy_cases']} healthy", ""]
     lines.append(f"accuracy                {result['accuracy']:.1%}  (failing cases only: {result['accuracy_failing_cases']:.1%})")
     lines.append(f"findings right          {result['findings_accuracy']:.1%}")
+    if result["mode"] != "deterministic":
+        fallbacks = ", ".join(f"{n} {reason}" for reason, n in result["fallbacks"].items())
+        lines.append(f"the model's answers     {result['llm_answers']} of {result['cases']}" + (f" (fallbacks: {fallbacks})" if fallbacks else ""))
     if len(result["by_batch"]) > 1:
         lines.append("by batch                " + ", ".join(f"{b}: {v['accuracy']:.1%} of {v['cases']}" for b, v in result["by_batch"].items()))
     lines.append(f"healthy with a finding  {len(result['healthy_with_findings'])}" + (f"  ({', '.join(result['healthy_with_findings'])})" if result["healthy_with_findings"] else ""))

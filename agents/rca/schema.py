@@ -13,7 +13,10 @@ from agents.rca.vocabulary import VOCABULARY
 
 FAILURE_CLASSES = tuple(entry.name for entry in VOCABULARY)
 FAILURE_CLASS_MEANINGS = {entry.name: entry.meaning for entry in VOCABULARY}
-EVIDENCE_SOURCES = ("status", "event", "log", "previous_log", "node", "deployment", "replicaset", "job", "hpa", "spec", "related")
+# Where a fact in the bundle comes from; "tool" (with "ref": the label of a tool result) only in an
+# investigation (agents/rca/investigate.py), where the report cites what a tool call returned.
+BUNDLE_SOURCES = ("status", "event", "log", "previous_log", "node", "deployment", "replicaset", "job", "hpa", "spec", "related")
+EVIDENCE_SOURCES = (*BUNDLE_SOURCES, "tool")
 # Our built-in playbooks (the engine's library), named in recommendations where one fits.
 PLAYBOOKS = {entry.name: entry.playbook for entry in VOCABULARY if entry.playbook}
 
@@ -33,6 +36,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "detail": {"type": "string", "minLength": 1},
                     "field": {"type": "string"},
                     "line": {"type": "integer", "minimum": 1},
+                    "ref": {"type": "string", "description": "with source tool: the label of the tool result, e.g. T1"},
                 },
                 "required": ["source", "detail"],
             },

