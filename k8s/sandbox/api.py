@@ -17,7 +17,7 @@ import orjson
 import prometheus_client
 import structlog
 
-from k8s.sandbox import admin, openapi, pod_log
+from k8s.sandbox import admin, openapi, pod_log, usage
 from k8s.sandbox import proto as protobuf
 from k8s.sandbox.errors import ApiError
 from k8s.sandbox.metrics import SANDBOX_REQUESTS
@@ -121,6 +121,8 @@ class Api(Writes):
             return json_response(200, resource_list(parts[1], parts[2]))
         if parts and parts[0] == "api" and len(parts) > 2 and parts[1] == "v1":
             return self._resource(r, "", "v1", parts[2:])
+        if parts[:3] == ["apis", usage.GROUP, usage.VERSION] and len(parts) > 3:
+            return usage.serve(self.sim, r, parts[3:])
         if parts and parts[0] == "apis" and len(parts) > 3:
             return self._resource(r, parts[1], parts[2], parts[3:])
         raise ApiError.no_route()

@@ -65,6 +65,13 @@ class ApiError(Exception):
         )
 
     @classmethod
+    def invalid_options(cls, field: str, message: str) -> ApiError:
+        """422 for a bad query option, as the API server names PatchOptions."""
+        return cls(422, "Invalid", f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
+                   {"group": "meta.k8s.io", "kind": "PatchOptions",
+                    "causes": [{"reason": "FieldValueRequired", "message": message, "field": field}]})
+
+    @classmethod
     def method_not_allowed(cls) -> ApiError:
         return cls(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})
 

@@ -82,15 +82,15 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def resolve_deployment(sim: Simulation, target: str) -> Obj:
-    """A deployment named by ns/name, or the deployment that owns the pod named so."""
+    """A deployment (else a statefulset) named by ns/name, or the one that owns the pod named so."""
     ns, name = _split(target)
-    deploy = sim.store.get("deployments", ns, name)
+    deploy = sim.workload(ns, name)
     if deploy is None:
         pod = sim.store.get("pods", ns, name)
         if pod is not None:
-            _, deploy = sim.pod_owner_chain(pod)
+            _, deploy = sim.pod_workload(pod)
     if deploy is None:
-        raise FaultError(f"no deployment (or pod of one) named {target!r}")
+        raise FaultError(f"no deployment or statefulset (or pod of one) named {target!r}")
     return deploy
 
 
@@ -212,7 +212,7 @@ def _build(sim: Simulation, ftype: str, target: str, opts: dict[str, Any]) -> Fa
             if c["name"] == container["name"]:
                 c["image"] = image
         updated["metadata"].setdefault("annotations", {})[o.CHANGE_CAUSE] = f"kubectl set image deployment/{name} {container['name']}={image}"
-        sim.store.put("deployments", updated)
+        sim.store.put("deployments" if deploy["kind"] == "Deployment" else "statefulsets", updated)
         mode = str(opts.get("mode", "crash_loop"))
         if mode not in ("crash_loop", "image_pull_failure"):
             raise FaultError(f"option mode={mode!r} must be crash_loop or image_pull_failure")
@@ -357,11 +357,10 @@ def deployment_faults(sim: Simulation, deploy: Obj) -> list[Fault]:
 def pod_faults(sim: Simulation, pod: Obj) -> list[Fault]:
     if not sim.faults:
         return []
-    rs, deploy = sim.pod_owner_chain(pod)
+    config, deploy = sim.pod_workload(pod)
     out = [f for f in sim.faults if pod["metadata"]["uid"] in f.pod_uids and f.type == "crash_loop"]
-    if deploy is None or rs is None:
+    if deploy is None or config is None:
         return out
-    config = sim.rs_config(rs)
     for f in deployment_faults(sim, deploy):
         if f.type == "crash_loop" and not f.opts.get("transient") and config in f.bad_configs:
             out.append(f)
@@ -430,9 +429,9 @@ def _cleared_by(sim: Simulation, fault: Fault) -> str:
     if fault.type in ("evicted",) or (fault.type == "crash_loop" and fault.opts.get("transient")):
         alive = {p["metadata"]["uid"] for p in sim.store.all("pods", ns)}
         return "" if fault.pod_uids & alive else ("pods restarted" if fault.type == "crash_loop" else "evicted pods deleted")
-    deploy = sim.store.get("deployments", ns, name)
+    deploy = sim.workload(ns, name)
     if deploy is None:
-        return "deployment deleted"
+        return "workload deleted"
     if fault.type == "oom_killed":
         container = next((c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == fault.opts["container"]), None)
         limit = o.parse_bytes(((container or {}).get("resources") or {}).get("limits", {}).get("memory"))

@@ -62,6 +62,8 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource("", "v1", "services", "service", "Service", True, READ + WRITE, ("svc",), ("all",)),
     Resource("", "v1", "endpoints", "endpoints", "Endpoints", True, READ + WRITE, ("ep",)),
+    Resource("", "v1", "configmaps", "configmap", "ConfigMap", True, READ + WRITE, ("cm",)),
+    Resource("", "v1", "secrets", "secret", "Secret", True, READ + WRITE, (), fields=("type",)),
     Resource(
         "apps", "v1", "deployments", "deployment", "Deployment", True, READ + WRITE, ("deploy",), ("all",),
         subresources={
@@ -74,6 +76,13 @@ RESOURCES: tuple[Resource, ...] = (
         subresources={
             "scale": ("autoscaling", "v1", "Scale", ("get", "patch", "update")),
             "status": ("apps", "v1", "ReplicaSet", ("get", "patch", "update")),
+        },
+    ),
+    Resource(
+        "apps", "v1", "statefulsets", "statefulset", "StatefulSet", True, READ + WRITE, ("sts",), ("all",),
+        subresources={
+            "scale": ("autoscaling", "v1", "Scale", ("get", "patch", "update")),
+            "status": ("apps", "v1", "StatefulSet", ("get", "patch", "update")),
         },
     ),
     Resource("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, READ + WRITE, ("ds",), ("all",)),
@@ -105,6 +114,13 @@ REVIEWS: tuple[Resource, ...] = (
 )
 RESOURCES += REVIEWS
 
+# Served by k8s/sandbox/usage.py from the simulation, as metrics-server serves them through the
+# aggregation layer; listed in discovery, never stored (their plurals clash with the core kinds').
+METRICS: tuple[Resource, ...] = (
+    Resource("metrics.k8s.io", "v1beta1", "nodes", "", "NodeMetrics", False, ("get", "list")),
+    Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", True, ("get", "list")),
+)
+
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
@@ -113,7 +129,7 @@ BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}
 def group_versions() -> dict[str, list[str]]:
     """group -> versions, in the order discovery lists them (the preferred version first)."""
     out: dict[str, list[str]] = {}
-    for resource in RESOURCES:
+    for resource in RESOURCES + METRICS:
         versions = out.setdefault(resource.group, [])
         if resource.version not in versions:
             versions.append(resource.version)
@@ -124,7 +140,7 @@ def group_versions() -> dict[str, list[str]]:
 def resource_list(group: str, version: str) -> dict[str, object]:
     """The APIResourceList for one group version (the legacy discovery document)."""
     resources: list[dict[str, object]] = []
-    for r in RESOURCES:
+    for r in RESOURCES + METRICS:
         if (r.group, r.version) != (group, version):
             continue
         entry: dict[str, object] = {

@@ -71,8 +71,24 @@ class Simulation(Workloads, NodeAgents):
         deploy = self.store.get("deployments", ns, dref["name"]) if dref and dref["kind"] == "Deployment" else None
         return rs, deploy
 
+    def pod_workload(self, pod: Obj) -> tuple[str | None, Obj | None]:
+        """(configuration hash of the template the pod was made from, Deployment or StatefulSet owning it)."""
+        ref = o.controller_of(pod)
+        if ref and ref["kind"] == "StatefulSet":
+            sts = self.store.get("statefulsets", pod["metadata"]["namespace"], ref["name"])
+            revision = pod["metadata"].get("labels", {}).get("controller-revision-hash", "")
+            return self._config_cache.get(revision), sts
+        rs, deploy = self.pod_owner_chain(pod)
+        return (self.rs_config(rs) if rs is not None else None), deploy
+
+    def workload(self, ns: str, name: str) -> Obj | None:
+        """The Deployment, else the StatefulSet, of that name: what a workload fault targets."""
+        return self.store.get("deployments", ns, name) or self.store.get("statefulsets", ns, name)
+
     def deployment_pods(self, deploy: Obj) -> list[Obj]:
         ns = deploy["metadata"]["namespace"]
+        if deploy["kind"] == "StatefulSet":
+            return self.store.owned_by("pods", deploy["metadata"]["uid"], ns)
         pods: list[Obj] = []
         for rs in self.store.owned_by("replicasets", deploy["metadata"]["uid"], ns):
             pods.extend(self.store.owned_by("pods", rs["metadata"]["uid"], ns))
@@ -135,12 +151,14 @@ class Simulation(Workloads, NodeAgents):
             self._hpas()
             self._deployments()
             self._replicasets()
+            self._statefulsets()
             self._daemonsets()
             self._jobs()
             self._schedule()
             self._kubelet(tick=tick)
             self._replicaset_status()
             self._deployment_status()
+            self._statefulset_status()
             self._daemonset_status()
             self._pdb_status()
             self._endpoints()

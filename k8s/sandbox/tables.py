@@ -121,6 +121,24 @@ def _service_row(s: Obj) -> list[Any]:
             ports, human_age(s["metadata"].get("creationTimestamp"))]
 
 
+def _statefulset_row(sts: Obj) -> list[Any]:
+    s = sts.get("status") or {}
+    containers = sts["spec"]["template"]["spec"]["containers"]
+    return [sts["metadata"]["name"], f"{s.get('readyReplicas', 0)}/{sts['spec'].get('replicas', 1)}",
+            human_age(sts["metadata"].get("creationTimestamp")), ",".join(c["name"] for c in containers),
+            ",".join(c["image"] for c in containers)]
+
+
+def _configmap_row(cm: Obj) -> list[Any]:
+    return [cm["metadata"]["name"], len(cm.get("data") or {}) + len(cm.get("binaryData") or {}),
+            human_age(cm["metadata"].get("creationTimestamp"))]
+
+
+def _secret_row(secret: Obj) -> list[Any]:
+    return [secret["metadata"]["name"], secret.get("type", "Opaque"), len(secret.get("data") or {}),
+            human_age(secret["metadata"].get("creationTimestamp"))]
+
+
 def _col(name: str, ctype: str = "string", priority: int = 0, fmt: str = "") -> dict[str, Any]:
     return {"name": name, "type": ctype, "format": fmt, "description": "", "priority": priority}
 
@@ -139,6 +157,10 @@ COLUMNS: dict[str, tuple[list[dict[str, Any]], Any]] = {
                      _col("Ready", "integer"), _col("Age")], _replicaset_row),
     "horizontalpodautoscalers": ([_col("Name", fmt="name"), _col("Reference"), _col("Targets"), _col("MinPods", "integer"),
                                   _col("MaxPods", "integer"), _col("Replicas", "integer"), _col("Age")], _hpa_row),
+    "statefulsets": ([_col("Name", fmt="name"), _col("Ready"), _col("Age"), _col("Containers", priority=1),
+                      _col("Images", priority=1)], _statefulset_row),
+    "configmaps": ([_col("Name", fmt="name"), _col("Data", "integer"), _col("Age")], _configmap_row),
+    "secrets": ([_col("Name", fmt="name"), _col("Type"), _col("Data", "integer"), _col("Age")], _secret_row),
     "jobs": ([_col("Name", fmt="name"), _col("Status"), _col("Completions"), _col("Duration"), _col("Age")], _job_row),
     "events": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event_row),
     "services": ([_col("Name", fmt="name"), _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"),

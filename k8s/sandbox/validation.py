@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -12,11 +13,23 @@ from k8s.sandbox.resources import Resource
 from k8s.sandbox.store import Obj, copy
 from k8s.sandbox.workloads import pod_qos
 
+# Kinds without a spec (their data is top-level) and without a status.
+NO_SPEC = ("events", "endpoints", "configmaps", "secrets")
+NO_STATUS = (*NO_SPEC, "leases")
+
 
 def defaults(resource: Resource, body: Obj) -> None:
-    spec = body.setdefault("spec", {}) if resource.plural not in ("events", "endpoints") else None
-    if resource.plural not in ("events", "endpoints"):
+    spec = body.setdefault("spec", {}) if resource.plural not in NO_SPEC else None
+    if resource.plural not in NO_STATUS:
         body["status"] = {"phase": "Active"} if resource.plural == "namespaces" else {}
+    if resource.plural == "secrets":
+        body.setdefault("type", "Opaque")
+    if resource.plural == "statefulsets" and spec is not None:
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
     if resource.plural == "namespaces":
         body["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = body["metadata"]["name"]
         body["spec"] = {"finalizers": ["kubernetes"]}
@@ -34,6 +47,28 @@ def defaults(resource: Resource, body: Obj) -> None:
         body["status"] = {"phase": "Pending", "qosClass": pod_qos(spec) if spec.get("containers") else "BestEffort"}
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
+
+def normalize(resource: Resource, obj: Obj) -> None:
+    """A Secret's `stringData` is write-only: merged into `data` (base64), as the API server does;
+    `data` must be base64. Values never appear in an error or a log line, only their keys."""
+    if resource.plural != "secrets":
+        return
+    data = obj.get("data") or {}
+    string_data = obj.pop("stringData", None) or {}
+    if not isinstance(data, dict) or not isinstance(string_data, dict):
+        raise ApiError.bad_request("Secret: data and stringData must be maps of key to value")
+    for key, value in data.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (ValueError, TypeError):
+            raise ApiError.bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data in data[{key}]') from None
+    for key, value in string_data.items():
+        if not isinstance(value, str):
+            raise ApiError.bad_request(f"Secret: stringData[{key}] must be a string")
+        data[key] = base64.b64encode(value.encode()).decode()
+    if data:
+        obj["data"] = data
+
 
 def validate(resource: Resource, obj: Obj) -> None:
     name = obj["metadata"].get("name", "")
@@ -64,7 +99,7 @@ def validate(resource: Resource, obj: Obj) -> None:
                                        f"Invalid value: {orjson.dumps(qty).decode()}: quantities must match the regular expression "
                                        "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
 
-    if resource.plural in ("deployments", "replicasets"):
+    if resource.plural in ("deployments", "replicasets", "statefulsets"):
         non_negative_int("spec.replicas", spec.get("replicas", 1))
         template = spec.get("template") or {}
         selector = spec.get("selector") or {}

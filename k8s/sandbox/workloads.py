@@ -27,6 +27,11 @@ def pod_qos(spec: Obj) -> str:
     return "Burstable"
 
 
+def _ordinal(pod_name: str) -> int:
+    tail = pod_name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
 class Workloads:
     """Deployment, ReplicaSet, DaemonSet and Job controllers, as a mixin of `Simulation`."""
 
@@ -34,6 +39,7 @@ class Workloads:
     faults: list[Fault]
     bulk: bool
     _pod_keys: dict[str, tuple[Any, ...]]
+    _config_cache: dict[str, str]
 
     event: Callable[..., None]  # Simulation.event: records a core/v1 Event
     suffix: Callable[..., str]
@@ -114,19 +120,20 @@ class Workloads:
 
     # --- replicasets -----------------------------------------------------------------------
     def new_pod(self, owner: Obj, template: Obj, *, generate_name: str | None = None, node_name: str = "",
-                running: bool = False) -> Obj:
+                running: bool = False, name: str = "", labels: dict[str, str] | None = None) -> Obj:
         ns = owner["metadata"]["namespace"]
         prefix = generate_name or f"{owner['metadata']['name']}-"
-        name = prefix + self.suffix()
-        while self.store.get("pods", ns, name) is not None:
+        if not name:
             name = prefix + self.suffix()
+            while self.store.get("pods", ns, name) is not None:
+                name = prefix + self.suffix()
         spec = copy(template["spec"])
         if node_name:
             spec["nodeName"] = node_name
         pod = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "generateName": prefix, "namespace": ns,
-                         "labels": dict(template["metadata"].get("labels") or {}),
+                         "labels": {**(template["metadata"].get("labels") or {}), **(labels or {})},
                          "annotations": dict(template["metadata"].get("annotations") or {}),
                          "ownerReferences": [o.owner_ref(owner)]},
             "spec": spec,
@@ -172,6 +179,39 @@ class Workloads:
                 for pod in victims:
                     self.delete_pod(pod)
                     self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "replicaset-controller")
+
+    def _statefulsets(self) -> None:
+        """Pods named <name>-<ordinal>, replaced under the same name; scale-down removes the highest
+        ordinals first; a template change replaces the pods of the old revision. (Pods are created
+        together, as under podManagementPolicy Parallel, not one at a time once the previous is Ready.)"""
+        for sts in self.store.all("statefulsets"):
+            ns, name, uid = sts["metadata"]["namespace"], sts["metadata"]["name"], sts["metadata"]["uid"]
+            template = sts["spec"]["template"]
+            revision = f"{name}-{o.template_hash(template)}"
+            self._config_cache[revision] = o.config_hash(template)
+            want = sts["spec"].get("replicas", 1)
+            pods = {p["metadata"]["name"]: p for p in self.store.owned_by("pods", uid, ns)}
+            for pod_name in sorted(pods, key=lambda n: -_ordinal(n)):
+                pod = pods[pod_name]
+                stale = pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision
+                if _ordinal(pod_name) >= want or stale or not is_active(pod):
+                    self.delete_pod(pod)
+                    del pods[pod_name]
+                    self.event(sts, "Normal", "SuccessfulDelete", f"delete Pod {pod_name} in StatefulSet {name} successful",
+                               "statefulset-controller")
+            for i in range(want):
+                pod_name = f"{name}-{i}"
+                if pod_name in pods:
+                    continue
+                pod_template = copy(template)
+                pod_template["spec"]["hostname"] = pod_name
+                if sts["spec"].get("serviceName"):
+                    pod_template["spec"]["subdomain"] = sts["spec"]["serviceName"]
+                self.new_pod(sts, pod_template, name=pod_name, labels={
+                    "controller-revision-hash": revision, "statefulset.kubernetes.io/pod-name": pod_name,
+                    "apps.kubernetes.io/pod-index": str(i)})
+                self.event(sts, "Normal", "SuccessfulCreate", f"create Pod {pod_name} in StatefulSet {name} successful",
+                           "statefulset-controller")
 
     def delete_pod(self, pod: Obj) -> None:
         self.store.delete("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -290,6 +330,24 @@ class Workloads:
                 updated = copy(d)
                 updated["status"] = status
                 self.store.put("deployments", updated)
+
+    def _statefulset_status(self) -> None:
+        for sts in self.store.all("statefulsets"):
+            pods = self._pods_of(sts)
+            ready = sum(1 for p in pods if is_pod_ready(p))
+            revision = f"{sts['metadata']['name']}-{o.template_hash(sts['spec']['template'])}"
+            current = sum(1 for p in pods if p["metadata"].get("labels", {}).get("controller-revision-hash") == revision)
+            status: Obj = {"observedGeneration": sts["metadata"].get("generation", 1), "replicas": len(pods),
+                           "readyReplicas": ready, "currentReplicas": current, "updatedReplicas": current,
+                           "availableReplicas": ready, "currentRevision": revision, "updateRevision": revision,
+                           "collisionCount": 0}
+            for key in ("readyReplicas", "currentReplicas", "updatedReplicas"):
+                if not status[key]:
+                    del status[key]
+            if status != sts.get("status"):
+                updated = copy(sts)
+                updated["status"] = status
+                self.store.put("statefulsets", updated)
 
     def _daemonset_status(self) -> None:
         n_nodes = len(self.store.all("nodes"))

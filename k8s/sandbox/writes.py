@@ -7,11 +7,13 @@ API server, stores under the simulation's lock and runs the controllers once.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+import yaml
 
+from k8s.sandbox import apply as managed_fields
 from k8s.sandbox import openapi, validation
 from k8s.sandbox import patch as patching
 from k8s.sandbox.errors import ApiError
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-PATCH_TYPES = (patching.JSON_PATCH, patching.MERGE_PATCH, patching.STRATEGIC_MERGE_PATCH)
+PATCH_TYPES = (patching.JSON_PATCH, patching.MERGE_PATCH, patching.STRATEGIC_MERGE_PATCH, patching.APPLY_PATCH)
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -33,8 +35,8 @@ class Writes:
     sim: Simulation
 
     # --- create ----------------------------------------------------------------------------
-    def _create(self, r: Request, resource: Resource, namespace: str) -> Response:
-        body = r.json()
+    def _create(self, r: Request, resource: Resource, namespace: str, body: Any = None) -> Response:
+        body = r.json() if body is None else body
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         meta = body.setdefault("metadata", {})
@@ -61,7 +63,12 @@ class Writes:
                 meta.pop("namespace", None)
             for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
                 meta.pop(key, None)
+            if r.media_type != patching.APPLY_PATCH:
+                meta.pop("managedFields", None)
+            if "managedFields" not in meta:  # a server-side apply's create carries its Apply entry
+                managed_fields.record_update(resource, None, body, _manager(r))
             validation.defaults(resource, body)
+            validation.normalize(resource, body)
             validation.validate(resource, body)
             if r.query.get("dryRun") == "All":
                 if self.sim.store.get(resource.plural, namespace if resource.namespaced else "", name) is not None:
@@ -110,10 +117,43 @@ class Writes:
         raise ApiError.unsupported_media_type(content_type, PATCH_TYPES)
 
     def _patch(self, r: Request, resource: Resource, ns: str, name: str, sub: str | None) -> Response:
+        if r.media_type == patching.APPLY_PATCH:
+            return self._server_side_apply(r, resource, ns, name, sub)
         with self.sim.lock:
             current = self.sim.store.require(resource, ns, name)
             patched = self._apply_patch(r, resource, current)
             return self._write(r, resource, current, patched, sub)
+
+    def _server_side_apply(self, r: Request, resource: Resource, ns: str, name: str, sub: str | None) -> Response:
+        manager = r.query.get("fieldManager", "")
+        if not manager:
+            raise ApiError.invalid_options("fieldManager", "Required value: is required for apply patch")
+        if len(manager) > 128:
+            raise ApiError.invalid_options("fieldManager", "Too long: may not be more than 128 bytes")
+        if sub is not None:
+            raise ApiError.bad_request(f"the sandbox does not apply to the {sub} subresource; apply to the object itself")
+        force = r.query.get("force", "").lower()
+        if force not in ("", "true", "false"):
+            raise ApiError.bad_request(f'force: Invalid value: "{r.query["force"]}": must be true or false')
+        try:
+            config = yaml.safe_load(r.body or b"")
+        except yaml.YAMLError as exc:
+            raise ApiError.bad_request(f"error decoding YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(config, dict):
+            raise ApiError.bad_request("the body of an apply patch must be an object (YAML or JSON)")
+        for key, want in (("apiVersion", resource.api_version), ("kind", resource.kind)):
+            if config.get(key) != want:
+                raise ApiError.bad_request(f"{key} must be {want!r} in an apply patch to {resource.plural} (got {config.get(key)!r})")
+        meta = config.get("metadata")
+        if not isinstance(meta, dict) or meta.get("name", name) != name:
+            raise ApiError.bad_request(f"metadata.name must be {name!r}, the name in the URL")
+        meta["name"] = name
+        with self.sim.lock:
+            current = self.sim.store.get(resource.plural, ns if resource.namespaced else "", name)
+            applied = managed_fields.apply(resource, current, orjson.loads(orjson.dumps(config)), manager, force=force == "true")
+            if current is None:
+                return self._create(r, resource, ns, applied)
+            return self._write(r, resource, current, applied, None)
 
     def _replace(self, r: Request, resource: Resource, ns: str, name: str, sub: str | None) -> Response:
         body = r.json()
@@ -147,6 +187,8 @@ class Writes:
                 new["metadata"].pop(key, None)
         new["kind"], new["apiVersion"] = resource.kind, resource.api_version
         warnings = self._field_validation(r, resource, new)
+        if r.media_type != patching.APPLY_PATCH:
+            new["metadata"]["managedFields"] = current["metadata"].get("managedFields") or []
         if sub == "status":
             merged = copy(current)
             merged["status"] = new.get("status") or {}
@@ -155,7 +197,12 @@ class Writes:
             new["status"] = current["status"]
         if resource.plural == "pods":
             validation.check_pod_update(resource, current, new)
+        validation.normalize(resource, new)
         validation.validate(resource, new)
+        if r.media_type != patching.APPLY_PATCH:
+            managed_fields.record_update(resource, current, new, _manager(r), sub or "")
+        if not new["metadata"].get("managedFields"):
+            new["metadata"].pop("managedFields", None)
         if r.query.get("dryRun") == "All":
             return _warn(json_response(200, new), warnings)
         stored = self.sim.store.put(resource.plural, new)
@@ -199,6 +246,7 @@ class Writes:
                 return json_response(200, {**scale, "spec": {"replicas": replicas}})
             updated = copy(current)
             updated["spec"]["replicas"] = replicas
+            managed_fields.record_update(resource, current, updated, _manager(r), "scale")
             stored = self.sim.store.put(resource.plural, updated)
             self.sim.reconcile()
             log.info("sandbox.scaled", resource=resource.plural, namespace=ns, name=name, replicas=replicas)
@@ -283,3 +331,8 @@ def _warn(response: Response, warnings: list[str]) -> Response:
     if warnings:
         response.headers["Warning"] = ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)
     return response
+
+
+def _manager(r: Request) -> str:
+    """The field manager of a write: `fieldManager`, else the user agent's program name, as the API server derives it."""
+    return r.query.get("fieldManager") or r.headers.get("user-agent", "").split("/")[0][:128] or "unknown"

@@ -209,7 +209,8 @@ def test_it_serves_discovery_that_kubectl_and_client_go_accept(demo: Sandbox) ->
     assert http(demo, "GET", "/api").json()["versions"] == ["v1"]
     groups = {g["name"]: g["preferredVersion"]["groupVersion"] for g in http(demo, "GET", "/apis").json()["groups"]}
     assert groups == {"apps": "apps/v1", "authorization.k8s.io": "authorization.k8s.io/v1", "autoscaling": "autoscaling/v2",
-                      "batch": "batch/v1", "coordination.k8s.io": "coordination.k8s.io/v1", "policy": "policy/v1"}
+                      "batch": "batch/v1", "coordination.k8s.io": "coordination.k8s.io/v1", "policy": "policy/v1",
+                      "metrics.k8s.io": "metrics.k8s.io/v1beta1"}
     core = {r["name"]: r for r in http(demo, "GET", "/api/v1").json()["resources"]}
     assert core["pods/eviction"]["group"] == "policy" and core["pods/eviction"]["kind"] == "Eviction"
     assert "pods/log" in core and core["nodes"]["namespaced"] is False
@@ -305,10 +306,10 @@ def test_it_refuses_bodies_it_cannot_read_with_415_before_decoding_them(demo: Sa
     code, reason, _ = status_of(http(demo, "POST", "/api/v1/namespaces", content=namespace,
                                      headers={"Content-Type": "application/yaml"}))
     assert (code, reason) == (415, "UnsupportedMediaType")
-    # Protobuf the sandbox has no schema for (a ConfigMap), or that is not protobuf at all: 415, never misread.
-    type_meta = b"\x0a\x02v1\x12\x09ConfigMap"
-    config_map = b"k8s\x00" + b"\x0a" + bytes([len(type_meta)]) + type_meta + b"\x12\x00"
-    for body in (config_map, b"k8s\x00\x0a\xff", namespace):
+    # Protobuf the sandbox has no schema for (a Service), or that is not protobuf at all: 415, never misread.
+    type_meta = b"\x0a\x02v1\x12\x07Service"
+    service = b"k8s\x00" + b"\x0a" + bytes([len(type_meta)]) + type_meta + b"\x12\x00"
+    for body in (service, b"k8s\x00\x0a\xff", namespace):
         code, reason, message = status_of(http(demo, "POST", "/api/v1/namespaces/shop/pods", content=body,
                                                headers={"Content-Type": "application/vnd.kubernetes.protobuf"}))
         assert (code, reason) == (415, "UnsupportedMediaType") and "cannot read this protobuf body" in message
@@ -355,3 +356,23 @@ def test_it_serves_openapi_documents_that_describe_every_object_it_holds(demo: S
     for plural, objects in demo.sim.store.objects.items():
         for obj in objects.values():
             assert openapi.unknown_fields(BY_PLURAL[plural], obj) == [], (plural, obj["metadata"]["name"])
+
+
+def test_server_side_apply_answers_bad_applies_with_4xx(demo: Sandbox) -> None:
+    path = "/api/v1/namespaces/shop/configmaps/settings"
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n"
+    code, reason, message = status_of(http(demo, "PATCH", path, content=config, headers=apply))
+    assert (code, reason) == (422, "Invalid") and "fieldManager: Required value" in message
+    code, _, message = status_of(http(demo, "PATCH", path + "?fieldManager=me", content="a: [", headers=apply))
+    assert code == 400 and "error decoding YAML" in message
+    code, _, message = status_of(http(demo, "PATCH", path + "?fieldManager=me", content=config.replace("v1\n", "v2\n", 1), headers=apply))
+    assert code == 400 and "apiVersion must be 'v1'" in message
+    created = http(demo, "PATCH", path + "?fieldManager=me", content=config, headers=apply)
+    assert created.status_code == 201 and created.json()["data"] == {"mode": "fast"}
+    assert created.json()["metadata"]["managedFields"][0]["fieldsV1"] == {"f:data": {"f:mode": {}}}
+    # A plain update takes the fields it changed; the applier no longer owns them.
+    updated = http(demo, "PATCH", path, json={"data": {"mode": "slow"}},
+                   headers={"Content-Type": "application/merge-patch+json", "User-Agent": "ops-script/1.0"})
+    assert updated.status_code == 200
+    assert {(m["manager"], m["operation"]) for m in updated.json()["metadata"]["managedFields"]} == {("ops-script", "Update")}

@@ -81,7 +81,7 @@ def test_it_serves_until_stopped_and_takes_faults_from_the_command_line(served: 
     assert "active   crash_loop           shop/cart" in manage("faults", "--kubeconfig", str(served.kubeconfig))
     with pytest.raises(CommandError, match="unknown fault type 'meltdown'"):
         manage("fault", "meltdown", "shop/cart", "--kubeconfig", str(served.kubeconfig))
-    with pytest.raises(CommandError, match="no deployment \\(or pod of one\\) named 'shop/ghost'"):
+    with pytest.raises(CommandError, match="no deployment or statefulset \\(or pod of one\\) named 'shop/ghost'"):
         manage("fault", "oom_killed", "shop/ghost", "--kubeconfig", str(served.kubeconfig))
 
     cleared = manage("fault", "clear", "shop/cart", "--kubeconfig", str(served.kubeconfig))

@@ -246,3 +246,101 @@ def test_it_explains_the_kinds_it_serves(demo: Sandbox) -> None:
     assert "KIND:       Lease" in kubectl(demo, "explain", "leases").stdout
     missing = kubectl(demo, "explain", "deployment.spec.nope", ok=False)
     assert missing.returncode == 1 and 'field "nope" does not exist' in missing.stderr
+
+
+def test_it_keeps_configmaps_and_secrets_kubectl_creates(demo: Sandbox, tmp_path: Path) -> None:
+    # kubectl sends both as protobuf; a Secret's stringData is folded into data, base64, as the API server does.
+    assert "configmap/app created" in kubectl(demo, "create", "configmap", "app", "-n", "shop", "--from-literal=mode=fast").stdout
+    assert "secret/db created" in kubectl(demo, "create", "secret", "generic", "db", "-n", "shop", "--from-literal=password=s3cr3t").stdout
+    assert kubectl(demo, "get", "cm", "app", "-n", "shop", "-o", "jsonpath={.data.mode}").stdout == "fast"
+    assert kubectl(demo, "get", "secret", "db", "-n", "shop", "-o", "jsonpath={.type} {.data.password}").stdout == "Opaque czNjcjN0"
+    path = tmp_path / "token.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: token, namespace: shop}\nstringData: {token: abc}\n")
+    kubectl(demo, "apply", "-f", str(path))
+    stored = demo.sim.store.get("secrets", "shop", "token")
+    assert stored["data"] == {"token": "YWJj"} and "stringData" not in stored
+    listed = kubectl(demo, "get", "secrets", "-n", "shop").stdout
+    assert "db" in listed and "Opaque" in listed and "s3cr3t" not in listed
+
+
+STATEFULSET = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: shop}
+spec:
+  serviceName: db
+  replicas: 3
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: postgres:17
+        resources:
+          requests: {cpu: 100m, memory: 128Mi}
+          limits: {memory: 256Mi}
+"""
+
+
+def test_it_runs_statefulsets_whose_faults_our_detectors_find(demo: Sandbox, tmp_path: Path) -> None:
+    from k8s.detectors import detect
+
+    path = tmp_path / "sts.yaml"
+    path.write_text(STATEFULSET)
+    assert "statefulset.apps/db created" in kubectl(demo, "apply", "-f", str(path)).stdout
+    demo.tick()
+    pods = kubectl(demo, "get", "pods", "-n", "shop", "-l", "app=db", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}").stdout
+    assert pods.split() == ["db-0=Running", "db-1=Running", "db-2=Running"]
+    assert kubectl(demo, "get", "sts", "db", "-n", "shop", "-o", "jsonpath={.status.readyReplicas}").stdout == "3"
+    kubectl(demo, "scale", "sts", "db", "-n", "shop", "--replicas=2")  # the highest ordinal goes
+    assert sorted(p["metadata"]["name"] for p in demo.sim.store.all("pods", "shop") if p["metadata"]["name"].startswith("db-")) == ["db-0", "db-1"]
+
+    def findings() -> set[tuple[str, str]]:
+        store = demo.sim.store
+        return {(f.type, f.workload_key()) for f in detect(store.all("pods"), store.all("nodes"), store.all("deployments"),
+                                                             store.all("replicasets"), store.all("horizontalpodautoscalers"),
+                                                             store.all("jobs")) if f.namespace == "shop" and f.owner_name == "db"}
+
+    demo.fault("crash_loop", "shop/db", transient=False)
+    demo.tick(3)
+    assert ("crash_loop", "StatefulSet/shop/db") in findings()
+    demo.clear("shop/db")
+    demo.fault("oom_killed", "shop/db", need="400Mi")
+    demo.tick(3)
+    assert ("oom_killed", "StatefulSet/shop/db") in findings()
+    # metrics-server's view: the OOM-killed container is at its 256Mi limit.
+    top = kubectl(demo, "top", "pod", "db-0", "-n", "shop").stdout
+    assert top.splitlines()[1].split()[2] == "256Mi"
+
+
+def test_kubectl_top_reads_node_and_pod_metrics(demo: Sandbox) -> None:
+    pods = kubectl(demo, "top", "pods", "-A").stdout.splitlines()
+    assert pods[0].split() == ["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+    running = [p for p in demo.sim.store.all("pods") if p["status"].get("phase") == "Running" and p["spec"].get("nodeName") != "node-4"]
+    assert len(pods) - 1 == len(running)  # every running pod on a Ready node; node-4's kubelet cannot be scraped
+    assert all(line.split()[2].endswith("m") and line.split()[3].endswith("Mi") for line in pods[1:])
+    nodes = {line.split()[0]: line.split()[1:] for line in kubectl(demo, "top", "nodes").stdout.splitlines()[1:]}
+    assert set(nodes) == {"node-1", "node-2", "node-3", "node-4"}
+    assert nodes["node-4"][0] == "<unknown>" and nodes["node-1"][1].endswith("%")
+
+
+def test_server_side_apply_records_managers_and_refuses_conflicts(demo: Sandbox, tmp_path: Path) -> None:
+    labelled = manifest(tmp_path, "v1.yaml")
+    Path(labelled).write_text(MANIFEST.format(replicas=2, extra="").replace("  namespace: shop\n", "  namespace: shop\n  labels: {tier: web}\n"))
+    assert "deployment.apps/web serverside-applied" in kubectl(demo, "apply", "--server-side", "-f", labelled).stdout
+    managed = demo.sim.store.get("deployments", "shop", "web")["metadata"]["managedFields"]
+    assert [(m["manager"], m["operation"]) for m in managed] == [("kubectl", "Apply")]
+    assert "k:{\"name\":\"web\"}" in managed[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    kubectl(demo, "patch", "deployment", "web", "-n", "shop", "--subresource=scale", "--type=merge",
+            "-p", '{"spec":{"replicas":5}}', "--field-manager=autoscaler")
+    conflict = kubectl(demo, "apply", "--server-side", "-f", manifest(tmp_path, "v2.yaml", replicas=3), ok=False)
+    assert conflict.returncode == 1
+    assert 'conflict with "autoscaler" with subresource "scale" using apps/v1: .spec.replicas' in conflict.stderr
+    # Forced: the field is taken over; the label no longer in the configuration is removed.
+    kubectl(demo, "apply", "--server-side", "--force-conflicts", "-f", manifest(tmp_path, "v2.yaml", replicas=3))
+    web = demo.sim.store.get("deployments", "shop", "web")
+    assert web["spec"]["replicas"] == 3 and "tier" not in (web["metadata"].get("labels") or {})
+    assert {m["manager"] for m in web["metadata"]["managedFields"]} == {"kubectl"}

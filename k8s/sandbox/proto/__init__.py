@@ -18,7 +18,8 @@ MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 SCHEMA: dict[str, dict[str, list[Any]]] = json.loads(Path(__file__).with_name("schema.json").read_text())
 KINDS = {name.rsplit(".", 1)[1]: name for name in SCHEMA
-         if name.endswith(("v1.Namespace", "v1.Deployment", "v1.SelfSubjectAccessReview", "v1.SubjectAccessReview"))}
+         if name.endswith(("v1.Namespace", "v1.Deployment", "v1.ConfigMap", "v1.Secret", "v1.SelfSubjectAccessReview",
+                           "v1.SubjectAccessReview"))}
 TIME = ("k8s.io.apimachinery.pkg.apis.meta.v1.Time", "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime")
 INT_OR_STRING = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
 QUANTITY = "k8s.io.apimachinery.pkg.api.resource.Quantity"

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOTS = ("k8s.io.api.core.v1.Namespace", "k8s.io.api.apps.v1.Deployment",
+ROOTS = ("k8s.io.api.core.v1.Namespace", "k8s.io.api.apps.v1.Deployment", "k8s.io.api.core.v1.ConfigMap", "k8s.io.api.core.v1.Secret",
          "k8s.io.api.authorization.v1.SelfSubjectAccessReview", "k8s.io.api.authorization.v1.SubjectAccessReview")
 FILES = {"k8s.io.api.core.v1": "core/v1", "k8s.io.api.apps.v1": "apps/v1", "k8s.io.api.authorization.v1": "authorization/v1",
          "k8s.io.apimachinery.pkg.apis.meta.v1": "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.util.intstr": "pkg/util/intstr",
