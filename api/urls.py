@@ -8,7 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from api.views import approvals, incidents, runs
+from api.views import approvals, ask, config, incidents, registry, runs
 
 app_name = "api"
 
@@ -16,6 +16,12 @@ router = SimpleRouter()
 router.register("incidents", incidents.IncidentViewSet, basename="incident")
 router.register("runs", runs.RunViewSet, basename="run")
 router.register("approvals", approvals.ApprovalViewSet, basename="approval")
+router.register("rules", config.RuleViewSet, basename="rule")
+router.register("playbooks", config.PlaybookViewSet, basename="playbook")
+router.register("clusters", registry.ClusterViewSet, basename="cluster")
+router.register("tools", registry.ToolViewSet, basename="tool")
+router.register("audit", registry.AuditViewSet, basename="audit")
+router.register("ask", ask.AskViewSet, basename="ask")
 
 
 class SchemaView(SpectacularAPIView):
@@ -37,5 +43,7 @@ class DocsView(SpectacularSwaggerSplitView):
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
+    path("config/export/", config.ConfigViewSet.as_view({"get": "export"}), name="config-export"),
+    path("config/import/", config.ConfigViewSet.as_view({"post": "load"}), name="config-import"),
     path("", include(router.urls)),
 ]

@@ -148,12 +148,27 @@ def parse(text: str) -> Located:
 # --- Validation --------------------------------------------------------------------------------
 
 
-class _Checker:
+def located(value: Any) -> Located:
+    """Data that did not come from a file (the REST API's JSON), for `validate`: no line numbers."""
+    node = Located(value, 0)
+    if isinstance(value, dict):
+        node.children = {key: located(item) for key, item in value.items()}
+    elif isinstance(value, list):
+        node.children = {index: located(item) for index, item in enumerate(value)}
+    return node
+
+
+class Checker:
+    """Collects what `validate` finds: as text with line numbers (the import's report), and as
+    (line, where, message) for callers that name the field (the REST API)."""
+
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.problems: list[tuple[int, str, str]] = []
 
     def error(self, located: Located, where: str, message: str) -> None:
         self.errors.append(f"line {located.line}: {where}: {message}")
+        self.problems.append((located.line, where, message))
 
     def keys(self, located: Located, where: str, allowed: set[str], required: set[str]) -> bool:
         if not isinstance(located.value, dict):
@@ -174,7 +189,7 @@ class _Checker:
         return value
 
 
-def _field_errors(checker: _Checker, located: Located, where: str, errors: dict[str, list[str]], key_map: dict[str, str]) -> None:
+def _field_errors(checker: Checker, located: Located, where: str, errors: dict[str, list[str]], key_map: dict[str, str]) -> None:
     for field_name, messages in errors.items():
         key = key_map.get(field_name, field_name)
         for message in messages:
@@ -186,8 +201,10 @@ def _label(kind: str, value: Any, fallback: str) -> str:
     return f"{kind} {name!r}" if isinstance(name, str) else fallback
 
 
-def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    checker = _Checker()
+def validate(document: Located, checker: Checker | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The one validator of rules and playbooks: the YAML import, the admin (its forms run the
+    same `validate_rule` / `validate_step`) and the REST API all come through here."""
+    checker = checker if checker is not None else Checker()
     if not checker.keys(document, "(top)", {"playbooks", "rules"}, set()):
         return [], [], checker.errors
     playbooks: list[dict[str, Any]] = []
@@ -325,6 +342,16 @@ def validate(document: Located) -> tuple[list[dict[str, Any]], list[dict[str, An
 # --- Applying ------------------------------------------------------------------------------------
 
 
+def apply(playbooks: list[dict[str, Any]], rules: list[dict[str, Any]], *, actor: str, via: str) -> dict[str, list[str]]:
+    """Write what `validate` returned without errors (in the caller's transaction), audited."""
+    changes: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [], "deleted": []}
+    for spec in playbooks:
+        _apply_playbook(spec, actor, changes, via=via)
+    for spec in rules:
+        _apply_rule(spec, actor, changes, via=via)
+    return changes
+
+
 def import_yaml(text: str, *, actor: str, prune: bool = False, dry_run: bool = False) -> dict[str, list[str]]:
     """Validate and apply; raises ImportFailed (nothing written) with every problem found."""
     document = parse(text)
@@ -357,7 +384,7 @@ def import_yaml(text: str, *, actor: str, prune: bool = False, dry_run: bool = F
     return changes
 
 
-def _apply_playbook(spec: dict[str, Any], actor: str, changes: dict[str, list[str]]) -> None:
+def _apply_playbook(spec: dict[str, Any], actor: str, changes: dict[str, list[str]], *, via: str = "yaml import") -> None:
     playbook = Playbook.objects.filter(name=spec["name"]).first()
     before = playbook_snapshot(playbook) if playbook else None
     if playbook is None:
@@ -381,10 +408,10 @@ def _apply_playbook(spec: dict[str, Any], actor: str, changes: dict[str, list[st
             for index, s in enumerate(spec["steps"], start=1)
         )
     after = playbook_snapshot(playbook)
-    _note(actor, "playbook", playbook.name, before, after, changes)
+    _note(actor, "playbook", playbook.name, before, after, changes, via=via)
 
 
-def _apply_rule(spec: dict[str, Any], actor: str, changes: dict[str, list[str]]) -> None:
+def _apply_rule(spec: dict[str, Any], actor: str, changes: dict[str, list[str]], *, via: str = "yaml import") -> None:
     rule = Rule.objects.filter(name=spec["name"]).first()
     before = rule_snapshot(rule) if rule else None
     if rule is None:
@@ -409,16 +436,17 @@ def _apply_rule(spec: dict[str, Any], actor: str, changes: dict[str, list[str]])
 
     rule.clusters.set(Cluster.objects.filter(name__in=spec.get("clusters") or []))
     rule.approvers.set(get_user_model().objects.filter(username__in=spec.get("approvers") or []))
-    _note(actor, "rule", rule.name, before, rule_snapshot(rule), changes)
+    _note(actor, "rule", rule.name, before, rule_snapshot(rule), changes, via=via)
 
 
-def _note(actor: str, kind: str, name: str, before: Any, after: Any, changes: dict[str, list[str]]) -> None:
+def _note(actor: str, kind: str, name: str, before: Any, after: Any, changes: dict[str, list[str]], *,
+          via: str = "yaml import") -> None:
     if before == after:
         changes["unchanged"].append(f"{kind} {name}")
         return
     outcome = "created" if before is None else "updated"
     changes[outcome].append(f"{kind} {name}")
-    audit_change(actor, kind, name, outcome, before=before, after=after, via="yaml import")
+    audit_change(actor, kind, name, outcome, before=before, after=after, via=via)
 
 
 def audit_change(actor: str, kind: str, name: str, outcome: str, *, before: Any, after: Any, via: str) -> None:
