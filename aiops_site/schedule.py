@@ -4,7 +4,7 @@ the database when beat starts (so the admin shows it); the code stays the source
 from __future__ import annotations
 
 
-def beat_schedule(poll_interval: int, reconcile_interval: int = 10) -> dict[str, dict[str, object]]:
+def beat_schedule(poll_interval: int, reconcile_interval: int = 10, digest_interval: int = 300) -> dict[str, dict[str, object]]:
     # Every entry expires before its next run: a backlog after an outage must not replay
     # a burst of stale polls.
     schedule: dict[str, dict[str, object]] = {}
@@ -47,5 +47,11 @@ def beat_schedule(poll_interval: int, reconcile_interval: int = 10) -> dict[str,
         "task": "playbooks.reconcile_runs",
         "schedule": float(reconcile_interval),
         "options": {"expires": float(reconcile_interval)},
+    }
+    # Info-level messages held for targets that asked for a digest go out as one message each.
+    schedule["channels.send_digests"] = {
+        "task": "channels.send_digests",
+        "schedule": float(digest_interval),
+        "options": {"expires": float(digest_interval)},
     }
     return schedule

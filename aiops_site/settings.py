@@ -399,10 +399,17 @@ AIOPS_CHAT_MAX_ATTEMPTS = env_int("AIOPS_CHAT_MAX_ATTEMPTS", 8, minimum=1, maxim
 AIOPS_CHAT_RETRY_BASE = env_float("AIOPS_CHAT_RETRY_BASE", 2.0, minimum=0.05, maximum=600.0)
 AIOPS_CHAT_RETRY_MAX = env_float("AIOPS_CHAT_RETRY_MAX", 300.0, minimum=1.0, maximum=3600.0)
 AIOPS_CHAT_HTTP_TIMEOUT = env_float("AIOPS_CHAT_HTTP_TIMEOUT", 15.0, minimum=1.0, maximum=120.0)
+# Storm control: more than AIOPS_STORM_THRESHOLD incidents opened on one cluster within
+# AIOPS_STORM_WINDOW seconds is a storm: each target gets one summary, then messages of their own
+# only for critical incidents. Targets with `digest` on get info-level messages batched every
+# AIOPS_DIGEST_INTERVAL seconds.
+AIOPS_STORM_THRESHOLD = env_int("AIOPS_STORM_THRESHOLD", 10, minimum=1, maximum=100000)
+AIOPS_STORM_WINDOW = env_int("AIOPS_STORM_WINDOW", 60, minimum=1, maximum=86400)
+AIOPS_DIGEST_INTERVAL = env_int("AIOPS_DIGEST_INTERVAL", 300, minimum=10, maximum=86400)
 
 from aiops_site.schedule import beat_schedule  # noqa: E402
 
-CELERY_BEAT_SCHEDULE = beat_schedule(AIOPS_POLL_INTERVAL, AIOPS_RECONCILE_INTERVAL)
+CELERY_BEAT_SCHEDULE = beat_schedule(AIOPS_POLL_INTERVAL, AIOPS_RECONCILE_INTERVAL, AIOPS_DIGEST_INTERVAL)
 
 # Prometheus multiprocess mode: web and worker processes on one host share one registry dir.
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")

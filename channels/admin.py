@@ -4,12 +4,12 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from channels.models import ChannelTarget, Identity, InboundUpdate, MessageState, OutboundMessage
+from channels.models import ChannelTarget, Identity, InboundUpdate, MessageState, NotificationStorm, OutboundMessage
 
 
 @admin.register(ChannelTarget)
 class ChannelTargetAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "address", "min_severity", "namespace_regex", "approvals", "enabled")
+    list_display = ("name", "kind", "address", "min_severity", "namespace_regex", "approvals", "digest", "enabled")
     list_filter = ("kind", "enabled", "min_severity")
     filter_horizontal = ("clusters",)
     search_fields = ("name", "address")
@@ -63,3 +63,13 @@ class InboundUpdateAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(NotificationStorm)
+class NotificationStormAdmin(admin.ModelAdmin):
+    list_display = ("id", "cluster", "started_at", "last_at", "ended_at", "incidents", "held_back")
+    list_filter = ("cluster",)
+    readonly_fields = [f.name for f in NotificationStorm._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # storms are detected, never made by hand

@@ -65,6 +65,47 @@ def incident_opened(incident: Any) -> str:
     return "\n".join(lines)
 
 
+def affected_workloads(total: int, still_open: int, listed: list[Any], namespaces: list[str]) -> str:
+    """Under a parent incident's message: the correlated children, `3 workloads affected`."""
+    noun = "workload" if total == 1 else "workloads"
+    head = f"🔗 **{total} {noun} affected**"
+    if still_open < total:
+        head += f" ({total - still_open} recovered)"
+    names = ", ".join(incident_workload(child) + ("" if child.state == "open" else " ✅") for child in listed)
+    more = f" and {total - len(listed)} more" if total > len(listed) else ""
+    lines = [head + f": {names}{more}"]
+    if len(namespaces) > 1:
+        lines.append("Namespaces: " + ", ".join(namespaces[:15]) + (f" (+{len(namespaces) - 15} more)" if len(namespaces) > 15 else ""))
+    lines.append("Their remediation waits for this incident's run.")
+    return "\n".join(lines)
+
+
+def storm_summary(storm: Any, cluster_name: str, cause: Any | None, cause_children: int) -> str:
+    """The one message per target during an incident storm."""
+    where = f" on cluster {cluster_name}" if cluster_name else ""
+    seconds = max(1, int((storm.last_at - storm.started_at).total_seconds()))
+    lines = [f"🌩️ **Incident storm{where}: {storm.incidents} incidents opened** "
+             f"(since {storm.started_at:%H:%M:%S} UTC, {seconds} s)"]
+    ranked = sorted(storm.namespaces.items(), key=lambda item: (-item[1], item[0]))
+    if ranked:
+        shown = ", ".join(f"{ns or 'cluster-wide'} ({n})" for ns, n in ranked[:10])
+        lines.append("Namespaces: " + shown + (f" and {len(ranked) - 10} more" if len(ranked) > 10 else ""))
+    if cause is not None:
+        lines.append(f"Likely common cause: incident {incident_title(cause)} ({cause_children} of them are linked to it)")
+    else:
+        lines.append("No common cause found by correlation.")
+    lines.append("Until it calms down only critical incidents get a message of their own"
+                 + (f"; {storm.held_back} held back so far." if storm.held_back else "."))
+    return "\n".join(lines)
+
+
+def digest(entries: list[str], since: Any) -> str:
+    head = f"🗞️ **Digest: {len(entries)} info-level message{'s' if len(entries) != 1 else ''}** since {since:%H:%M} UTC"
+    shown = [f"• {shorten(text.splitlines()[0] if text else '', 300)}" for text in entries[:30]]
+    more = [f"… and {len(entries) - 30} more"] if len(entries) > 30 else []
+    return "\n".join([head, *shown, *more])
+
+
 def incident_resolved(incident: Any) -> str:
     return f"🟢 **Resolved: incident {incident_title(incident)}**{_cluster(incident)}"
 

@@ -34,3 +34,16 @@ APPROVAL_CLICKS = Counter(
     ["platform", "outcome"],  # approved | rejected | refused | already_decided | unknown_user
 )
 COMMANDS = Counter("aiops_chat_commands_total", "Chat commands routed, by command.", ["command"])
+FOLDED = Counter(
+    "aiops_chat_family_revisions_total",
+    "Parent incident messages revised because a correlated child was linked or resolved, by how "
+    "(rewritten while queued, edit_queued, edit_rewritten).",
+    ["how"],
+)
+STORMS = Counter("aiops_chat_storms_total", "Incident storms detected (more than AIOPS_STORM_THRESHOLD incidents in AIOPS_STORM_WINDOW s on one cluster).")
+STORM_HELD_BACK = Counter(
+    "aiops_chat_storm_held_back_total",
+    "Incident messages not sent on their own during a storm (non-critical, counted in the storm summary).",
+)
+DIGEST_ENTRIES = Counter("aiops_chat_digest_entries_total", "Info-level messages held for a digest target.")
+DIGESTS_SENT = Counter("aiops_chat_digests_sent_total", "Digest messages queued (one per target per interval with entries).")

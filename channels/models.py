@@ -64,6 +64,10 @@ class ChannelTarget(models.Model):
     )
     min_severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
     approvals = models.BooleanField(default=True, help_text="Send approval requests (with buttons) here.")
+    digest = models.BooleanField(
+        default=False,
+        help_text="Batch info-level messages into one digest every AIOPS_DIGEST_INTERVAL seconds instead of one each.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -183,3 +187,46 @@ class InboundUpdate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.external_id}"
+
+
+class NotificationStorm(models.Model):
+    """More than AIOPS_STORM_THRESHOLD incidents opened on one cluster within AIOPS_STORM_WINDOW
+    seconds (`channels.storm`): while it lasts each target has one summary message (kept up to date)
+    and only critical incidents get messages of their own. Over once a window passes without an
+    incident opening."""
+
+    cluster = models.ForeignKey("k8s.Cluster", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField()
+    last_at = models.DateTimeField(help_text="When its latest incident opened.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    incidents = models.PositiveIntegerField(default=0, help_text="Incidents opened during the storm.")
+    namespaces = models.JSONField(default=dict, blank=True, help_text="namespace -> incidents opened there.")
+    causes = models.JSONField(default=dict, blank=True, help_text="parent incident id -> children opened (correlation).")
+    held_back = models.PositiveIntegerField(default=0, help_text="Non-critical incidents that got no message of their own.")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster"], condition=models.Q(ended_at__isnull=True), nulls_distinct=False,
+                                    name="channels_one_open_storm_per_cluster"),
+        ]
+
+    def __str__(self) -> str:
+        return f"storm #{self.pk}: {self.incidents} incidents from {self.started_at:%H:%M:%S}"
+
+
+class DigestEntry(models.Model):
+    """An info-level message held for a target with `digest` on; sent in the next digest."""
+
+    target = models.ForeignKey(ChannelTarget, on_delete=models.CASCADE, related_name="digest_entries")
+    text = models.TextField()
+    incident_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_in = models.ForeignKey(OutboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["target", "sent_in"], name="channels_digest_pending")]
+
+    def __str__(self) -> str:
+        return f"digest entry for {self.target_id}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from channels import messages
+from channels import messages, storm, threads
 from channels.models import ChannelTarget, Kind, MessageState, Operation, OutboundMessage
 from channels.services import queue_message
 from channels.transport import is_enabled
@@ -50,8 +50,11 @@ def _incident_targets(incident: Any, severity: str | None = None) -> list[Channe
 
 
 def _fan_out(targets: list[ChannelTarget], text: str, key: str | None, *, incident_id: int | None = None,
-             approval_id: int | None = None, buttons: bool = False) -> None:
+             approval_id: int | None = None, buttons: bool = False, severity: str | None = None) -> None:
     for target in targets:
+        if severity == "info" and target.digest:
+            storm.hold_for_digest(target, text, incident_id)
+            continue
         queue_message(
             kind=target.kind,
             address=target.address,
@@ -66,13 +69,28 @@ def _fan_out(targets: list[ChannelTarget], text: str, key: str | None, *, incide
 
 # --- playbooks ---------------------------------------------------------------------------------
 def on_incident_opened(sender: Any, incident: Any, **kwargs: Any) -> None:
+    current = storm.note_opened(incident)
+    if incident.parent_id:
+        return  # folded into its parent's message (channels.threads, on incident_correlated)
+    if current is not None and incident.severity != "critical":
+        storm.held_back(current, incident)
+        return
     _fan_out(_incident_targets(incident), messages.incident_opened(incident), f"incident_opened:{incident.pk}",
-             incident_id=incident.pk)
+             incident_id=incident.pk, severity=incident.severity)
 
 
 def on_incident_resolved(sender: Any, incident: Any, **kwargs: Any) -> None:
+    if incident.parent_id or storm.was_held_back(incident):
+        return  # a child's recovery shows in its parent's message (on_incidents_ingested)
     _fan_out(_incident_targets(incident), messages.incident_resolved(incident), f"incident_resolved:{incident.pk}",
-             incident_id=incident.pk)
+             incident_id=incident.pk, severity=incident.severity)
+
+
+def on_incidents_ingested(sender: Any, cluster_id: int | None = None, opened: list[int] | None = None,
+                          resolved: list[int] | None = None, linked: list[int] | None = None, **kwargs: Any) -> None:
+    """Once per ingest: the parents whose children changed and the storms that grew say so, once."""
+    threads.refresh_families([*(opened or []), *(resolved or []), *(linked or [])])
+    storm.refresh_summaries(opened or [])
 
 
 def on_rca_ready(sender: Any, incident: Any, report: dict[str, Any], run: Any = None, **kwargs: Any) -> None:
@@ -84,7 +102,7 @@ def on_notification_requested(sender: Any, text: str, severity: str = "warning",
                               **kwargs: Any) -> None:
     key = f"notify:{run.pk}:{_digest(text)}" if run is not None else None
     _fan_out(_incident_targets(incident, severity or "warning"), text, key,
-             incident_id=incident.pk if incident is not None else None)
+             incident_id=incident.pk if incident is not None else None, severity=severity or "warning")
 
 
 def on_run_finished(sender: Any, run: Any, **kwargs: Any) -> None:
@@ -172,6 +190,7 @@ def connect() -> None:
     pairs = [
         (playbook_signals.incident_opened, on_incident_opened),
         (playbook_signals.incident_resolved, on_incident_resolved),
+        (playbook_signals.incidents_ingested, on_incidents_ingested),
         (playbook_signals.rca_ready, on_rca_ready),
         (playbook_signals.notification_requested, on_notification_requested),
         (playbook_signals.run_finished, on_run_finished),

@@ -24,3 +24,11 @@ def run_chat_tool(update_id: int, tool: str, args: dict[str, object]) -> str:
     from channels.commands import run_read_tool
 
     return run_read_tool(update_id, tool, dict(args))
+
+
+@shared_task(name="channels.send_digests", ignore_result=True)
+def send_digests() -> int:
+    # Idempotent: entries are claimed under their target's row lock and marked with the message.
+    from channels.storm import send_digests as send
+
+    return send()

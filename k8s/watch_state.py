@@ -30,6 +30,7 @@ from k8s.detectors import (
 )
 from k8s.listing import KINDS
 from k8s.slim import SLIMMERS
+from k8s.topology import Topology
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # workload: (kind, namespace, name)
@@ -214,6 +215,15 @@ class ClusterState:
             pod = self.get("pods", pod_name)
             if pod is not None:
                 self.pod_owner.set(pod_name, self._resolve_pod(pod))
+
+    def topology_for(self, keys: Iterable[Key]) -> Topology:
+        """Which nodes are not ready, and where these workloads' failing pods run (correlation)."""
+        topology = Topology()
+        topology.add_nodes(node for node in (self.get("nodes", n) for n in list(self.objects["nodes"])) if node)
+        for key in keys:
+            pods = [p for p in (self.get("pods", n) for n in sorted(self.pod_owner.of(key))) if p is not None]
+            topology.add_pods(pods, lambda pod, key=key: (key[0], key[2]))
+        return topology
 
     # --- detecting ---------------------------------------------------------------------------
     def findings_for(self, keys: Iterable[Key], *, now: datetime | None = None) -> list[Finding]:

@@ -12,7 +12,8 @@ and one detector thread:
 - events update the slim picture (`k8s.watch_state.ClusterState`) and mark the workloads they
   touched; the detector thread waits `window_s` after a workload's first mark, so a burst (a
   rollout of 300 pods) is one detector pass per workload per window, then hands the findings of
-  the due workloads to `on_detect` (the incident service). A failed hand-over is retried.
+  the due workloads, with where their failing pods run (`k8s.topology`), to `on_detect` (the
+  incident service). A failed hand-over is retried.
 
 `streaming` is True while every kind's stream is open: the caller reports the cluster's
 detection mode from it. Nothing here touches the database.
@@ -32,6 +33,7 @@ from kubernetes import client as k8s_client
 from k8s import metrics
 from k8s.detectors import Finding
 from k8s.listing import fetch_raw_pages, list_calls
+from k8s.topology import Topology
 from k8s.watch_state import ClusterState, Key
 
 log = structlog.get_logger(__name__)
@@ -56,7 +58,7 @@ class StreamError(Exception):
 
 class ClusterWatcher:
     def __init__(self, name: str, api: k8s_client.ApiClient, *,
-                 on_detect: Callable[[set[Key], list[Finding]], None],
+                 on_detect: Callable[[set[Key], list[Finding], Topology], None],
                  window_s: float = 0.5, stream_timeout_s: int = 300, read_timeout_s: float = 120,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self.name = name
@@ -244,9 +246,10 @@ class ClusterWatcher:
                 continue
             with self._state_lock:
                 findings = self.state.findings_for(due)
+                topology = self.state.topology_for(due)
             metrics.WATCH_PASSES.labels(self.name).inc(len(due))
             try:
-                self.on_detect(due, findings)
+                self.on_detect(due, findings, topology)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 -- the database may be away: keep the work, retry
                 failures += 1

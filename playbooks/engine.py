@@ -52,6 +52,7 @@ from playbooks.engine_core import (  # noqa: F401 - the engine's public names li
 from playbooks.engine_step import Heartbeat, _approvers_for, _record, _request_approval, execute_step  # noqa: F401
 from playbooks.models import PlaybookRun, Rule, StepRun
 from playbooks.rules import decide, playbook_steps
+from playbooks.services.correlation import waits_for_parent
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,11 @@ def start_run_for_incident(incident: Any) -> PlaybookRun | None:
     if PlaybookRun.objects.filter(incident=incident).exclude(state=R.FINISHED).exists():
         metrics.RULE_MATCHES.labels("active_run").inc()
         log.info("playbook_not_started", incident=incident.pk, reason="a run is already active")
+        return None
+    held = waits_for_parent(incident)  # a correlated child waits for its cause's run
+    if held is not None:
+        metrics.RULE_MATCHES.labels("correlated").inc()
+        note_no_run(incident, held)
         return None
     rule, why = decide(incident)
     if rule is None:

@@ -44,3 +44,13 @@ WEBHOOK_REJECTED = Counter(
 )
 
 from playbooks import metrics_engine  # noqa: E402,F401  (the engine room's metrics)
+
+INCIDENTS_CORRELATED = Counter(
+    "aiops_incidents_correlated_total",
+    "Incidents linked as children of the incident whose cause explains them, by cause (not_ready_node, bad_rollout, alert).",
+    ["cause"],
+)
+RUNS_DEFERRED = Counter(
+    "aiops_runs_deferred_to_parent_total",
+    "Playbook runs of child incidents held back because the parent incident's run was active.",
+)

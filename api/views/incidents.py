@@ -26,12 +26,14 @@ class IncidentSerializer(serializers.ModelSerializer):
     what = serializers.SerializerMethodField(help_text="The finding in plain words.")
     finding_types = serializers.ListField(child=serializers.CharField(), read_only=True)
     affected_pods = serializers.ListField(child=serializers.CharField(), read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True,
+                                                help_text="The incident whose cause explains this one (correlation).")
 
     class Meta:
         model = Incident
         fields = ["id", "state", "severity", "source", "cluster", "workload_kind", "namespace", "workload_name",
                   "workload_key", "primary_type", "finding_types", "alertname", "title", "what", "affected_pods",
-                  "opened_at", "last_seen_at", "resolved_at", "count"]
+                  "opened_at", "last_seen_at", "resolved_at", "count", "parent"]
         read_only_fields = fields
 
     def get_what(self, incident: Incident) -> str:
@@ -45,9 +47,14 @@ class IncidentDetailSerializer(IncidentSerializer):
     rca_report = serializers.DictField(read_only=True, allow_null=True)
     no_run_reason = serializers.DictField(read_only=True, allow_null=True)
     runs = RunSerializer(many=True, read_only=True)
+    correlation = serializers.DictField(read_only=True, allow_null=True,
+                                        help_text="Why this incident is a child of `parent`: cause, text, node, ...")
+    children = serializers.PrimaryKeyRelatedField(many=True, read_only=True,
+                                                  help_text="Incidents whose cause is this one (correlation).")
 
     class Meta(IncidentSerializer.Meta):
-        fields = [*IncidentSerializer.Meta.fields, "evidence", "rca_report", "no_run_reason", "runs"]
+        fields = [*IncidentSerializer.Meta.fields, "evidence", "rca_report", "no_run_reason", "correlation", "children",
+                  "runs"]
         read_only_fields = fields
 
 

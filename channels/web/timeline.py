@@ -35,6 +35,7 @@ EVENT_LOOK = {
     "alert_resolved": ("🔕", "Alert resolved"),
     "unreachable": ("📡", "Cluster unreachable"),
     "reachable": ("📡", "Cluster reachable"),
+    "correlated": ("🔗", "Linked"),
 }
 STEP_LOOK = {
     "check": ("🔍", "Check"),

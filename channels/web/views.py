@@ -33,6 +33,7 @@ from channels import router
 from channels.formatting import FINDING_WORDS, incident_what, incident_workload, rca_report, words
 from channels.inbound import Inbound, record_update
 from channels.models import InboundUpdate, Kind, Operation, OutboundMessage
+from channels.web.family import family
 from channels.web.formatting import to_html
 from channels.web.timeline import pod_states, timeline
 from channels.webhooks import without_nul
@@ -362,6 +363,7 @@ def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
         "may_start": found.is_open and not any(r.state != "finished" for r in runs),
         "outcomes": _outcomes(found, runs),
         "now": timezone.now(),
+        **family(found),  # correlation: its parent incident, or its children
     }
 
 
@@ -390,7 +392,7 @@ def _load_incident(incident_id: int) -> Any:
 
     steps = StepRun.objects.select_related("approval__decided_by").order_by("order")
     return get_object_or_404(
-        Incident.objects.select_related("cluster").prefetch_related(
+        Incident.objects.select_related("cluster", "parent").prefetch_related(
             "events", Prefetch("runs__steps", queryset=steps), "runs__rule"),
         pk=incident_id,
     )

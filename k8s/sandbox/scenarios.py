@@ -148,3 +148,49 @@ def generate(sim: Simulation, *, pods: int, nodes: int | None = None, deployment
                 gc.enable()
             gc.freeze()
     return {"pods": pods, "nodes": n_nodes, "deployments": n_deploy}
+
+
+def crowd_node(sim: Simulation, *, workloads: int, replicas: int = 2, node: str = "node-crowded", spare_nodes: int = 1,
+               namespaces: int = 3) -> dict[str, Any]:
+    """A node that holds every pod of `workloads` deployments (and `spare_nodes` empty nodes with
+    room to take them), aged past the detectors' grace periods: inject `not_ready_node` on `node`
+    and every one of those deployments loses all its available replicas at once.
+
+    Adds to what the sandbox holds (load `empty` first for a cluster of just these). The
+    deployments are placed while the spare nodes are cordoned, which are uncordoned afterwards.
+    """
+    if workloads < 1 or replicas < 1:
+        raise faults.FaultError(f"workloads={workloads} and replicas={replicas} must be at least 1")
+    pods = workloads * replicas
+    with sim.lock:
+        sim.bulk = True
+        try:
+            base = len(sim.store.all("nodes"))
+            sim.store.create("nodes", o.node(node, base + 1, cpu="512", memory="2048Gi", pods=pods + 20))
+            spares = [f"{node}-spare-{i}" for i in range(spare_nodes)]
+            for i, name in enumerate(spares):
+                spare = o.node(name, base + 2 + i, cpu="512", memory="2048Gi", pods=pods + 20)
+                spare["spec"]["unschedulable"] = True
+                sim.store.create("nodes", spare)
+            sim.reconcile()
+            created = []
+            for n in range(namespaces):
+                if sim.store.get("namespaces", "", f"crowd-{n:02d}") is None:
+                    sim.store.create("namespaces", o.namespace(f"crowd-{n:02d}"))
+            for d in range(workloads):
+                ns, name = f"crowd-{d % namespaces:02d}", f"app-{d:04d}"
+                c = o.container(name, f"registry.example.com/crowd/{name}:1.0.0", cpu="10m", memory_request="32Mi",
+                                memory_limit="128Mi")
+                sim.store.create("deployments", o.deployment(ns, name, [c], replicas=replicas))
+                created.append(f"{ns}/{name}")
+            sim.reconcile()
+            _backdate(sim, DEMO_AGE_S)
+            for name in spares:
+                spare = copy(sim.store.get("nodes", "", name))  # type: ignore[arg-type]
+                spare["spec"]["unschedulable"] = False
+                sim.store.put("nodes", spare)
+            sim.reconcile()
+            sim._node_leases(tick=False)
+        finally:
+            sim.bulk = False
+    return {"node": node, "spare_nodes": spares, "deployments": created, "pods": pods}

@@ -303,6 +303,10 @@ class Sandbox:
         self._generated = True
         return scenarios.generate(self.sim, pods=pods, **kwargs)
 
+    def crowd_node(self, workloads: int, **kwargs: Any) -> dict[str, Any]:
+        """One node holding every pod of `workloads` deployments (see `scenarios.crowd_node`)."""
+        return scenarios.crowd_node(self.sim, workloads=workloads, **kwargs)
+
     def interrupt_watches(self) -> None:
         """End every open watch stream, as an API server restart does (clients reconnect)."""
         self.api.interrupt_watches()

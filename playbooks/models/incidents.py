@@ -55,6 +55,12 @@ class Incident(models.Model):
     # renders it in its own words -- {"code": "cooldown"|"no_match"|"auto_run_off"|"budget"|
     # "silenced"|..., "text": "...", "rule": ..., "run": ..., "until": ISO time, ...}.
     no_run_reason = models.JSONField(null=True, blank=True)
+    # Correlation (playbooks.services.correlation): the incident whose cause explains this one (a
+    # workload whose failing pods are all on a NotReady node -> the node's incident), and why, as
+    # data: {"cause": "not_ready_node"|"bad_rollout"|"alert", "text": "...", "node": ..., "pods": n}.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+                               help_text="The incident whose cause explains this one (correlation).")
+    correlation = models.JSONField(null=True, blank=True, help_text="Why this incident is a child of its parent.")
 
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -117,6 +123,7 @@ class ClusterEvent(models.Model):
         ALERT_RESOLVED = "alert_resolved", "alert resolved"
         UNREACHABLE = "unreachable", "cluster unreachable"
         REACHABLE = "reachable", "cluster reachable again"
+        CORRELATED = "correlated", "linked to its cause"
 
     cluster = models.ForeignKey("k8s.Cluster", null=True, blank=True, on_delete=models.CASCADE, related_name="events")
     incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="events")

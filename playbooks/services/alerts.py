@@ -30,7 +30,15 @@ from k8s.names import is_dns1123_label, is_dns1123_subdomain
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
 from playbooks.rules import rules_read_once
-from playbooks.services.incidents import announce_opened, announce_resolved, build_event, open_incident, worst_severity
+from playbooks.services.correlation import link_alert_incident
+from playbooks.services.incidents import (
+    announce_ingested,
+    announce_opened,
+    announce_resolved,
+    build_event,
+    open_incident,
+    worst_severity,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -290,6 +298,7 @@ def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
             _merge_firing(fresh, now, result, received)
         else:
             _apply_in_order(fresh, now, result, received)
+        announce_ingested(None, result)
     _count_received(received)
     log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
              resolved=len(result.resolved))
@@ -370,6 +379,7 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
     with rules_read_once():  # the rules are matched against every incident this batch opened in one read
         for incident in opened:  # the receivers (outbox rows, playbook runs) write in this transaction
             result.opened.append(incident.pk)
+            link_alert_incident(incident)  # a child of the open incident it names a pod or node of
             announce_opened(incident)
 
 
@@ -452,6 +462,7 @@ def _apply_in_order(fresh: _Fresh, now: datetime, result: AlertIngestResult, rec
     with rules_read_once():
         for incident in opened:
             result.opened.append(incident.pk)
+            link_alert_incident(incident)  # a child of the open incident it names a pod or node of
             announce_opened(incident)
     for incident, reason in resolved:
         announce_resolved(incident, reason)

@@ -29,9 +29,11 @@ from django.utils import timezone
 
 from k8s.detectors import Finding, primary_type
 from k8s.models import Cluster
+from k8s.topology import Topology
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
-from playbooks.signals import incident_opened, incident_resolved
+from playbooks.services.correlation import Correlator
+from playbooks.signals import incident_opened, incident_resolved, incidents_ingested
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +158,14 @@ def resolve_incident(incident: Incident, *, now: datetime, reason: str) -> None:
     announce_resolved(incident, reason)
 
 
+def announce_ingested(cluster_id: int | None, result: Any, linked: list[Incident] | None = None) -> None:
+    """Once per ingest, inside its transaction: what it opened, resolved (ids in `result`) and linked."""
+    if not (result.opened or result.resolved or linked):
+        return
+    incidents_ingested.send(sender=Incident, cluster_id=cluster_id, opened=list(result.opened),
+                            resolved=list(result.resolved), linked=[i.pk for i in linked or []])
+
+
 def announce_resolved(incident: Incident, reason: str) -> None:
     """Metric, log and `incident_resolved` for an incident the caller has just closed and saved."""
     metrics.INCIDENTS_RESOLVED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
@@ -164,8 +174,11 @@ def announce_resolved(incident: Incident, reason: str) -> None:
     incident_resolved.send(sender=Incident, incident=incident, reason=reason)
 
 
-def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datetime | None = None) -> IngestResult:
-    """Diff one poll's findings with the cluster's open incidents; safe with any number of workers."""
+def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datetime | None = None,
+                    topology: Topology | None = None) -> IngestResult:
+    """Diff one poll's findings with the cluster's open incidents; safe with any number of workers.
+
+    `topology` (where failing pods run) lets correlation link workloads to a NotReady node's incident."""
     now = now or timezone.now()
     findings = list(findings)
     for finding in findings:
@@ -183,8 +196,9 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
             .order_by("pk")
         }
         events: list[ClusterEvent] = []
-        for key, group in groups.items():
-            _open_or_refresh(locked, key, group, open_by_key.pop(key, None), now, Incident.Source.POLL, result, events)
+        links = Correlator(locked, topology, now)
+        for key, group in _causes_first(groups):
+            _open_or_refresh(locked, key, group, open_by_key.pop(key, None), now, Incident.Source.POLL, result, events, links)
         # What the detectors no longer see. A cluster_unreachable incident is not a finding of
         # the detectors: it closes when the cluster answers (`record_poll_success`).
         for incident in open_by_key.values():
@@ -208,11 +222,12 @@ def ingest_findings(cluster: Cluster, findings: Iterable[Finding], *, now: datet
             resolve_incident(incident, now=now, reason=f"not seen for {incident.absent_polls} polls: {', '.join(cleared)}")
             result.resolved.append(incident.pk)
         ClusterEvent.objects.bulk_create(events)
+        announce_ingested(locked.pk, result, linked=links.linked)
     return result
 
 
 def ingest_workload_findings(cluster: Cluster, workloads: Iterable[tuple[str, str, str]], findings: Iterable[Finding], *,
-                             now: datetime | None = None) -> IngestResult:
+                             now: datetime | None = None, topology: Topology | None = None) -> IngestResult:
     """What the watcher saw on the workloads an event touched: open or refresh their incidents.
 
     The same open/refresh path as the poll's ingest, under the same cluster row lock and unique
@@ -240,21 +255,29 @@ def ingest_workload_findings(cluster: Cluster, workloads: Iterable[tuple[str, st
             .order_by("pk")
         }
         events: list[ClusterEvent] = []
-        for key, group in groups.items():
-            _open_or_refresh(locked, key, group, open_by_key.get(key), now, Incident.Source.WATCH, result, events)
+        links = Correlator(locked, topology, now)
+        for key, group in _causes_first(groups):
+            _open_or_refresh(locked, key, group, open_by_key.get(key), now, Incident.Source.WATCH, result, events, links)
         ClusterEvent.objects.bulk_create(events)
+        announce_ingested(locked.pk, result, linked=links.linked)
     return result
 
 
+def _causes_first(groups: dict[tuple[str, str, str], _Group]) -> list[tuple[tuple[str, str, str], _Group]]:
+    # Nodes open before the workloads on them, so a workload's incident opens as the node's child.
+    return sorted(groups.items(), key=lambda item: item[0][0] != "Node")
+
+
 def _open_or_refresh(locked: Cluster, key: tuple[str, str, str], group: _Group, incident: Incident | None, now: datetime,
-                     source: str, result: IngestResult, events: list[ClusterEvent]) -> None:
+                     source: str, result: IngestResult, events: list[ClusterEvent], links: Correlator | None = None) -> None:
     if incident is None:
-        incident, created = open_incident(
-            locked, key, now=now, source=source,
-            fields={"primary_type": group.primary, "finding_types": group.types,
-                    "severity": worst_severity(f.severity for f in group.findings), "title": group.title()[:500],
-                    "affected_pods": group.pods, "evidence": group.evidence()},
-        )
+        fields = {"primary_type": group.primary, "finding_types": group.types,
+                  "severity": worst_severity(f.severity for f in group.findings), "title": group.title()[:500],
+                  "affected_pods": group.pods, "evidence": group.evidence()}
+        cause = links.parent_for(key, group.types, fields["evidence"]) if links else None
+        if cause is not None:
+            fields.update(parent=cause[0], correlation=cause[1])
+        incident, created = open_incident(locked, key, now=now, source=source, fields=fields)
         if created:
             result.opened.append(incident.pk)
             ClusterEvent.objects.bulk_create(events)
@@ -265,11 +288,15 @@ def _open_or_refresh(locked: Cluster, key: tuple[str, str, str], group: _Group, 
                 for t in group.types
             )
             announce_opened(incident)
+            if links is not None:
+                links.opened(incident)
             return
     if _refresh(incident, group, now, events):
         result.updated.append(incident.pk)
     else:
         result.unchanged += 1
+    if links is not None:
+        links.refreshed(incident, group.types, incident.evidence)
 
 
 def _refresh(incident: Incident, group: _Group, now: datetime, events: list[ClusterEvent]) -> bool:

@@ -31,6 +31,7 @@ from k8s.detectors import (
 from k8s.listing import KINDS, PAGE_SIZE, fetch_raw_pages, list_calls  # noqa: F401  (KINDS: part of this module's API)
 from k8s.models import Cluster
 from k8s.slim import SLIMMERS
+from k8s.topology import Topology
 from playbooks import metrics
 from playbooks.services.incidents import IngestResult, ingest_findings, record_poll_failure, record_poll_success
 
@@ -41,8 +42,12 @@ class PollError(Exception):
     """The cluster could not be listed (unreachable, refused credentials, a 5xx)."""
 
 
-def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tuple[list[Finding], dict[str, int]]:
-    """Run every detector over the cluster, streaming pages; returns findings and object counts."""
+def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE,
+                 topology: Topology | None = None) -> tuple[list[Finding], dict[str, int]]:
+    """Run every detector over the cluster, streaming pages; returns findings and object counts.
+
+    `topology`, when given, learns which nodes are not ready and where each workload's failing
+    pods run (what correlation links incidents by), from the same pages."""
     calls = list_calls(api)
     counts: dict[str, int] = {}
 
@@ -60,6 +65,8 @@ def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tu
     findings: list[Finding] = []
     for page in pages("nodes"):
         findings.extend(detect_nodes(page))
+        if topology is not None:
+            topology.add_nodes(page)
     for page in pages("deployments"):
         findings.extend(detect_deployments(page, rs_by_deployment))
         # Pod findings carry their Deployment's labels (rule label selectors match workloads).
@@ -70,6 +77,8 @@ def scan_cluster(api: k8s_client.ApiClient, *, page_size: int = PAGE_SIZE) -> tu
     findings.extend(detect_jobs(jobs, owners))
     for page in pages("pods"):
         findings.extend(detect_pods(page, owners))
+        if topology is not None:
+            topology.add_pods(page, owners.owner_of_pod)
     return findings, counts
 
 
@@ -121,13 +130,14 @@ def poll(cluster: Cluster) -> PollOutcome:
     except ClusterConfigError as exc:
         return _failed(cluster, started, str(exc))
     try:
-        findings, counts = scan_cluster(api)
+        topology = Topology()
+        findings, counts = scan_cluster(api, topology=topology)
     except Exception as exc:  # noqa: BLE001 -- any failure to list is "unreachable": counted, backed off, reported
         _drop_client(cluster.pk)
         return _failed(cluster, started, _describe(exc))
     scanned = time.monotonic()
     record_poll_success(cluster)
-    result = ingest_findings(cluster, findings)
+    result = ingest_findings(cluster, findings, topology=topology)
     seconds = time.monotonic() - started
     for kind, count in counts.items():
         metrics.POLL_OBJECTS.labels(cluster.name, kind).set(count)

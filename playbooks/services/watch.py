@@ -37,6 +37,7 @@ from redis.lock import Lock
 from k8s.client import ClusterConfigError, api_client_for
 from k8s.detectors import Finding
 from k8s.models import Cluster
+from k8s.topology import Topology
 from k8s.watch_state import Key
 from k8s.watcher import ClusterWatcher
 from playbooks.services.incidents import ingest_workload_findings
@@ -240,10 +241,10 @@ class WatchService:
         rows.update(watcher=self.identity if holder is None else holder, watch_error=error[:2000])
 
     def _ingester(self, cluster_id: int, name: str) -> Any:
-        def ingest(keys: set[Key], findings: list[Finding]) -> None:
+        def ingest(keys: set[Key], findings: list[Finding], topology: Topology | None = None) -> None:
             try:
                 cluster = Cluster.objects.get(pk=cluster_id)
-                result = ingest_workload_findings(cluster, keys, findings)
+                result = ingest_workload_findings(cluster, keys, findings, topology=topology)
             except Exception:
                 connection.close()  # a broken connection must not poison the next pass
                 raise
