@@ -205,17 +205,22 @@ class Api(Writes):
             raise ApiError.bad_request(f"limit: Invalid value: {r.query['limit']!r}: must be an integer") from None
         if limit < 0:
             raise ApiError.bad_request(f"limit: Invalid value: {limit}: must be greater than or equal to 0")
-        items, rv, cont, remaining = self.sim.store.list(
-            resource, namespace, label_selector=r.query.get("labelSelector", ""),
-            field_selector=r.query.get("fieldSelector", ""), limit=limit, continue_token=r.query.get("continue", ""))
+        store, query = self.sim.store, {"label_selector": r.query.get("labelSelector", ""),
+                                         "field_selector": r.query.get("fieldSelector", ""), "limit": limit,
+                                         "continue_token": r.query.get("continue", "")}
         if "as=Table" in r.headers.get("accept", ""):
+            items, rv, cont, remaining = store.list(resource, namespace, **query)
             return json_response(200, table(resource, items, rv, cont, remaining))
+        # Each item is serialised once per version and the page is joined from those bytes: a
+        # 100,000-pod list in pages of 500 costs the sandbox little beyond the bytes it sends.
+        raw, rv, cont, remaining = store.list_json(resource, namespace, **query)
         meta: dict[str, Any] = {"resourceVersion": rv}
         if cont:
             meta["continue"] = cont
         if remaining is not None:
             meta["remainingItemCount"] = remaining
-        return json_response(200, {"kind": resource.list_kind, "apiVersion": resource.api_version, "metadata": meta, "items": items})
+        head = orjson.dumps({"kind": resource.list_kind, "apiVersion": resource.api_version, "metadata": meta})
+        return Response(200, head[:-1] + b',"items":[' + b",".join(raw) + b"]}")
 
     def _watch(self, r: Request, resource: Resource, namespace: str | None) -> Response:
         labels = parse_label_selector(r.query.get("labelSelector", ""))

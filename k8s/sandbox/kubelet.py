@@ -6,6 +6,7 @@ so each half stays readable. Pod statuses follow what a v1.32 kubelet writes.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,41 @@ def is_pod_ready(pod: Obj) -> bool:
 
 def is_active(pod: Obj) -> bool:
     return pod.get("status", {}).get("phase", "Pending") in ACTIVE_PHASES and not pod["metadata"].get("deletionTimestamp")
+
+
+class BulkPlacer:
+    """The scheduler's choice (the fewest pods, then the name) for the scale generator, from a heap
+    instead of a scan of every node per pod: 100,000 pods on 10,000 nodes in O(pods log nodes)."""
+
+    def __init__(self, usage: dict[str, list[int]], candidates: list[tuple[str, int, int, int]]) -> None:
+        self.usage = usage
+        self.capacity = {name: (pods, cpu, mem) for name, pods, cpu, mem in candidates}
+        self.heap = [(usage[name][0], name) for name in self.capacity]
+        heapq.heapify(self.heap)
+
+    def place(self, cpu: int, mem: int) -> str | None:
+        unfit: list[tuple[int, str]] = []
+        chosen = None
+        while self.heap:
+            count, name = heapq.heappop(self.heap)
+            used = self.usage[name]
+            if count != used[0]:  # stale entry
+                heapq.heappush(self.heap, (used[0], name))
+                continue
+            max_pods, max_cpu, max_mem = self.capacity[name]
+            if used[0] >= max_pods:
+                continue  # full for good: the generator only adds pods
+            if used[1] + cpu <= max_cpu and used[2] + mem <= max_mem:
+                used[0] += 1
+                used[1] += cpu
+                used[2] += mem
+                heapq.heappush(self.heap, (used[0], name))
+                chosen = name
+                break
+            unfit.append((count, name))  # no room for this pod; maybe for a smaller one
+        for entry in unfit:
+            heapq.heappush(self.heap, entry)
+        return chosen
 
 
 class NodeAgents:

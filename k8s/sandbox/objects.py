@@ -55,10 +55,18 @@ def _prune(node: Any) -> Any:
     """Drop nulls and empty maps/lists: Go clients send `creationTimestamp: null`, `resources: {}`
     where we store nothing, and the real controller hashes the typed struct, blind to both."""
     if isinstance(node, dict):
-        out = {k: _prune(v) for k, v in node.items()}
-        return {k: v for k, v in out.items() if v not in (None, {}, [])}
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                value = _prune(value)
+                if not value:
+                    continue
+            elif value is None:
+                continue
+            out[key] = value
+        return out
     if isinstance(node, list):
-        return [_prune(v) for v in node]
+        return [_prune(v) if isinstance(v, (dict, list)) else v for v in node]
     return node
 
 

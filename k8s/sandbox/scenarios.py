@@ -47,6 +47,8 @@ def load(sim: Simulation, scenario: str) -> None:
         sim._event_index.clear()
         sim._ip_next.clear()
         sim._config_cache.clear()
+        sim._template_hashes.clear()
+        sim._running_prototypes.clear()
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             sim.store.create("namespaces", o.namespace(ns))
         sim.store.create("services", o.service("default", "kubernetes", {}, 443, 0))

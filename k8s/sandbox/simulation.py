@@ -37,6 +37,9 @@ class Simulation(Workloads, NodeAgents):
         self.hpa_demand: dict[tuple[str, str], int] = {}
         self._pod_keys: dict[str, tuple[Any, ...]] = {}
         self._config_cache: dict[str, str] = {}
+        self._template_hashes: dict[str, str] = {}
+        # owner uid -> its first placed-and-running pod (JSON), which the scale generator stamps copies of.
+        self._running_prototypes: dict[str, bytes] = {}
         self._ip_next: dict[str, int] = {}
         self._event_index: dict[tuple[str, str, str], str] = {}
         self.ticks = 0

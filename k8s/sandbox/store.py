@@ -8,6 +8,7 @@ therefore hold a stored dict without the lock.
 from __future__ import annotations
 
 import base64
+import bisect
 import itertools
 import re
 import threading
@@ -44,6 +45,12 @@ def copy(obj: Obj) -> Obj:
     return orjson.loads(orjson.dumps(obj))
 
 
+def with_status(obj: Obj, status: Any) -> Obj:
+    """A new version of `obj` with another status, sharing the unchanged parts (which no writer
+    mutates in place): a controller's status write without a deep copy of the object."""
+    return {**obj, "metadata": dict(obj["metadata"]), "status": status}
+
+
 class Store:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -54,6 +61,12 @@ class Store:
         self.log: deque[tuple[int, str, str, Obj]] = deque(maxlen=WATCH_LOG_SIZE)
         # plural -> owner uid -> keys of the objects it owns (controllers look these up constantly).
         self.by_owner: dict[str, dict[str, dict[Key, None]]] = {plural: {} for plural in BY_PLURAL}
+        # plural -> its keys in list order, rebuilt after a create or a delete (an update keeps it):
+        # a page of a 100,000-object list starts at a bisect instead of sorting every key again.
+        self._sorted: dict[str, list[Key] | None] = {plural: None for plural in BY_PLURAL}
+        # plural -> key -> (the stored object, its JSON): lists are served from bytes serialised
+        # once per object version (stored objects are never mutated, so identity marks a version).
+        self._json: dict[str, dict[Key, tuple[Obj, bytes]]] = {plural: {} for plural in BY_PLURAL}
 
     # --- reads -----------------------------------------------------------------------------
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
@@ -102,6 +115,7 @@ class Store:
             meta.setdefault("generation", 1) if "spec" in obj else None
             meta["resourceVersion"] = self._bump()
             self.objects[plural][key] = obj
+            self._sorted[plural] = None
             self._index(plural, key, None, obj)
             self._record(plural, "ADDED", obj)
             return obj
@@ -127,6 +141,8 @@ class Store:
         with self.lock:
             obj = self.objects[plural].pop((namespace, name), None)
             if obj is not None:
+                self._sorted[plural] = None
+                self._json[plural].pop((namespace, name), None)
                 self._index(plural, (namespace, name), obj, None)
                 gone = copy(obj)
                 gone["metadata"]["resourceVersion"] = self._bump()
@@ -155,6 +171,33 @@ class Store:
         continue_token: str = "",
     ) -> tuple[list[Obj], str, str, int | None]:
         """(items, resourceVersion, continue, remainingItemCount) as the API server answers a list."""
+        items, rv, token, remaining = self._select(resource, namespace, label_selector, field_selector, limit, continue_token)
+        return [obj for _, obj in items], rv, token, remaining
+
+    def list_json(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> tuple[list[bytes], str, str, int | None]:
+        """As `list`, with each item as the JSON bytes it was serialised to once."""
+        items, rv, token, remaining = self._select(resource, namespace, label_selector, field_selector, limit, continue_token)
+        cache = self._json[resource.plural]
+        out = []
+        for key, obj in items:
+            cached = cache.get(key)
+            if cached is None or cached[0] is not obj:
+                cached = (obj, orjson.dumps(obj))
+                cache[key] = cached
+            out.append(cached[1])
+        return out, rv, token, remaining
+
+    def _select(self, resource: Resource, namespace: str | None, label_selector: str, field_selector: str, limit: int,
+                continue_token: str) -> tuple[list[tuple[Key, Obj]], str, str, int | None]:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, resource)
         start: Key | None = None
@@ -162,25 +205,36 @@ class Store:
             start = decode_continue(continue_token)
         with self.lock:
             rv = str(self.rv)
-            keys = sorted(self.objects[resource.plural])
             table = self.objects[resource.plural]
-            selected: list[Obj] = []
+            keys = self._sorted[resource.plural]
+            if keys is None:
+                keys = self._sorted[resource.plural] = sorted(table)
+            # Keys sort by (namespace, name): a namespace and a continue token are both ranges.
+            first = bisect.bisect_right(keys, start) if start is not None else 0
+            end = len(keys)
+            if namespace is not None:
+                first = max(first, bisect.bisect_left(keys, (namespace, "")))
+                end = bisect.bisect_left(keys, (namespace + "\x00", ""))
+            selected: list[tuple[Key, Obj]] = []
             remaining = 0
-            for key in keys:
-                if start is not None and key <= start:
-                    continue
-                if namespace is not None and key[0] != namespace:
-                    continue
+            filtered = bool(labels or fields)
+            i = first
+            while i < end:
+                key = keys[i]
+                i += 1
                 obj = table[key]
-                if not matches(obj, labels, fields):
+                if filtered and not matches(obj, labels, fields):
                     continue
                 if limit and len(selected) >= limit:
+                    if not filtered:
+                        remaining = end - i + 1
+                        break
                     remaining += 1
                     continue
-                selected.append(obj)
+                selected.append((key, obj))
         token = ""
         if limit and remaining:
-            last = selected[-1]["metadata"]
+            last = selected[-1][1]["metadata"]
             token = encode_continue((last.get("namespace", ""), last["name"]), rv)
         return selected, rv, token, (remaining if token else None)
 

@@ -10,9 +10,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from k8s.sandbox import objects as o
-from k8s.sandbox.kubelet import is_active, is_pod_ready, set_condition
-from k8s.sandbox.store import Obj, Store, copy, now_iso
+from k8s.sandbox.kubelet import BulkPlacer, is_active, is_pod_ready, set_condition
+from k8s.sandbox.store import Obj, Store, copy, now_iso, with_status
 
 if TYPE_CHECKING:
     from k8s.sandbox.faults import Fault
@@ -40,6 +42,10 @@ class Workloads:
     bulk: bool
     _pod_keys: dict[str, tuple[Any, ...]]
     _config_cache: dict[str, str]
+    _template_hashes: dict[str, str]
+    _running_prototypes: dict[str, bytes]
+    _node_ip: Callable[[str], str]
+    _pod_ip: Callable[[Obj], str]
 
     event: Callable[..., None]  # Simulation.event: records a core/v1 Event
     suffix: Callable[..., str]
@@ -51,7 +57,7 @@ class Workloads:
             uid = d["metadata"]["uid"]
             owned = self.store.owned_by("replicasets", uid, ns)
             template = d["spec"]["template"]
-            h = o.template_hash(template)
+            h = self.template_hash(d)
             revisions = [int((rs["metadata"].get("annotations") or {}).get(o.REVISION, "0")) for rs in owned]
             max_rev = max(revisions, default=0)
             current = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == h), None)
@@ -72,9 +78,14 @@ class Workloads:
                     "apiVersion": "apps/v1", "kind": "ReplicaSet",
                     "metadata": {"name": rs_name, "namespace": ns, "labels": labels, "annotations": annotations,
                                  "ownerReferences": [o.owner_ref(d)]},
-                    "spec": {"replicas": 0, "selector": selector, "template": rs_template},
+                    # A first ReplicaSet starts at the full count, as the controller scales it at once.
+                    "spec": {"replicas": 0 if owned or d["spec"].get("paused") else replicas, "selector": selector,
+                             "template": rs_template},
                     "status": {"replicas": 0},
                 })
+                if not owned and not d["spec"].get("paused") and replicas:
+                    self.event(d, "Normal", "ScalingReplicaSet", f"Scaled up replica set {rs_name} from 0 to {replicas}",
+                               "deployment-controller")
                 revision = max_rev + 1
             else:
                 revision = int((current["metadata"].get("annotations") or {}).get(o.REVISION, "0"))
@@ -104,15 +115,23 @@ class Workloads:
                                f"Scaled {verb} replica set {rs['metadata']['name']} from {have} to {want}", "deployment-controller")
             ann = d["metadata"].get("annotations") or {}
             if ann.get(o.REVISION) != str(revision):
-                updated = copy(d)
-                updated["metadata"].setdefault("annotations", {})[o.REVISION] = str(revision)
-                self.store.put("deployments", updated)
+                self.store.put("deployments", {**d, "metadata": {**d["metadata"], "annotations": {**ann, o.REVISION: str(revision)}}})
             self._prune_history(d, uid, ns)
+
+    def template_hash(self, workload: Obj) -> str:
+        """pod-template-hash of a Deployment's template, cached per (uid, generation): a spec change
+        bumps the generation, and 30,000 deployments are not re-hashed on every reconcile."""
+        meta = workload["metadata"]
+        key = f"{meta['uid']}/{meta.get('generation', 1)}"
+        h = self._template_hashes.get(key)
+        if h is None:
+            h = self._template_hashes[key] = o.template_hash(workload["spec"]["template"])
+        return h
 
     def _prune_history(self, d: Obj, uid: str, ns: str) -> None:
         limit = d["spec"].get("revisionHistoryLimit", 10)
         old = [rs for rs in self.store.owned_by("replicasets", uid, ns)
-               if rs["spec"].get("replicas", 0) == 0 and rs["metadata"]["labels"].get("pod-template-hash") != o.template_hash(d["spec"]["template"])]
+               if rs["spec"].get("replicas", 0) == 0 and rs["metadata"]["labels"].get("pod-template-hash") != self.template_hash(d)]
         old.sort(key=lambda rs: int(rs["metadata"]["annotations"].get(o.REVISION, "0")))
         for rs in old[: max(0, len(old) - limit)]:
             if not any(is_active(p) for p in self.store.owned_by("pods", rs["metadata"]["uid"], ns)):
@@ -127,6 +146,10 @@ class Workloads:
             name = prefix + self.suffix()
             while self.store.get("pods", ns, name) is not None:
                 name = prefix + self.suffix()
+        if running and not labels:
+            stamped = self._stamp_running_pod(owner, name, node_name)
+            if stamped is not None:
+                return self.store.create("pods", stamped)
         spec = copy(template["spec"])
         if node_name:
             spec["nodeName"] = node_name
@@ -146,7 +169,31 @@ class Workloads:
             pod["metadata"]["uid"] = str(uuid.uuid4())
             pod["status"] = self._pod_status(pod, "running", None, True, advance=False)["status"]
             self._pod_keys[pod["metadata"]["uid"]] = ("running", True)
+            self._running_prototypes[owner["metadata"]["uid"]] = orjson.dumps(pod)
         return self.store.create("pods", pod)
+
+    def _stamp_running_pod(self, owner: Obj, name: str, node_name: str) -> Obj | None:
+        """A placed, running pod of `owner` made from its first one (the scale generator's path):
+        only what differs between two such pods is computed (name, uid, node, IPs, container ids);
+        the kubelet's status for the rest is the same, and computing it per pod dominated seeding."""
+        prototype = self._running_prototypes.get(owner["metadata"]["uid"])
+        if prototype is None:
+            return None
+        pod = orjson.loads(prototype)
+        uid = str(uuid.uuid4())
+        meta, status = pod["metadata"], pod["status"]
+        meta["name"], meta["uid"] = name, uid
+        meta.pop("resourceVersion", None)
+        meta.pop("creationTimestamp", None)
+        pod["spec"]["nodeName"] = node_name
+        host_ip = self._node_ip(node_name)
+        status["podIP"] = None
+        pod_ip = self._pod_ip(pod)
+        status.update({"hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]})
+        for cs in status.get("containerStatuses") or ():
+            cs["containerID"] = o.container_id(uid, cs["name"], str(cs.get("restartCount", 0)))
+        self._pod_keys[uid] = ("running", True)
+        return pod
 
     def _replicasets(self) -> None:
         pods_by_owner: dict[str, list[Obj]] = {}
@@ -154,17 +201,12 @@ class Workloads:
             ref = o.controller_of(pod)
             if ref and is_active(pod):
                 pods_by_owner.setdefault(ref["uid"], []).append(pod)
-        usage, candidates = (self._usage(), self._candidates()) if self.bulk else ({}, [])
+        placer = BulkPlacer(self._usage(), self._candidates()) if self.bulk and not self.faults else None
         for rs in self.store.all("replicasets"):
             want = rs["spec"].get("replicas", 1)
             pods = pods_by_owner.get(rs["metadata"]["uid"], [])
             for _ in range(want - len(pods)):
-                node = self._pick_node(rs["spec"]["template"], usage, candidates) if self.bulk and not self.faults else None
-                if node:
-                    cpu, mem = self._requests(rs["spec"]["template"]["spec"])
-                    usage[node][0] += 1
-                    usage[node][1] += cpu
-                    usage[node][2] += mem
+                node = placer.place(*self._requests(rs["spec"]["template"]["spec"])) if placer is not None else None
                 pod = self.new_pod(rs, rs["spec"]["template"], node_name=node or "", running=bool(node))
                 self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "replicaset-controller")
             if len(pods) > want:
@@ -284,16 +326,14 @@ class Workloads:
             if not pods:
                 status.pop("fullyLabeledReplicas")
             if status != rs.get("status"):
-                updated = copy(rs)
-                updated["status"] = status
-                self.store.put("replicasets", updated)
+                self.store.put("replicasets", with_status(rs, status))
 
     def _deployment_status(self) -> None:
         from k8s.sandbox.faults import deployment_faults
 
         for d in self.store.all("deployments"):
             ns, uid = d["metadata"]["namespace"], d["metadata"]["uid"]
-            h = o.template_hash(d["spec"]["template"])
+            h = self.template_hash(d)
             replicas = d["spec"].get("replicas", 1)
             total = updated_n = ready = 0
             new_rs_name = ""
@@ -327,9 +367,7 @@ class Workloads:
                 if not status[key]:
                     del status[key]
             if status != d.get("status"):
-                updated = copy(d)
-                updated["status"] = status
-                self.store.put("deployments", updated)
+                self.store.put("deployments", with_status(d, status))
 
     def _statefulset_status(self) -> None:
         for sts in self.store.all("statefulsets"):
@@ -345,9 +383,7 @@ class Workloads:
                 if not status[key]:
                     del status[key]
             if status != sts.get("status"):
-                updated = copy(sts)
-                updated["status"] = status
-                self.store.put("statefulsets", updated)
+                self.store.put("statefulsets", with_status(sts, status))
 
     def _daemonset_status(self) -> None:
         n_nodes = len(self.store.all("nodes"))
@@ -358,6 +394,4 @@ class Workloads:
                       "numberReady": ready, "numberAvailable": ready, "numberUnavailable": max(n_nodes - ready, 0),
                       "updatedNumberScheduled": len(pods), "observedGeneration": ds["metadata"].get("generation", 1)}
             if status != ds.get("status"):
-                updated = copy(ds)
-                updated["status"] = status
-                self.store.put("daemonsets", updated)
+                self.store.put("daemonsets", with_status(ds, status))
