@@ -204,6 +204,10 @@ def postgres_argv(run_dir: Path) -> list[str]:
         "-h", "",  # no TCP listener at all: the socket under the run directory is the only way in
         "-c", "max_connections=200",
         "-c", "fsync=on",
+        # After a crash (kill -9) PostgreSQL first fsyncs every file of the data directory, one by
+        # one: seconds on a busy disk before recovery even starts. syncfs() flushes the filesystem
+        # in one call (PostgreSQL 14+, Linux): the restart under supervision is that much sooner.
+        "-c", "recovery_init_sync_method=syncfs",
     ]
 
 

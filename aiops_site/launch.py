@@ -91,6 +91,20 @@ def _processes(env: dict[str, str]) -> list[str]:
     return names
 
 
+def _check_web_port() -> None:
+    """The two web instances share their port (SO_REUSEPORT), which would also let them share it
+    with another server of this user's already listening there: refuse to start instead."""
+    import socket
+
+    port = int(os.environ.get("AIOPS_WEB_PORT", "8000"))
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            _say(f"configuration error: port {port} (AIOPS_WEB_PORT) is in use: {exc.strerror}")
+            sys.exit(2)
+
+
 def _announce_when_ready(run_dir: Path, creds: dict[str, str], stop: threading.Event) -> None:
     deadline = time.monotonic() + 240
     while not stop.is_set() and time.monotonic() < deadline:
@@ -162,6 +176,7 @@ def main() -> int:
     os.environ["AIOPS_RUN_DIR"] = str(run_dir)
     lock = _take_lock(run_dir)  # noqa: F841  (held for the life of this process)
     _check_settings()
+    _check_web_port()
 
     from aiops_site import embedded, supervision
     from aiops_site.env import run_secret

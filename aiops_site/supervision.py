@@ -7,6 +7,12 @@ and restart is a line in supervisord's log (the launcher's output). Stopping goe
 the apps (one group, stopped together) first, then Redis, then PostgreSQL last, so nothing
 loses its database mid-write.
 
+`web` runs as two gunicorn instances (`web_0`, `web_1`) whose workers share the port
+(SO_REUSEPORT, aiops_site/gunicorn_run.py): a `kill -9` of either master takes its workers with
+it while the other instance goes on answering, so `/ready` stays 200 while supervisord starts the
+killed one again -- which, on a loaded two-core machine, takes longer than the 10 s the issue
+allows (Django's import alone is ~1.6 s of CPU).
+
 Each program runs through `exec_supervised.py`, which sets the kernel's parent-death signal and
 then execs the real command -- the Procfile line through /bin/sh with the environment the
 launcher prepared (`env.json`), or the embedded server's own binary -- so a supervisord killed
@@ -31,6 +37,8 @@ APPS_PRIORITY = 900
 # then PostgreSQL: the sum stays under the 10 s a Ctrl-C may take.
 APP_STOP_WAIT = 4
 DB_STOP_WAIT = 2
+# Instances of a program, each restarted on its own: two of `web`, so one always answers.
+INSTANCES = {"web": 2}
 
 
 def directory(run_dir: Path) -> Path:
@@ -117,7 +125,7 @@ password = {_quote(password)}
         command = (f"{wrapper} SIGTERM --env-file {shlex.quote(str(env_path(run_dir)))} -- "
                    f"/bin/sh -c {shlex.quote('exec ' + lines[name])}")
         sections.append(_program(name, command, run_dir, autostart=False, priority=APPS_PRIORITY, stopsignal="TERM",
-                                 stopwait=APP_STOP_WAIT))
+                                 stopwait=APP_STOP_WAIT, numprocs=INSTANCES.get(name, 1)))
     if apps:
         sections.append(f"[group:apps]\nprograms = {','.join(apps)}\npriority = {APPS_PRIORITY}\n")
     path = config_path(run_dir)
@@ -125,13 +133,20 @@ password = {_quote(password)}
     return path
 
 
+def process_names(program: str) -> list[str]:
+    """supervisord's names for a program's processes: `web_0`, `web_1` for two, else the program's."""
+    count = INSTANCES.get(program, 1)
+    return [f"{program}_{n}" for n in range(count)] if count > 1 else [program]
+
+
 def _program(name: str, command: str, run_dir: Path, *, autostart: bool, priority: int, stopsignal: str,
-             stopwait: int) -> str:
+             stopwait: int, numprocs: int = 1) -> str:
     # The apps write to the terminal (as under honcho); the servers to their logs in the run directory.
     log = f"{_quote(str(run_dir / (name + '.log')))}\nstdout_logfile_maxbytes = 10MB" if autostart else \
         "/dev/stdout\nstdout_logfile_maxbytes = 0"
+    instances = f"numprocs = {numprocs}\nprocess_name = %(program_name)s_%(process_num)d\n" if numprocs > 1 else ""
     return f"""[program:{name}]
-command = {_quote(command)}
+{instances}command = {_quote(command)}
 directory = {_quote(str(BASE_DIR))}
 priority = {priority}
 autostart = {str(autostart).lower()}
