@@ -51,6 +51,7 @@ class Stack:
     web: subprocess.Popen[bytes]
     client: Client
     log: Path
+    env: dict[str, str]
 
     def start_postgres(self) -> None:
         self.postgres = embedded.start_postgres(self.run_dir)
@@ -110,7 +111,7 @@ def stack(transactional_db, chat_fakes) -> Iterator[Stack]:  # type: ignore[no-u
                 return False
 
         wait_for(up, timeout=90, message="gunicorn to serve /health")
-        stack = Stack(run_dir, servers[0], servers[1], web, client, log)
+        stack = Stack(run_dir, servers[0], servers[1], web, client, log, env)
         yield stack
         servers = [stack.postgres, stack.redis]
     finally:
@@ -176,3 +177,46 @@ def test_the_inbound_endpoints_answer_503_while_postgresql_or_redis_is_down_and_
     stack.start_redis()
     time.sleep(0.5)
     assert platforms.telegram_message(stack.client, "/help", user_id=4343).status_code == 200
+
+
+ISSUE_TOKEN = """
+from django.contrib.auth import get_user_model
+from api.models import ApiToken
+user = get_user_model().objects.create_user("outage-api", password=None)
+print("TOKEN", ApiToken.issue(user, "outage test", ["read"], 1)[1])
+"""
+
+
+def _assert_problem(response: httpx.Response, *dependencies: str) -> None:
+    assert response.status_code == 503, response.text[:500]
+    assert response.headers["Retry-After"] == RETRY_AFTER
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 503 and body["dependency"] in dependencies, body
+    assert body["retry_after"] == int(RETRY_AFTER) and "unavailable" in body["detail"]
+
+
+def test_the_rest_api_answers_503_problems_for_an_outage_and_serves_reads_without_redis(stack) -> None:  # type: ignore[no-untyped-def]
+    """The REST API under /api/v1/ (issue 13's "every webhook and API endpoint"), with a real token:
+    PostgreSQL down -> every request a 503 problem detail with Retry-After (the token lookup meets
+    the outage first); Redis down -> reads still served (the throttle's count is skipped), and a
+    request that must publish a task (ask) a 503 problem, never a 500."""
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", ISSUE_TOKEN], cwd=ROOT, env=stack.env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    token = next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN "))
+    auth = {"Authorization": f"Bearer {token}"}
+    http = stack.client.http
+    assert http.get("/api/v1/incidents/", headers=auth).status_code == 200
+
+    stack.redis.stop()
+    assert http.get("/api/v1/incidents/", headers=auth).status_code == 200
+    _assert_problem(http.post("/api/v1/ask/", json={"question": "what is failing?"}, headers=auth), "broker", "redis")
+    stack.start_redis()
+
+    stack.postgres.stop()
+    _assert_problem(http.get("/api/v1/incidents/", headers=auth), "database")
+    _assert_problem(http.get("/api/v1/runs/", headers=auth), "database")
+    _assert_problem(http.post("/api/v1/ask/", json={"question": "what is failing?"}, headers=auth), "database")
+    stack.start_postgres()
+    wait_for(lambda: http.get("/api/v1/incidents/", headers=auth).status_code == 200, timeout=60,
+             message="the API to serve again")
