@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from aiops_site import views
-from api import console as api_console
 from aiops_site.metrics import metrics_view
+from api import console as api_console
 
 # An exception raised outside a view (a session saved to a stopped database) reaches this:
 # a dependency outage still answers 503 + Retry-After, anything else Django's own 500.
