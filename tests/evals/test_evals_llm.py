@@ -43,7 +43,7 @@ from tests.fakes.openai_server import Recorded, Reply, error, raw
 HERE = Path(__file__).parent
 RECORDED = HERE / "llm_recorded.json"
 # What the answers were recorded with; the replay runs with the same (they shape every request).
-RECORD_SETTINGS = {"LLM_RCA_PROMPT": "compact", "LLM_MAX_TOKENS_RCA": 192}
+RECORD_SETTINGS = {"LLM_RCA_PROMPT": "compact", "LLM_MAX_TOKENS_RCA": 96}
 
 
 def request_digest(body: str) -> str:
