@@ -51,6 +51,7 @@ class Correlator:
         self.topology = topology
         self.now = now
         self._parents: dict[str, Incident] = {}
+        self._parent_busy: dict[int, bool] = {}  # parent id -> has an active run (asked once per ingest)
         self.linked: list[Incident] = []
 
     def parent_for(self, key: Key, types: list[str], evidence: dict[str, Any]) -> tuple[Incident, dict[str, Any]] | None:
@@ -91,7 +92,13 @@ class Correlator:
                 link(incident, parent, why)
                 self.linked.append(incident)
                 return
-        resume_if_parent_done(incident)
+        why = incident.no_run_reason or {}
+        if incident.parent_id and why.get("code") == "correlated":
+            busy = self._parent_busy.get(incident.parent_id)
+            if busy is None:
+                busy = self._parent_busy[incident.parent_id] = active_run(incident.parent_id) is not None
+            if not busy:
+                resume_if_parent_done(incident)
 
 
 def link(child: Incident, parent: Incident, why: dict[str, Any]) -> None:
