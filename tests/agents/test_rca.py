@@ -193,6 +193,22 @@ def test_a_failing_provider_falls_back(fake_llm, settings) -> None:  # type: ign
     assert report["fallback"]["reason"] == "provider_error"
 
 
+def test_the_compact_prompt_is_a_few_hundred_tokens_of_facts_after_a_fixed_prefix(fake_llm, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.LLM_RCA_PROMPT = "compact"
+    fake_llm.script(json_reply(GOOD), json_reply(GOOD))
+    analyze(copy.deepcopy(CASES["oom"][0]))
+    analyze({"pod": pod(containers=[crashing(3)]), "previous_logs": PY_CRASH * 20})
+    first, second = (r.messages for r in fake_llm.completions)
+    # What does not change per bundle comes first and is the same: llama.cpp reuses it.
+    assert first[0] == second[0] and "oom_killed:" in first[0]["content"]
+    oom, crash = first[1]["content"], second[1]["content"]
+    assert ("container api: waiting CrashLoopBackOff back-off 5m0s restarting failed container; restarts 6; "
+            "last: terminated OOMKilled exit 137; memory limit 256Mi") in oom
+    assert "Rules suggest: oom_killed" in oom
+    assert "psycopg.OperationalError: connection failed" in crash and "earlier lines left out" in crash
+    assert len(crash) < 2500  # 100 log lines in, the last 10 go (about 600 tokens in all)
+
+
 def test_secrets_in_logs_never_reach_the_llm(fake_llm) -> None:  # type: ignore[no-untyped-def]
     logs = PY_CRASH + "\nGET /api Authorization: Bearer s3cr3tT0kenABCDEF123\nDB_PASSWORD=hunter2hunter2 connecting as ops@example.com"
     fake_llm.script(json_reply(GOOD))
