@@ -65,7 +65,8 @@ def incident_opened(incident: Any) -> str:
     return "\n".join(lines)
 
 
-def affected_workloads(total: int, still_open: int, listed: list[Any], namespaces: list[str]) -> str:
+def affected_workloads(total: int, still_open: int, listed: list[Any], namespaces: list[str], *,
+                       waiting: bool = False) -> str:
     """Under a parent incident's message: the correlated children, `3 workloads affected`."""
     noun = "workload" if total == 1 else "workloads"
     head = f"🔗 **{total} {noun} affected**"
@@ -76,7 +77,8 @@ def affected_workloads(total: int, still_open: int, listed: list[Any], namespace
     lines = [head + f": {names}{more}"]
     if len(namespaces) > 1:
         lines.append("Namespaces: " + ", ".join(namespaces[:15]) + (f" (+{len(namespaces) - 15} more)" if len(namespaces) > 15 else ""))
-    lines.append("Their remediation waits for this incident's run.")
+    if waiting and still_open:
+        lines.append("Their remediation waits for this incident's run.")
     return "\n".join(lines)
 
 

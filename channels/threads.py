@@ -55,7 +55,10 @@ def family_text(parent: Any) -> str:
     still_open = children.filter(state="open").count()
     listed = list(children.order_by("namespace", "workload_name")[:CHILDREN_LISTED])
     namespaces = sorted(set(children.values_list("namespace", flat=True)))
-    return text + "\n" + messages.affected_workloads(total, still_open, listed, namespaces)
+    from playbooks.models import PlaybookRun
+
+    waiting = PlaybookRun.objects.filter(incident_id=parent.pk).exclude(state=PlaybookRun.State.FINISHED).exists()
+    return text + "\n" + messages.affected_workloads(total, still_open, listed, namespaces, waiting=waiting)
 
 
 def refresh_parent(parent: Any) -> int:

@@ -140,11 +140,14 @@ def test_a_child_still_failing_after_its_parents_run_starts_its_own(engine, rest
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_console_shows_the_family_both_ways(engine, live_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_console_shows_the_family_both_ways(engine, live_server, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect, sync_playwright
 
+    from channels.startup import ensure_console_feed
     from tests.channels import browser as browser_tools
 
+    settings.AIOPS_STORM_THRESHOLD = 2  # four incidents at once: a storm, so the feed shows its summary too
+    ensure_console_feed()
     sandbox = engine.sandbox
     sandbox.reset("empty")
     sandbox.crowd_node(3, replicas=2, node=NODE)
@@ -183,6 +186,16 @@ def test_the_console_shows_the_family_both_ways(engine, live_server, monkeypatch
             browser_tools.check_page(page, "incident-parent")
             for text in (page.inner_text("main"),):
                 assert "{'" not in text and "None" not in text and "<" not in text
+
+            # The feed: the node's incident with its workloads, and the storm's one summary.
+            page.goto(f"{live_server.url}/console/notifications")
+            feed = page.locator("main")
+            expect(feed).to_contain_text("3 workloads affected")
+            expect(feed).to_contain_text("Incident storm on cluster sandbox: 4 incidents opened")
+            expect(feed).to_contain_text(f"Likely common cause: incident #{parent.pk}")
+            browser_tools.check_page(page, "feed-storm")
+            text = page.inner_text("main")
+            assert "{'" not in text and "None" not in text and "**" not in text
         finally:
             browser.close()
             expect.set_options(timeout=5_000)  # Playwright's default, for the tests after this one
