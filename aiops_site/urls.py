@@ -10,6 +10,8 @@ from api import console as api_console
 # An exception raised outside a view (a session saved to a stopped database) reaches this:
 # a dependency outage still answers 503 + Retry-After, anything else Django's own 500.
 handler500 = "aiops_site.outage.server_error"
+# A path under /api/v1/ that no route matches answers as the API's other errors do.
+handler404 = "api.problems.not_found"
 
 urlpatterns = [
     path("health", views.health, name="health"),

@@ -93,3 +93,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return problem(400, detail or "invalid request", errors=errors, headers=headers)
     detail = exc.detail if isinstance(exc.detail, str) else "; ".join(e["message"] for e in _flatten(exc.detail))
     return problem(exc.status_code, str(detail), headers=headers)
+
+
+def not_found(request: Any, exception: Exception | None = None) -> Any:
+    """The root URLconf's `handler404`: under /api/v1/ a problem detail (a path no route matches,
+    such as an id that is not a number), elsewhere Django's page."""
+    from django.http import JsonResponse
+    from django.views import defaults
+
+    if request.path.startswith("/api/v1/"):
+        return JsonResponse({"type": PROBLEM_BASE + TYPES[404], "title": TITLES[404], "status": 404,
+                             "detail": f"no such resource: {request.path[:200]}"}, status=404, content_type=CONTENT_TYPE)
+    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]

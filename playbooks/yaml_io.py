@@ -315,25 +315,28 @@ def validate(document: Located, checker: Checker | None = None) -> tuple[list[di
                               f"{severity!r} is not one of {', '.join(Severity.values)}")
             _field_errors(checker, located, where, validate_rule(
                 finding_types=value.get("finding_types", []), alert_names=value.get("alert_names", []),
-                evidence=value.get("evidence", {}), namespace_regex=value.get("namespace_regex", "") or "",
-                label_selector=value.get("label_selector", "") or "",
+                evidence=value.get("evidence", {}),
+                # A non-string was reported above (typed); the pattern checks take strings only.
+                namespace_regex=value["namespace_regex"] if isinstance(value.get("namespace_regex"), str) else "",
+                label_selector=value["label_selector"] if isinstance(value.get("label_selector"), str) else "",
             ), {})
             playbook = value.get("playbook")
-            if playbook not in known_playbooks:
+            # Names are strings: a list or a mapping here is refused, never hashed into a set lookup.
+            if not isinstance(playbook, str) or playbook not in known_playbooks:
                 checker.error(located.at("playbook"), f"{where}.playbook",
                               f"no playbook named {playbook!r} in this file or the database")
             for cluster in value.get("clusters") or [] if isinstance(value.get("clusters"), list) else []:
-                if cluster not in clusters:
+                if not isinstance(cluster, str) or cluster not in clusters:
                     checker.error(located.at("clusters"), f"{where}.clusters", f"no cluster named {cluster!r}")
             group = value.get("approver_group")
-            if group is not None and group not in groups:
+            if group is not None and (not isinstance(group, str) or group not in groups):
                 checker.error(located.at("approver_group"), f"{where}.approver_group", f"no group named {group!r}")
             approvers = value.get("approvers") or []
             if isinstance(approvers, list) and approvers:
                 found = set(get_user_model().objects.filter(username__in=[str(a) for a in approvers])
                             .values_list("username", flat=True))
                 for username in approvers:
-                    if username not in found:
+                    if not isinstance(username, str) or username not in found:
                         checker.error(located.at("approvers"), f"{where}.approvers", f"no user named {username!r}")
             rules.append(value)
     return playbooks, rules, checker.errors

@@ -66,6 +66,9 @@ class ApiViewSet(viewsets.GenericViewSet):
     pagination_class = CursorPage
     renderer_classes = [renderers.JSONRenderer]
     parser_classes = [JSONParser]
+    metadata_class = None  # OPTIONS: 405 (the schema documents every endpoint)
+    # Ids are bigints: anything else is a 404 before it reaches the database.
+    lookup_value_regex = "[0-9]{1,18}"
     # action -> scope; unnamed actions: read when safe, else `write_scope`.
     scopes: dict[str, str] = {}
     # action -> Django permissions the admin would ask for.

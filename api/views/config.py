@@ -26,6 +26,25 @@ from playbooks.models import Playbook, Rule
 _LABEL = re.compile(r"^(?:(?:playbook|rule) (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")|(?:playbooks|rules)\[\d+\]|\(top\))")
 
 
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value a NUL character is (PostgreSQL stores none, not even in jsonb), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return f"{path}.{key}".strip(".").replace("\x00", "\\0")
+            found = nul_at(item, f"{path}.{key}".lstrip("."))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_at(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 def field_of(where: str) -> str:
     """`rule 'web'.priority` -> `priority`; `playbook 'p'.steps[1].tool` -> `steps[1].tool`."""
     return _LABEL.sub("", where, count=1).lstrip(".")
@@ -84,7 +103,7 @@ class _ConfigViewSet(ApiViewSet):
     kind = ""
     model: Any = None
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = "[A-Za-z0-9_.-]{1,100}"
     filter_backends: list[Any] = []
     scopes = {"list": Scope.READ, "retrieve": Scope.READ}
 
@@ -116,6 +135,9 @@ class _ConfigViewSet(ApiViewSet):
     def _save(self, request: Any, spec: Any, *, created: bool) -> Response:
         if not isinstance(spec, dict):
             raise exceptions.ValidationError({"": [f"the body must be a {self.kind} (a JSON object)"]})
+        nul = nul_at(spec)
+        if nul is not None:
+            raise exceptions.ValidationError({nul: ["holds a NUL character, which cannot be stored"]})
         checker = yaml_io.Checker()
         with transaction.atomic():
             playbooks, rules, _errors = yaml_io.validate(yaml_io.located({f"{self.kind}s": [spec]}), checker)
@@ -234,6 +256,11 @@ class TextYAMLParser(YAMLParser):
     media_type = "text/yaml"
 
 
+class ExportDocument(serializers.Serializer):
+    playbooks = PlaybookSpec(many=True)
+    rules = RuleSpec(many=True)
+
+
 class ImportResult(serializers.Serializer):
     created = serializers.ListField(child=serializers.CharField())
     updated = serializers.ListField(child=serializers.CharField())
@@ -268,7 +295,7 @@ class ConfigViewSet(ApiViewSet):
     model_perms = {"load": ("playbooks.add_playbook", "playbooks.change_playbook", "playbooks.add_rule",
                             "playbooks.change_rule")}
 
-    @extend_schema(responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR, description="The file.")})
+    @extend_schema(responses={(200, "application/yaml"): OpenApiResponse(ExportDocument, description="The file.")})
     def export(self, request: Any) -> Response:
         """Every playbook (steps in order) and rule, sorted by name, as `manage.py playbooks export` writes it."""
         return Response(yaml_io.export_yaml(), content_type="application/yaml; charset=utf-8")
@@ -306,5 +333,5 @@ class ConfigViewSet(ApiViewSet):
 
     def get_renderers(self) -> list[Any]:
         if getattr(self, "action", None) == "export":
-            return [YAMLRenderer(), renderers.JSONRenderer()]
+            return [YAMLRenderer()]
         return super().get_renderers()

@@ -108,11 +108,13 @@ class ToolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     serializer_class = ToolSerializer
     filterset_class = ToolFilter
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = "[A-Za-z0-9_.:-]{1,128}"
 
 
 class AuditSerializer(serializers.ModelSerializer):
     arguments = serializers.DictField(read_only=True)
+    effect = serializers.ChoiceField(choices=AuditEntry._meta.get_field("effect").choices, allow_blank=True,
+                                     read_only=True, help_text="Completions of mutating calls: did it change the cluster?")
 
     class Meta:
         model = AuditEntry

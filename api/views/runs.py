@@ -30,6 +30,8 @@ class StepRunSerializer(serializers.ModelSerializer):
 
 class RunSerializer(serializers.ModelSerializer):
     cluster = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    outcome = serializers.ChoiceField(choices=PlaybookRun.Outcome.choices, allow_blank=True, read_only=True,
+                                      help_text="Empty until the run finishes.")
     rule = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:

@@ -6,11 +6,12 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+import yaml
 from django.core.management import CommandError, call_command
 
 from agents.models import AuditEntry
 from playbooks.models import Playbook, Rule
-from playbooks.yaml_io import export_yaml
+from playbooks.yaml_io import ImportFailed, export_yaml, import_yaml
 
 pytestmark = pytest.mark.django_db
 
@@ -121,3 +122,18 @@ def test_check_reports_changes_without_writing(seed_playbooks, tmp_path: Path) -
     call_command("playbooks", "import", str(path), "--check", stdout=out)
     assert "would be updated: rule probe_failure" in out.getvalue()
     assert Rule.objects.get(name="probe_failure").priority == 90
+
+
+@pytest.mark.django_db
+def test_values_of_the_wrong_type_are_reported_not_crashed_on() -> None:
+    """Found by fuzzing the REST API (which validates through this import): a list where a name
+    or a pattern belongs was hashed or compiled, a 500 instead of a report."""
+    text = yaml.safe_dump({"rules": [{
+        "name": "odd", "playbook": ["x"], "finding_types": ["crash_loop"], "label_selector": [None],
+        "namespace_regex": {"a": 1}, "clusters": [{}], "approver_group": [], "approvers": [{}],
+    }]})
+    with pytest.raises(ImportFailed) as failed:
+        import_yaml(text, actor="test")
+    report = "\n".join(failed.value.errors)
+    for key in ("playbook", "label_selector", "namespace_regex", "clusters", "approver_group", "approvers"):
+        assert f"rule 'odd'.{key}" in report, report
