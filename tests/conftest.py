@@ -77,7 +77,7 @@ class Worker:
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 60) -> None:
+    def _wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,6 +85,15 @@ class Worker:
             if b"ready." in self.log_path.read_bytes():
                 return
             time.sleep(0.2)
+        # Not left running: a worker that comes up after the test gave up would consume the queue
+        # beside the next one started (the chaos suite restarts workers), and add to the load
+        # that made it slow.
+        import psutil
+
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            child.kill()
+        self.process.kill()
+        self.process.wait(10)
         raise RuntimeError(f"celery worker not ready in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:

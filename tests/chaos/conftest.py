@@ -1,10 +1,11 @@
 """The chaos suite's time budget in CI (issue 13: "bounded in time, run by `.ci/run`").
 
-Each test is bounded by pytest-timeout (300 s, pyproject.toml); the suite as a whole by
-AIOPS_CHAOS_BUDGET seconds (default 1200, 20 minutes, with AIOPS_CHAOS_REPEAT=1): once the chaos
+Each test is bounded by pytest-timeout (300 s, pyproject.toml; 420 s for the `make run` test); the suite as a whole by
+AIOPS_CHAOS_BUDGET seconds (default 1500, 25 minutes, with AIOPS_CHAOS_REPEAT=1): once the chaos
 tests have taken that long together, each one still to run fails at once, saying so -- never a
 skip, so CI goes red instead of silently testing less. The whole chaos part of `make test` is
-therefore done within the budget plus one test's timeout (25 minutes), however slow the machine.
+therefore done within the budget plus one test's timeout (32 minutes), however slow the machine:
+14 tests took 18.5 minutes at load 15-25 on the 2-core build machine (docs/reliability.md).
 A repeated run (AIOPS_CHAOS_REPEAT > 1, the 20 x 6 kill matrix) has no budget unless one is set.
 """
 
@@ -22,7 +23,7 @@ def _budget() -> float | None:
     if "AIOPS_CHAOS_BUDGET" in os.environ:
         value = float(os.environ["AIOPS_CHAOS_BUDGET"])
         return value if value > 0 else None
-    return 1200.0 if int(os.environ.get("AIOPS_CHAOS_REPEAT", "1")) <= 1 else None
+    return 1500.0 if int(os.environ.get("AIOPS_CHAOS_REPEAT", "1")) <= 1 else None
 
 
 _spent = {"seconds": 0.0, "tests": 0}
