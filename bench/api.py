@@ -10,7 +10,8 @@ Each request is authenticated, throttled (Redis) and paginated as any client's.
 Run:
   AIOPS_DB_USER=postgres .venv/bin/python -m aiops_site.embedded --run-dir .run/bench-api -- .venv/bin/python bench/api.py
 Last line: one JSON object with incidents, requests, first_page_p50_ms, first_page_p95_ms,
-filtered_p50_ms, filtered_p95_ms, goal_p95_ms and met.
+filtered_p50_ms, filtered_p95_ms, health_p50_ms, health_p95_ms (the same server's /health: the
+machine's floor at that moment), goal_p95_ms and met.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def main() -> None:
             assert len(page["results"]) == 50 and page["next"], "the first page is not a full page with a next"
             plain = [timed(conn, first, token) for _ in range(args.requests)]
             narrow = [timed(conn, filtered, token) for _ in range(args.requests)]
+            # The floor on this machine now: the same server's /health (no database, no auth).
+            floor = [timed(conn, "/health", token) for _ in range(args.requests)]
         finally:
             server.terminate()
             server.wait(20)
@@ -145,6 +148,7 @@ def main() -> None:
         "gunicorn": f"{args.workers}x{args.threads}",
         "first_page_p50_ms": round(statistics.median(plain), 1), "first_page_p95_ms": round(first_p95, 1),
         "filtered_p50_ms": round(statistics.median(narrow), 1), "filtered_p95_ms": round(p95(narrow), 1),
+        "health_p50_ms": round(statistics.median(floor), 1), "health_p95_ms": round(p95(floor), 1),
         "goal_p95_ms": GOAL_P95_MS, "met": first_p95 < GOAL_P95_MS, "load_average": round(os.getloadavg()[0], 2),
     }))
 

@@ -88,3 +88,16 @@ def test_the_schema_is_openapi_3_and_documents_problems(client) -> None:  # type
     close = schema["paths"]["/api/v1/incidents/{id}/close/"]["post"]
     assert "application/problem+json" in close["responses"]["403"]["content"]
     assert schema["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+
+
+def test_a_listed_incident_reads_as_its_detail_does(people, api_as, make_incident, cluster_row) -> None:  # type: ignore[no-untyped-def]
+    """The list renders rows, the detail the model: the same fields, the same values."""
+    make_incident(cluster=cluster_row)
+    make_incident(cluster=None, workload_name="", workload_kind="", namespace="", fingerprint="ab12", primary_type="",
+                  finding_types=[], alertname="KubeQuotaExceeded")
+    api = api_as(people.carol, "read")
+    for listed in api.get("/api/v1/incidents/").json()["results"]:
+        detail = api.get(f"/api/v1/incidents/{listed['id']}/").json()
+        assert {key: detail[key] for key in listed} == listed
+    assert {i["workload_key"] for i in api.get("/api/v1/incidents/").json()["results"]} == {
+        "Deployment/shop/web", "Alert//ab12"}
