@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from channels import messages, metrics
@@ -34,13 +34,30 @@ def _open_storm(cluster_id: int | None) -> NotificationStorm | None:
     return NotificationStorm.objects.select_for_update().filter(cluster_id=cluster_id, ended_at__isnull=True).first()
 
 
+def _storm_and_count(cluster_id: int | None, since: Any) -> tuple[int | None, int]:
+    from playbooks.models import Incident
+
+    storms, incidents = NotificationStorm._meta.db_table, Incident._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT id FROM {storms} WHERE cluster_id IS NOT DISTINCT FROM %s AND ended_at IS NULL LIMIT 1), "  # noqa: S608 (our tables)
+            f"(SELECT count(*) FROM {incidents} WHERE cluster_id IS NOT DISTINCT FROM %s AND opened_at >= %s)",
+            [cluster_id, cluster_id, since],
+        )
+        storm_id, count = cursor.fetchone()
+    return storm_id, int(count)
+
+
 def note_opened(incident: Any) -> NotificationStorm | None:
     """Count an opened incident towards its cluster's storm; the storm when one is on."""
     from playbooks.models import Incident
 
     now = incident.opened_at or timezone.now()
     window = timedelta(seconds=settings.AIOPS_STORM_WINDOW)
-    storm = _open_storm(incident.cluster_id)
+    # One round trip for the common case (no storm, few incidents): the open storm's id and the
+    # window's count together; the storm row is locked only when there is one.
+    storm_id, count = _storm_and_count(incident.cluster_id, now - window)
+    storm = _open_storm(incident.cluster_id) if storm_id else None
     if storm is not None and storm.last_at < now - window:
         storm.ended_at = storm.last_at
         storm.save(update_fields=["ended_at"])
@@ -48,10 +65,9 @@ def note_opened(incident: Any) -> NotificationStorm | None:
                  held_back=storm.held_back)
         storm = None
     if storm is None:
-        recent = Incident.objects.filter(cluster_id=incident.cluster_id, opened_at__gte=now - window)
-        count = recent.count()
         if count <= settings.AIOPS_STORM_THRESHOLD:
             return None
+        recent = Incident.objects.filter(cluster_id=incident.cluster_id, opened_at__gte=now - window)
         namespaces: dict[str, int] = {}
         causes: dict[str, int] = {}
         for namespace, parent_id in recent.values_list("namespace", "parent_id"):

@@ -182,7 +182,9 @@ def link_alert_incident(incident: Incident) -> None:
     open_here = Incident.objects.filter(cluster_id=incident.cluster_id, state=Incident.State.OPEN).exclude(pk=incident.pk)
     pod, namespace, node = labels.get("pod", ""), labels.get("namespace", ""), labels.get("node", "")
     parent, why = None, {}
-    if pod and namespace:
+    # An alert keyed by a workload is that workload's incident already (a Deployment's pod names it);
+    # only one keyed by a bare pod or by its fingerprint may belong to another incident's pods.
+    if pod and namespace and incident.workload_kind in ("", "Pod"):
         parent = open_here.filter(namespace=namespace, affected_pods__contains=[pod]).order_by("pk").first()
         if parent is not None:
             cause = "bad_rollout" if _is_bad_rollout(parent.evidence) else "alert"
