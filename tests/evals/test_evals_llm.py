@@ -92,7 +92,7 @@ def test_the_llm_mode_scores_recorded_answers(fake_llm, settings, tmp_path: Path
     # Every recorded answer was asked for, once, by its own case.
     assert served == Counter({case_id: len(answers) for case_id, answers in recorded["answers"].items()})
     # The scorer reads the same numbers from the same answers as when they were recorded.
-    for key in ("accuracy", "per_class", "fallbacks", "calibration"):
+    for key in ("accuracy", "llm_answers", "per_class", "fallbacks", "calibration"):
         assert result[key] == recorded["result"][key], key
 
 
@@ -220,6 +220,6 @@ def _write(out: Path, model: str, answers: dict[str, list[dict[str, Any]]], rows
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": RECORD_SETTINGS,
         "answers": {r["id"]: answers[r["id"]] for r in rows},
-        "result": {k: result[k] for k in ("cases", "accuracy", "per_class", "fallbacks", "calibration")},
+        "result": {k: result[k] for k in ("cases", "accuracy", "llm_answers", "per_class", "fallbacks", "calibration")},
     }, indent=1) + "\n")
     partial.replace(out)
