@@ -44,6 +44,7 @@ app.conf.update(
 
 app.autodiscover_tasks(["aiops_site", "k8s", "agents", "playbooks", "channels"])
 app.autodiscover_tasks(["playbooks"], related_name="tasks_engine")  # the engine room's tasks
+app.autodiscover_tasks(["playbooks"], related_name="tasks_quiet")  # silences
 app.autodiscover_tasks(["agents"], related_name="tasks_llm")  # the LLM room's tasks (agents.answer_message)
 
 

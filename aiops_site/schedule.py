@@ -54,4 +54,11 @@ def beat_schedule(poll_interval: int, reconcile_interval: int = 10, digest_inter
         "schedule": float(digest_interval),
         "options": {"expires": float(digest_interval)},
     }
+    # Silences start and end on time: the database is swept (each silence's end also has a task
+    # of its own, queued for that moment; this catches one the broker lost).
+    schedule["playbooks.sweep_silences"] = {
+        "task": "playbooks.sweep_silences",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    }
     return schedule

@@ -8,7 +8,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from api.views import approvals, ask, config, incidents, registry, runs
+from api.views import approvals, ask, config, incidents, registry, runs, silences
 
 app_name = "api"
 
@@ -22,6 +22,8 @@ router.register("clusters", registry.ClusterViewSet, basename="cluster")
 router.register("tools", registry.ToolViewSet, basename="tool")
 router.register("audit", registry.AuditViewSet, basename="audit")
 router.register("ask", ask.AskViewSet, basename="ask")
+router.register("silences", silences.SilenceViewSet, basename="silence")
+router.register("maintenance-windows", silences.MaintenanceWindowViewSet, basename="maintenance-window")
 
 
 class SchemaView(SpectacularAPIView):

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from channels import messages, storm, threads
+from channels import messages, quieting, storm, threads
 from channels.models import ChannelTarget, Kind, MessageState, Operation, OutboundMessage
 from channels.services import queue_message
 from channels.transport import is_enabled
@@ -51,6 +51,12 @@ def _incident_targets(incident: Any, severity: str | None = None) -> list[Channe
 
 def _fan_out(targets: list[ChannelTarget], text: str, key: str | None, *, incident_id: int | None = None,
              approval_id: int | None = None, buttons: bool = False, severity: str | None = None) -> None:
+    hold_until = None
+    if incident_id is not None and targets:
+        quieted, hold_until = quieting.apply(incident_id, text, len(targets))  # silences, maintenance windows
+        if quieted is None:
+            return
+        text = quieted
     for target in targets:
         if severity == "info" and target.digest:
             storm.hold_for_digest(target, text, incident_id)
@@ -64,19 +70,24 @@ def _fan_out(targets: list[ChannelTarget], text: str, key: str | None, *, incide
             incident_id=incident_id,
             approval_id=approval_id,
             with_buttons=buttons,
+            not_before=hold_until,
         )
 
 
 # --- playbooks ---------------------------------------------------------------------------------
-def on_incident_opened(sender: Any, incident: Any, **kwargs: Any) -> None:
-    current = storm.note_opened(incident)
+def on_incident_opened(sender: Any, incident: Any, again: str = "", note: str = "", **kwargs: Any) -> None:
+    # `again`: announced a second time (its silence ended), under a dedupe key of its own, and
+    # not counted again as an opening by the storm control.
+    current = storm.note_opened(incident) if not again else None
     if incident.parent_id:
         return  # folded into its parent's message (channels.threads, on incident_correlated)
     if current is not None and incident.severity != "critical":
         storm.held_back(current, incident)
         return
-    _fan_out(_incident_targets(incident), messages.incident_opened(incident), f"incident_opened:{incident.pk}",
-             incident_id=incident.pk, severity=incident.severity)
+    text = messages.incident_opened(incident)
+    _fan_out(_incident_targets(incident), f"{note}\n{text}" if note else text,
+             f"incident_opened:{incident.pk}" + (f":{again}" if again else ""), incident_id=incident.pk,
+             severity=incident.severity)
 
 
 def on_incident_resolved(sender: Any, incident: Any, **kwargs: Any) -> None:

@@ -2,7 +2,7 @@
 
 1. approval decisions (`approve <code>`, `reject <code> [reason]`; buttons come through
    `press_button`);
-2. commands (`/help`, `/incident`, `/approval`, `/alert`, `/k8s`, `/model`, `/reset`,
+2. commands (`/help`, `/incident`, `/approval`, `/alert`, `/silence`, `/k8s`, `/model`, `/reset`,
    `/status`; `!` reads as `/`, since Slack keeps `/` for its own slash commands);
 3. free text, for the agents app's assistant.
 
@@ -35,6 +35,7 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 HELP = """**Commands** (`!` works instead of `/`)
 `/incident list` · `/incident show <id>` · `/incident close <id> [reason]` · `/incident run <id> [playbook]`
 `/approval list` · `/alert list`
+`/silence <namespace>/<workload> <duration> <reason>` · `/silence list` · `/silence expire <id>`
 `/k8s pods [namespace]` · `/k8s deployments [namespace]` · `/k8s events [namespace]` · `/k8s nodes`
 `/k8s logs <namespace>/<pod> [container]`
 `/k8s describe pod|deployment <namespace>/<name>` · `/k8s describe node <name>`
@@ -424,6 +425,12 @@ def _free_text(inbound: Inbound, text: str) -> None:
     submit(inbound.user, inbound.kind, text, reply_to=context)
 
 
+def _silence(inbound: Inbound, args: list[str]) -> None:
+    from channels.chat_silences import handle as silence
+
+    silence(inbound, args)
+
+
 def _help(inbound: Inbound, args: list[str]) -> None:
     reply(inbound, HELP)
 
@@ -446,6 +453,8 @@ COMMANDS: dict[str, Callable[[Inbound, list[str]], None]] = {
     "alert": _alert,
     "alerts": _alert,
     "k8s": _k8s,
+    "silence": _silence,
+    "silences": _silence,
     "model": _assistant(_model),
     "reset": _assistant(_reset),
     "status": _assistant(_status),

@@ -41,8 +41,10 @@ def queue_message(
     edit_of: OutboundMessage | None = None,
     callback_id: str = "",
     alert: bool = False,
+    not_before: Any = None,
 ) -> OutboundMessage | None:
-    """Write one outbox row and deliver it after commit; None when `dedupe_key` was already used."""
+    """Write one outbox row and deliver it after commit; None when `dedupe_key` was already used.
+    `not_before` holds it until then (a maintenance window that holds notifications)."""
     payload: dict[str, Any] = {}
     if with_buttons:
         payload["buttons"] = True
@@ -65,6 +67,7 @@ def queue_message(
                 operation=operation,
                 edit_of=edit_of,
                 payload=payload,
+                **({"next_attempt_at": not_before} if not_before is not None else {}),
             )
     except IntegrityError:
         if dedupe_key and OutboundMessage.objects.filter(dedupe_key=dedupe_key).exists():
@@ -72,7 +75,8 @@ def queue_message(
             return None
         raise
     log.info("outbox_queued", message_id=message.pk, kind=kind, operation=operation, approval_id=approval_id)
-    _enqueue_on_commit(message.pk)
+    wait = (not_before - timezone.now()).total_seconds() if not_before is not None else 0.0
+    _enqueue_on_commit(message.pk, countdown=wait if wait > 0 else None)
     return message
 
 

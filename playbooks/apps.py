@@ -7,4 +7,4 @@ class PlaybooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from playbooks import admin_engine, receivers  # noqa: F401  (engine: its admin; incident_opened, approval_decided)
+        from playbooks import admin_engine, admin_quiet, receivers  # noqa: F401  (engine and silences: their admin; receivers)

@@ -269,7 +269,10 @@ def reconcile(now: Any = None) -> dict[str, int]:
     dead_worker = Q(state=S.RUNNING, lease_expires_at__lt=now)
     # Rows claimed before leases existed fall back to the step's time limit.
     legacy = Q(state=S.RUNNING, lease_expires_at__isnull=True, deadline__lt=now)
-    lost_message = Q(state=S.QUEUED, updated_at__lt=now - timedelta(seconds=settings.AIOPS_STEP_REQUEUE_AFTER))
+    quiet_since = now - timedelta(seconds=settings.AIOPS_STEP_REQUEUE_AFTER)
+    # A step a maintenance window holds is due at `not_before`, not lost before then.
+    lost_message = Q(state=S.QUEUED, updated_at__lt=quiet_since) & (Q(not_before__isnull=True)
+                                                                     | Q(not_before__lt=quiet_since))
     stale = (
         live.annotate(deadline=deadline).filter(dead_worker | legacy | lost_message)
         .values_list("pk", "state", "updated_at", "lease_expires_at")[:500]

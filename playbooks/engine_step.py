@@ -189,6 +189,10 @@ def _request_approval(run: PlaybookRun, step: StepRun) -> None:
 
     if _escalated(run, step):
         return
+    from playbooks.services.quiet import hold_step
+
+    if hold_step(run, step):  # silenced, or a maintenance window: not requested now
+        return
     # Serialise budget checks of one cluster, so two runs cannot both take the last action.
     Cluster.objects.select_for_update().filter(pk=run.cluster_id).first()
     since = timezone.now() - timedelta(hours=1)

@@ -54,3 +54,5 @@ RUNS_DEFERRED = Counter(
     "aiops_runs_deferred_to_parent_total",
     "Playbook runs of child incidents held back because the parent incident's run was active.",
 )
+
+from playbooks import metrics_quiet  # noqa: E402,F401  (silences and maintenance windows)

@@ -36,6 +36,9 @@ EVENT_LOOK = {
     "unreachable": ("📡", "Cluster unreachable"),
     "reachable": ("📡", "Cluster reachable"),
     "correlated": ("🔗", "Linked"),
+    "silenced": ("🔕", "Silenced"),
+    "silence_ended": ("🔔", "Silence ended"),
+    "maintenance": ("🔧", "Maintenance"),
 }
 STEP_LOOK = {
     "check": ("🔍", "Check"),

@@ -346,6 +346,8 @@ def incidents(request: HttpRequest) -> HttpResponse:
 
 
 def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
+    from channels.web.quiet import quiet_context
+
     lines, approvals_ = timeline(found, request.user)
     runs = list(found.runs.all())
     return {
@@ -364,6 +366,7 @@ def _incident_context(request: HttpRequest, found: Any) -> dict[str, Any]:
         "outcomes": _outcomes(found, runs),
         "now": timezone.now(),
         **family(found),  # correlation: its parent incident, or its children
+        **quiet_context(found),  # silenced by ..., in maintenance ...
     }
 
 

@@ -2,3 +2,4 @@
 
 from playbooks.models.engine import *  # noqa: F403
 from playbooks.models.incidents import *  # noqa: F403
+from playbooks.models.quiet import *  # noqa: F403

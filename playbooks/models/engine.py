@@ -160,6 +160,10 @@ class Rule(models.Model):
     auto_run = models.BooleanField(
         default=True, help_text="Start the run at once; off = the run is proposed and waits for a person to start it."
     )
+    in_maintenance = models.CharField(
+        max_length=8, choices=[("wait", "wait for the window to end"), ("handoff", "hand off to a person")],
+        default="wait", help_text="A MEDIUM/HIGH step due during a maintenance window: wait for its end, or hand off.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -292,6 +296,8 @@ class StepRun(models.Model):
     # A running step's worker renews this while it works (AIOPS_STEP_LEASE); once it lapses the
     # worker is taken for dead and the reconciler sends the step again, long before its timeout.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Held by a maintenance window: queued again for its end (the reconciler leaves it until then).
+    not_before = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

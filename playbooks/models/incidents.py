@@ -61,6 +61,9 @@ class Incident(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
                                help_text="The incident whose cause explains this one (correlation).")
     correlation = models.JSONField(null=True, blank=True, help_text="Why this incident is a child of its parent.")
+    # The silence that holds this incident's notifications and runs (playbooks.silences).
+    silenced_by = models.ForeignKey("playbooks.Silence", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="incidents")
 
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -124,6 +127,9 @@ class ClusterEvent(models.Model):
         UNREACHABLE = "unreachable", "cluster unreachable"
         REACHABLE = "reachable", "cluster reachable again"
         CORRELATED = "correlated", "linked to its cause"
+        SILENCED = "silenced", "silenced"
+        SILENCE_ENDED = "silence_ended", "silence ended"
+        MAINTENANCE = "maintenance", "in maintenance"
 
     cluster = models.ForeignKey("k8s.Cluster", null=True, blank=True, on_delete=models.CASCADE, related_name="events")
     incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="events")

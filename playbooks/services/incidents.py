@@ -141,11 +141,18 @@ def open_incident(cluster: Cluster | None, workload: tuple[str, str, str], *, no
         return Incident.objects.select_for_update(no_key=True).get(**lookup), False
 
 
-def announce_opened(incident: Incident) -> None:
-    metrics.INCIDENTS_OPENED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
+def announce_opened(incident: Incident, *, again: str = "", note: str = "") -> None:
+    """Tell the receivers (notifications, the engine) -- unless a silence holds it. `again` names
+    why an open incident is announced a second time (its silence ended), `note` says so to people."""
+    from playbooks.services.silences import hold_if_silenced
+
+    if not again:
+        metrics.INCIDENTS_OPENED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
     log.info("incident_opened", incident=incident.pk, workload=incident.workload_key, type=incident.primary_type,
-             alertname=incident.alertname, severity=incident.severity, source=incident.source)
-    incident_opened.send(sender=Incident, incident=incident)
+             alertname=incident.alertname, severity=incident.severity, source=incident.source, again=again or None)
+    if not again and hold_if_silenced(incident):
+        return
+    incident_opened.send(sender=Incident, incident=incident, again=again, note=note)
 
 
 def resolve_incident(incident: Incident, *, now: datetime, reason: str) -> None:

@@ -74,6 +74,22 @@ class World:
         Rule.objects.create(name=name, finding_types=["crash_loop"], playbook=Playbook.objects.get(name=self.playbook()))
         return name
 
+    def silence(self) -> int:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from playbooks.models import Silence
+
+        return Silence.objects.create(matchers=[{"name": "workload", "op": "=", "value": f"web-{next(_serial)}"}],
+                                      ends_at=timezone.now() + timedelta(hours=1), reason="upgrade").pk
+
+    def window(self) -> int:
+        from playbooks.models import MaintenanceWindow
+
+        return MaintenanceWindow.objects.create(name=f"w-{next(_serial)}", schedule="0 2 * * 6",
+                                                duration_minutes=60).pk
+
 
 def _ids(**ids: Any) -> dict[str, Any]:
     return ids
@@ -137,6 +153,15 @@ def _endpoints() -> list[Endpoint]:
         Endpoint("GET", "/api/v1/audit/", "admin", "admin", 200),
         Endpoint("GET", "/api/v1/audit/{entry}/", "admin", "admin", 200,
                  lambda w, u: (_ids(entry=AuditEntry.objects.order_by("id").first().pk), None)),
+        Endpoint("GET", "/api/v1/silences/", "read", "any", 200),
+        Endpoint("GET", "/api/v1/silences/{silence}/", "read", "any", 200, lambda w, u: (_ids(silence=w.silence()), None)),
+        Endpoint("POST", "/api/v1/silences/", "decide", "approver", 201,
+                 lambda w, u: ({}, {"matchers": f'workload="web-{next(_serial)}"', "duration": "1h", "reason": "r"})),
+        Endpoint("POST", "/api/v1/silences/{silence}/expire/", "decide", "approver", 200,
+                 lambda w, u: (_ids(silence=w.silence()), None)),
+        Endpoint("GET", "/api/v1/maintenance-windows/", "read", "any", 200),
+        Endpoint("GET", "/api/v1/maintenance-windows/{window}/", "read", "any", 200,
+                 lambda w, u: (_ids(window=w.window()), None)),
         Endpoint("POST", "/api/v1/ask/", "read", "any", 202, lambda w, u: ({}, {"question": "what is failing?"})),
         Endpoint("GET", "/api/v1/ask/{question}/", "read", "any", 200,
                  lambda w, u: (_ids(question=_question(u)), None)),
