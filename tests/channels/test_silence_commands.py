@@ -118,6 +118,8 @@ def test_console_lists_silences_and_windows_and_silences_an_incident(client, app
     page = client.get(f"/console/incidents/{cart.pk}").content.decode()
     assert f"Silenced by #{silence.pk} until " in page and "(db upgrade; web:alice)" in page
     assert f"Expire silence #{silence.pk}" in page
+    listed = client.get("/console/").content.decode()
+    assert f'data-id="{cart.pk}" data-state="open"' in listed and "🔕 silenced" in listed
 
     MaintenanceWindow.objects.create(name="weekly", namespace="shop", schedule="0 2 * * 6", duration_minutes=120,
                                      time_zone="Europe/Berlin", created_by_name="admin:alice")
@@ -202,6 +204,10 @@ def test_the_silence_pages_in_a_real_browser(live_server, approvers, make_incide
             expect(page.locator(".no-run")).to_contain_text("no notification and no run until it ends")
             assert not unreadable(page.inner_text("main"))
             browser_tools.check_page(page, "incident-silenced")
+
+            page.goto(f"{live_server.url}/console/")
+            expect(page.locator(f"tr.incident[data-id='{cart.pk}']")).to_contain_text("🔕 silenced")
+            browser_tools.check_page(page, "incidents-silenced")
 
             page.click("header nav >> text=Silences")
             expect(page.locator(f"tr[data-silence='{silence.pk}']")).to_contain_text("web:alice")
