@@ -116,6 +116,17 @@ def resolve_unfinished(orphans: list[AuditEntry], *, retry: AuditEntry, retry_ef
 def _resolve(orphan: AuditEntry, *, effect: str | None, why: str, by: str) -> AuditEntry | None:
     seen, observed = observe(orphan)
     effect = effect or observed
+    if effect == Effect.CHANGED:
+        # Inferred, not answered: when another call of the same action already says it made the
+        # change, this one did not (the tools are idempotent: one change per action). Attempts
+        # overlap when a step's lease lapses while its worker still runs (a starved machine):
+        # the chaos matrix found two `changed` entries for one scale without this.
+        earlier = (AuditEntry.objects.filter(action=AuditEntry.Action.TOOL_CALL, tool=orphan.tool,
+                                             idempotency_key=orphan.idempotency_key, effect=Effect.CHANGED)
+                   .exclude(completes=orphan).order_by("id").first()) if orphan.idempotency_key else None
+        if earlier is not None:
+            effect = Effect.UNCHANGED
+            why = f"entry #{earlier.pk} already records the change this action made, so this call had not"
     detail = f"the call got no answer (its worker died, or the tool server did not reply); {why}. Re-read of the cluster: {seen}"
     entry = complete_call(orphan, outcome="unknown", detail=detail, effect=effect, actor=by)
     if entry is not None:

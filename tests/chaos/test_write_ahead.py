@@ -139,3 +139,30 @@ def test_a_dead_call_with_no_retry_is_resolved_by_the_reconciler_from_a_re_read(
     assert AuditEntry.objects.filter(tool="describe_pod", actor="system:reconciler").count() == 1
     assert resolve_orphaned_calls(timezone.now() + timedelta(minutes=10)) == 0  # once
     assert resolved("changed") == changed_before + 1  # operators see dead calls being resolved
+
+
+@pytest.mark.django_db
+def test_an_unfinished_call_is_not_inferred_to_have_changed_what_another_call_already_changed() -> None:
+    """Found by the kill matrix at load 20: a step's lease lapsed while its starved worker still
+    ran, so three attempts of one scale overlapped. The first completed itself `changed`; the
+    third found nothing to do and inferred that the second (still unanswered) had made the change:
+    two `changed` entries for one change. One action (idempotency key) changes the cluster once."""
+    from agents.audit import begin_call, complete_call, resolve_unfinished
+
+    call = {"actor": "playbook:chaos", "tool": "scale_deployment", "server": "kubernetes", "risk": "MEDIUM",
+            "args": {"namespace": "payments", "name": "ledger", "replicas": 3}, "reason": "chaos",
+            "key": "steprun:999999", "approval": None}
+    first, _ = begin_call(**call)
+    second, _ = begin_call(**call)  # the re-sent attempt, while the first is still in flight
+    complete_call(first, outcome="ok", detail="scaled deployment payments/ledger from 1 to 3 replicas",
+                  effect="changed")
+    third, orphans = begin_call(**call)
+    assert orphans == [second]
+    complete_call(third, outcome="ok", detail="deployment payments/ledger already has 3 replicas; nothing to do",
+                  effect="unchanged")
+    resolve_unfinished(orphans, retry=third, retry_effect="unchanged", by="system:test")
+    resolved = AuditEntry.objects.get(completes=second)
+    assert resolved.outcome == "unknown" and resolved.effect == "unchanged", resolved.detail
+    assert f"#{AuditEntry.objects.get(completes=first).pk} already records the change" in resolved.detail
+    changed = AuditEntry.objects.filter(action="tool_call", idempotency_key="steprun:999999", effect="changed")
+    assert changed.count() == 1
