@@ -25,6 +25,7 @@ from aiops_site.env import (
     env_str,
     run_secret,
 )
+from aiops_site.queues import task_queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(env_str("AIOPS_RUN_DIR", str(BASE_DIR / ".run"))).resolve()
@@ -253,6 +254,17 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
 # The queue tasks are published to and workers consume by default. Two deployments sharing one
 # Redis (or a test session beside a dev stack) keep their work apart with different names.
 CELERY_TASK_DEFAULT_QUEUE = env_str("AIOPS_CELERY_QUEUE", "celery")
+# Chat deliveries have a queue of their own, consumed by every worker (a worker started without
+# -Q takes every queue listed here) and by the `outbound` process alone (python -m
+# aiops_site.outbound), so a delivery never waits for a worker slot that a poll or a playbook step holds.
+AIOPS_OUTBOUND_QUEUE = env_str("AIOPS_OUTBOUND_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}.outbound")
+CELERY_TASK_QUEUES = task_queues(CELERY_TASK_DEFAULT_QUEUE, AIOPS_OUTBOUND_QUEUE)  # each with a binding of its own
+CELERY_TASK_ROUTES = {"channels.deliver_message": {"queue": AIOPS_OUTBOUND_QUEUE}}
+# Threads of the outbound process (deliveries wait on the chat platform, not on the CPU) and the
+# port it serves its own metrics on (0: none; under one PROMETHEUS_MULTIPROC_DIR with the worker,
+# as in `make run` and compose, the worker's port serves them).
+AIOPS_OUTBOUND_CONCURRENCY = env_int("AIOPS_OUTBOUND_CONCURRENCY", 4, minimum=1, maximum=64)
+AIOPS_OUTBOUND_METRICS_PORT = env_int("AIOPS_OUTBOUND_METRICS_PORT", 0, minimum=0, maximum=65535)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("AIOPS_TASK_SOFT_TIME_LIMIT", 120, minimum=5)
 CELERY_TASK_TIME_LIMIT = env_int("AIOPS_TASK_TIME_LIMIT", 150, minimum=10)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
@@ -288,10 +300,14 @@ AIOPS_UNREACHABLE_AFTER = env_int("AIOPS_UNREACHABLE_AFTER", 3, minimum=1, maxim
 # Polls of an unreachable cluster back off (interval x 2^(failures-1)) up to this many seconds.
 AIOPS_POLL_BACKOFF_MAX = env_int("AIOPS_POLL_BACKOFF_MAX", 600, minimum=1, maximum=86400)
 # The `watch` process (manage.py watch): a cluster's lease lives this long without renewal, so
-# another watcher takes a dead one's clusters over within it (plus one scan); events on a
-# workload are coalesced for the window before its detector pass.
+# another watcher takes a dead one's clusters over within it (plus one scan). Events on a
+# workload are coalesced: a workload with no detector pass in the last AIOPS_WATCH_WINDOW is
+# passed AIOPS_WATCH_LEAD after its first event (the other objects one change writes arrive
+# meanwhile), one passed within the window waits for the window's end: at most one pass per
+# workload per window.
 AIOPS_WATCH_LEASE_TTL = env_float("AIOPS_WATCH_LEASE_TTL", 6.0, minimum=2.0, maximum=300.0)
 AIOPS_WATCH_WINDOW = env_float("AIOPS_WATCH_WINDOW", 0.5, minimum=0.0, maximum=30.0)
+AIOPS_WATCH_LEAD = env_float("AIOPS_WATCH_LEAD", 0.05, minimum=0.0, maximum=30.0)
 AIOPS_WATCH_METRICS_PORT = env_int("AIOPS_WATCH_METRICS_PORT", 0, minimum=0, maximum=65535)
 AIOPS_AUTO_REMEDIATION = env_bool("AIOPS_AUTO_REMEDIATION", True)
 AIOPS_DRY_RUN = env_bool("AIOPS_DRY_RUN", False)

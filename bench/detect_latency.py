@@ -2,7 +2,8 @@
 
 One run, real parts: a sandbox in its own process (TLS + token, like an API server; the demo
 scenario plus its scale generator: 10,000 pods), the embedded PostgreSQL and Redis, one real
-Celery worker (it delivers the messages), Celery beat (it fires the 30-second poll), a fake
+Celery worker and the `outbound` process beside it (`--no-outbound`: the worker alone delivers,
+as before the deliveries had a queue of their own), Celery beat (it fires the 30-second poll), a fake
 Telegram Bot API in this process (tests/fakes: the real client's wire format) as the channel,
 and `manage.py watch` in its own process.
 
@@ -138,10 +139,15 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return peak, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def scrape_events(port: int) -> float:
+def scrape_events(port: int, family: str = "aiops_watcher_events_total") -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("aiops_watcher_events_total{"))
+               if line.startswith(family + "{"))
+
+
+def histogram_mean_ms(port: int, family: str) -> float | None:
+    count = scrape_events(port, family + "_count")
+    return round(scrape_events(port, family + "_sum") / count * 1000, 1) if count else None
 
 
 class SandboxProcess:
@@ -210,7 +216,7 @@ def measure(sandbox: SandboxProcess, faults: list[tuple[str, str, tuple[str, str
         # returns once every object it changes is written (a few seconds at 10,000 pods, the
         # simulator's own reconcile; reported apart as `inject_s`).
         started = sandbox.command(f"fault {fault} {target}")
-        incident_s = message_s = None
+        incident_s = message_s = opened_s = None
         source = ""
         deadline = time.time() + timeout
         incident = None
@@ -220,14 +226,17 @@ def measure(sandbox: SandboxProcess, faults: list[tuple[str, str, tuple[str, str
                                                     opened_at__gte=since).order_by("pk").first())
                 if incident is not None:
                     incident_s, source = time.time() - started, incident.source
+                    opened_s = incident.opened_at.timestamp() - started
             if incident is not None and message_s is None:
                 delivered = (OutboundMessage.objects.filter(incident_id=incident.pk, delivered_at__isnull=False)
                              .order_by("delivered_at").values_list("delivered_at", flat=True).first())
                 if delivered is not None:
                     message_s = delivered.timestamp() - started
             time.sleep(0.02)
+        # opened_s: when the ingest that opened it began (its transaction's `now`): the rest of
+        # incident_s is that transaction (locks, writes, the receivers, commit) and this loop's 20 ms.
         row = {"fault": fault, "target": target, "incident_s": incident_s, "message_s": message_s, "source": source,
-               "inject_s": round(started - called, 3)}
+               "opened_s": None if opened_s is None else round(opened_s, 3), "inject_s": round(started - called, 3)}
         print(f"{label}: {json.dumps(row)}", flush=True)
         rows.append(row)
     return rows
@@ -246,6 +255,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "message_p95_s": round(percentile(messages, 0.95), 3),
         "sources": {s: sum(1 for r in rows if r["source"] == s) for s in sorted({r["source"] for r in rows})},
         "inject_p50_s": round(percentile([r["inject_s"] for r in rows], 0.5), 3),
+        "opened_p50_s": round(percentile([r["opened_s"] for r in rows if r["opened_s"] is not None], 0.5), 3),
+        "opened_p95_s": round(percentile([r["opened_s"] for r in rows if r["opened_s"] is not None], 0.95), 3),
     }
 
 
@@ -255,6 +266,8 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=20)
     parser.add_argument("--poll-faults", type=int, default=None, help="faults in the poll-only phase (default: --faults)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for one fault's incident and message")
+    parser.add_argument("--no-outbound", action="store_true",
+                        help="no outbound process: the worker alone delivers (the comparison)")
     args = parser.parse_args()
     poll_faults = args.faults if args.poll_faults is None else args.poll_faults
 
@@ -306,6 +319,9 @@ def main() -> None:
         "beat": start("beat", [sys.executable, "-m", "celery", "-A", "aiops_site", "beat", "--loglevel", "INFO",
                                "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="],
                       logs, None, env),
+        **({} if args.no_outbound else {
+            "outbound": start("outbound", [sys.executable, "-m", "aiops_site.outbound", "--without-heartbeat",
+                                           "--without-mingle", "--without-gossip"], logs, b"ready.", env)}),
         "watch": start("watch", [sys.executable, "manage.py", "watch", "--identity", "bench-watcher"], logs, None,
                        {**env, "AIOPS_WATCH_METRICS_PORT": str(metrics_port)}),
     }
@@ -317,7 +333,7 @@ def main() -> None:
                 raise SystemExit(f"the watcher never streamed:\n{(logs / 'watch.log').read_text()[-3000:]}")
             time.sleep(0.2)
         time.sleep(5)  # the first detector pass over the whole cluster is done
-        _, cpu_start = proc_stats(watcher_pid)
+        listed_hwm, cpu_start = proc_stats(watcher_pid)
         events_start = scrape_events(metrics_port)
         watch_rows = measure(sandbox, plan(0, args.faults), "watch", args.timeout)
         _, cpu_mid = proc_stats(watcher_pid)
@@ -327,6 +343,8 @@ def main() -> None:
         peak_rss, cpu_end = proc_stats(watcher_pid)
         events_end = scrape_events(metrics_port)
         churn_events = events_end - events_mid
+        mark_to_pass_ms = histogram_mean_ms(metrics_port, "aiops_watcher_mark_to_pass_seconds")
+        ingest_ms = histogram_mean_ms(metrics_port, "aiops_watcher_ingest_seconds")
         cpu_per_1000 = (cpu_end - cpu_mid) / churn_events * 1000 if churn_events else float("nan")
         # Poll only: the watcher hands its lease back and the row says so.
         processes["watch"].send_signal(signal.SIGTERM)
@@ -351,6 +369,8 @@ def main() -> None:
         "pods": sandbox.info["pods"],
         "poll_interval_s": settings.AIOPS_POLL_INTERVAL,
         "watch_window_s": settings.AIOPS_WATCH_WINDOW,
+        "watch_lead_s": settings.AIOPS_WATCH_LEAD,
+        "outbound_process": not args.no_outbound,
         "incident_p95_s": watch["incident_p95_s"],
         "message_p95_s": watch["message_p95_s"],
         "incident_p50_s": watch["incident_p50_s"],
@@ -361,6 +381,9 @@ def main() -> None:
         "incident_p95_ratio_poll_to_watch": round(poll_only["incident_p95_s"] / watch["incident_p95_s"], 1)
         if watch["incident_p95_s"] else None,
         "watcher_peak_rss_mb": round(peak_rss, 1),
+        "watcher_peak_rss_listed_mb": round(listed_hwm, 1),  # the peak once the cluster is listed, before any fault
+        "watcher_mark_to_pass_mean_ms": mark_to_pass_ms,  # every pass, the initial list's included
+        "watcher_ingest_mean_ms": ingest_ms,
         "watcher_cpu_ms_per_1000_events": round(cpu_per_1000 * 1000, 1),
         "watcher_cpu_s_during_faults": round(cpu_mid - cpu_start, 2),
         "watch_events_during_faults": int(events_mid - events_start),

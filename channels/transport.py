@@ -15,6 +15,15 @@ REGISTRY: dict[str, str] = {
     "discord": "channels.discord.transport.DiscordTransport",
     "web": "channels.web.transport.WebTransport",
 }
+# The settings each kind needs to be enabled, read without importing its transport (and its
+# platform's client library): every event's routing asks, in processes that never deliver (the
+# watcher), while only a delivery needs the library. Each transport's `is_configured` is this.
+SECRETS: dict[str, tuple[str, ...]] = {
+    "telegram": ("TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET"),
+    "slack": ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"),
+    "discord": ("DISCORD_APPLICATION_ID", "DISCORD_PUBLIC_KEY", "DISCORD_BOT_TOKEN"),
+    "web": (),  # behind Django login; nothing to configure
+}
 
 
 class TransportError(Exception):
@@ -107,7 +116,8 @@ def get_transport(kind: str) -> Transport:
 
 
 def is_enabled(kind: str) -> bool:
-    try:
-        return transport_class(kind).is_configured()
-    except TransportError:
-        return False
+    """The kind is known and its secrets are set (its transport is not imported)."""
+    from django.conf import settings
+
+    names = SECRETS.get(kind)
+    return names is not None and all(getattr(settings, name, "") for name in names)

@@ -147,7 +147,7 @@ driver() { with_app_env "$PYTHON" "$ROOT/deploy/podman/verify.py" "$@"; }
 # --- containers ------------------------------------------------------------------------------------
 
 # Every role the image has (deploy/docker/entrypoint.sh), in the order they are checked.
-ROLES=(migrate web worker beat watch flower mcp worker-with-mcp)
+ROLES=(migrate web worker outbound beat watch flower mcp worker-with-mcp)
 LONG_RUNNING=("${ROLES[@]:1}")
 declare -a ROLES_OK=() ROLES_FAILED=()
 PLAYBOOK_RESOLVED=false
@@ -242,12 +242,12 @@ user_and_root_fs_ok() {
 }
 
 celery_ping() {
-  local c="aiops-verify-$1-$RUN_ID"
+  local c="aiops-verify-$1-$RUN_ID" node=${2:-worker}
   # Read the whole reply, then look in it: under pipefail, `| grep -q pong` fails whenever grep
   # exits on the match before celery has written its last line (SIGPIPE), which made a worker
   # that answered at once look dead for minutes.
   local reply
-  reply=$(podman exec "$c" sh -c 'celery -A aiops_site inspect ping --timeout 10 -d "worker@$(hostname)"') || return 1
+  reply=$(podman exec "$c" sh -c "celery -A aiops_site inspect ping --timeout 10 -d \"$node@\$(hostname)\"") || return 1
   [[ $reply == *pong* ]]
 }
 
@@ -279,6 +279,13 @@ start_worker() { run_role worker -e AIOPS_WORKER_CONCURRENCY=1 "$IMAGE" worker; 
 check_worker() {
   wait_until 120 worker celery_ping worker || return 1
   user_and_root_fs_ok worker
+}
+
+# Deliveries alone, on their own queue (node outbound@<host>).
+start_outbound() { run_role outbound "$IMAGE" outbound; }
+check_outbound() {
+  wait_until 120 outbound celery_ping outbound outbound || return 1
+  user_and_root_fs_ok outbound
 }
 
 # A short poll interval, so beat sends the cluster poll within seconds (and the playbook's fault

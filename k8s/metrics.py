@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 WATCH_EVENTS = Counter(
     "aiops_watcher_events_total",
@@ -29,4 +29,16 @@ WATCH_OBJECTS = Gauge(
     "Slim objects the watcher holds for a cluster, by kind.",
     ["cluster", "kind"],
     multiprocess_mode="livemax",
+)
+WATCH_MARK_TO_PASS = Histogram(
+    "aiops_watcher_mark_to_pass_seconds",
+    "From an event marking a workload to the detector pass over it (the coalescing wait), by cluster.",
+    ["cluster"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+WATCH_INGEST_SECONDS = Histogram(
+    "aiops_watcher_ingest_seconds",
+    "One hand-over of a detector pass's findings to the incident service (locks, writes, commit), by cluster.",
+    ["cluster"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

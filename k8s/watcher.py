@@ -10,10 +10,22 @@ and one detector thread:
   new list touches whatever changed in between: nothing is lost. Any other failure is retried
   with doubling back-off (capped), from the last version.
 - events update the slim picture (`k8s.watch_state.ClusterState`) and mark the workloads they
-  touched; the detector thread waits `window_s` after a workload's first mark, so a burst (a
-  rollout of 300 pods) is one detector pass per workload per window, then hands the findings of
-  the due workloads, with where their failing pods run (`k8s.topology`), to `on_detect` (the
-  incident service). A failed hand-over is retried.
+  touched. Coalescing is adaptive: a workload with no detector pass in the last `window_s` is
+  passed `lead_s` after its first mark (long enough to gather the other objects one change
+  writes, which arrive on other streams), so a fault on a quiet workload is seen at once; a
+  workload passed less than `window_s` ago waits until the window since that pass is over. A
+  burst (a rollout of 300 pods) is so at most one detector pass per workload per window. While
+  the picture is incomplete (a kind is listing, or its stream is down and will re-list), passes
+  wait for it, at most `hold_max_s`: a workload whose Deployment was re-listed before its pods
+  would otherwise open its incident on half the evidence (replication_failure, not the pods'
+  image pull failure) and start the wrong rule. The
+  findings of the due workloads, with where their failing pods run (`k8s.topology`), go to
+  `on_detect` (the incident service); a failed hand-over is retried. Only what the incident service would act on is handed over: a workload whose
+  findings (types, objects, severities, the node correlation names) are the ones handed over
+  less than `refresh_s` ago is
+  not (a crash-looping pod changes its status every restart: that was an incident UPDATE and a
+  lock on the cluster row each time), and a workload with no finding is not (the watcher never
+  resolves). The poll refreshes every open incident on its own interval anyway.
 
 `streaming` is True while every kind's stream is open: the caller reports the cluster's
 detection mode from it. Nothing here touches the database.
@@ -59,12 +71,18 @@ class StreamError(Exception):
 class ClusterWatcher:
     def __init__(self, name: str, api: k8s_client.ApiClient, *,
                  on_detect: Callable[[set[Key], list[Finding], Topology], None],
-                 window_s: float = 0.5, stream_timeout_s: int = 300, read_timeout_s: float = 120,
+                 window_s: float = 0.5, lead_s: float = 0.05, refresh_s: float = 10.0, hold_max_s: float = 10.0,
+                 stream_timeout_s: int = 300,
+                 read_timeout_s: float = 120,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
         self.name = name
         self.api = api
         self.on_detect = on_detect
         self.window_s = window_s
+        self.lead_s = min(lead_s, window_s)
+        self.refresh_s = refresh_s
+        self.hold_max_s = hold_max_s
+        self._listing: set[str] = set()  # kinds being (re-)listed, or about to be after a 410
         self.stream_timeout_s = stream_timeout_s
         self.read_timeout_s = read_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -73,7 +91,9 @@ class ClusterWatcher:
         self.calls = list_calls(api)
         self.error = ""
         self._state_lock = threading.Lock()
-        self._dirty: dict[Key, float] = {}
+        self._dirty: dict[Key, float] = {}  # workload -> when it was first marked since its last pass
+        self._passed: dict[Key, float] = {}  # workload -> when its last detector pass began (recent ones)
+        self._handed: dict[Key, tuple[frozenset[tuple[str, ...]], float]] = {}  # workload -> its last findings handed over, when
         self._dirty_changed = threading.Condition()
         self._stop = threading.Event()
         self._up = dict.fromkeys(LIST_ORDER, False)
@@ -137,6 +157,7 @@ class ClusterWatcher:
                 failures = 0
             except Gone:
                 rv, reason = None, "gone"
+                self._listing.add(kind)  # until the re-list is in: passes wait for the whole picture
                 log.info("watch_gone", cluster=self.name, kind=kind)
             except Exception as exc:  # noqa: BLE001 -- any failure: back off, resume from the last version
                 if self._stop.is_set():
@@ -152,6 +173,15 @@ class ClusterWatcher:
         self._up[kind] = False
 
     def _list(self, kind: str, reason: str) -> str:
+        self._listing.add(kind)
+        try:
+            return self._list_pages(kind, reason)
+        finally:
+            self._listing.discard(kind)
+            with self._dirty_changed:
+                self._dirty_changed.notify()
+
+    def _list_pages(self, kind: str, reason: str) -> str:
         rv = ""
         seen: set[tuple[str, str]] = set()
         touched: set[Key] = set()
@@ -221,42 +251,92 @@ class ClusterWatcher:
                 self._dirty.setdefault(key, now)
             self._dirty_changed.notify()
 
-    def _take_due(self) -> set[Key]:
+    def _due_at(self, key: Key, marked: float) -> float:
+        passed = self._passed.get(key)
+        return marked + self.lead_s if passed is None else max(marked + self.lead_s, passed + self.window_s)
+
+    def _take_due(self) -> dict[Key, float]:
+        """The workloads due for a pass, each with when it was first marked."""
         with self._dirty_changed:
             while not self._stop.is_set():
                 if not self._dirty:
                     self._dirty_changed.wait(1.0)
                     continue
                 now = time.monotonic()
-                first = min(self._dirty.values())
-                if first + self.window_s > now:
-                    self._dirty_changed.wait(first + self.window_s - now)
+                if (self._listing or not self.streaming) and now - min(self._dirty.values()) < self.hold_max_s:
+                    self._dirty_changed.wait(0.1)  # the picture is incomplete: wait for it (bounded)
                     continue
-                due = {key for key, marked in self._dirty.items() if marked + self.window_s <= now}
+                due_at = {key: self._due_at(key, marked) for key, marked in self._dirty.items()}
+                due = {key for key, moment in due_at.items() if moment <= now}
+                if not due:
+                    self._dirty_changed.wait(min(due_at.values()) - now)
+                    continue
+                taken = {key: self._dirty.pop(key) for key in due}
                 for key in due:
-                    del self._dirty[key]
-                return due
-        return set()
+                    self._passed[key] = now
+                if len(self._passed) > 4096:  # forget passes older than the window: they no longer hold a workload back
+                    self._passed = {key: moment for key, moment in self._passed.items() if moment + self.window_s > now}
+                return taken
+        return {}
+
+    def _to_hand_over(self, due: set[Key], findings: list[Finding], now: float, topology: Topology | None = None
+                      ) -> tuple[set[Key], list[Finding], dict[Key, frozenset[tuple[str, ...]]]]:
+        """The workloads (and their findings) the incident service would act on: new or changed
+        findings (or node the correlation blames), or the same ones last handed over `refresh_s`
+        ago or more."""
+        by_key: dict[Key, list[Finding]] = {}
+        for finding in findings:
+            by_key.setdefault((finding.owner_kind, finding.namespace, finding.owner_name), []).append(finding)
+        for key in due - by_key.keys():
+            self._handed.pop(key, None)  # healthy now: the fault, if it comes back, is news
+        keys: set[Key] = set()
+        kept: list[Finding] = []
+        signatures: dict[Key, frozenset[tuple[str, ...]]] = {}
+        for key, group in by_key.items():
+            signature = frozenset({(f.type, f.severity, f.kind, f.name) for f in group}
+                                  | {("cause_node", (topology.cause_node(key) if topology else None) or "")})
+            last = self._handed.get(key)
+            if last is not None and last[0] == signature and now - last[1] < self.refresh_s:
+                continue
+            keys.add(key)
+            kept.extend(group)
+            signatures[key] = signature
+        return keys, kept, signatures
 
     def _run_detector(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            due = self._take_due()
-            if not due:
+            taken = self._take_due()
+            if not taken:
                 continue
+            due = set(taken)
+            started = time.monotonic()
             with self._state_lock:
                 findings = self.state.findings_for(due)
                 topology = self.state.topology_for(due)
+            detected = time.monotonic()
             metrics.WATCH_PASSES.labels(self.name).inc(len(due))
+            metrics.WATCH_MARK_TO_PASS.labels(self.name).observe(started - min(taken.values()))
+            keys, kept, signatures = self._to_hand_over(due, findings, detected, topology)
+            if not keys:
+                continue
             try:
-                self.on_detect(due, findings, topology)
+                self.on_detect(keys, kept, topology)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 -- the database may be away: keep the work, retry
                 failures += 1
-                log.warning("watch_ingest_failed", cluster=self.name, workloads=len(due), error=_describe(exc),
+                log.warning("watch_ingest_failed", cluster=self.name, workloads=len(keys), error=_describe(exc),
                             failures=failures)
-                self._mark(due)
+                self._mark(keys)
                 self._stop.wait(min(0.5 * 2 ** failures, 10.0))
+                continue
+            done = time.monotonic()
+            for key, signature in signatures.items():
+                self._handed[key] = (signature, detected)
+            metrics.WATCH_INGEST_SECONDS.labels(self.name).observe(done - detected)
+            log.info("watch_pass", cluster=self.name, workloads=len(due), handed_over=len(keys), findings=len(kept),
+                     waited_ms=round((started - min(taken.values())) * 1000, 1),
+                     detect_ms=round((detected - started) * 1000, 1), ingest_ms=round((done - detected) * 1000, 1))
 
 
 def _lines(response: Any) -> Iterator[bytes]:

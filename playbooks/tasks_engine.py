@@ -10,7 +10,7 @@ import structlog
 from celery import shared_task
 from django.conf import settings
 
-from agents.llm import task_limits
+from agents.task_limits import task_limits
 
 log = structlog.get_logger(__name__)
 

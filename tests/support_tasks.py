@@ -14,3 +14,19 @@ def log_and_chain(depth: int) -> str:
     if depth > 0:
         log_and_chain.delay(depth - 1)
     return "ok"
+
+
+@shared_task(name="tests.hold_slot")
+def hold_slot(key: str, timeout: float = 60.0) -> str:
+    """Hold a worker slot (as a long poll or playbook step does) until the test sets `key`."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(f"{key}:started", "1", ex=120)
+    deadline = time.monotonic() + timeout
+    while not client.get(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"

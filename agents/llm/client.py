@@ -31,6 +31,7 @@ from agents.llm.errors import (
     LLMUnavailable,
     TimeLimitReached,
 )
+from agents.task_limits import task_limits  # noqa: F401  (re-exported: agents.llm.task_limits)
 
 log = structlog.get_logger(__name__)
 
@@ -72,13 +73,6 @@ def max_tokens_for(purpose: str) -> int:
 def deadline_in(seconds: float) -> float:
     """A deadline for `complete(deadline=...)`, on the monotonic clock."""
     return time.monotonic() + seconds
-
-
-def task_limits(budget_s: float) -> dict[str, int]:
-    """Celery soft/hard limits for a task whose LLM work has this budget: a little above it, so
-    the work ends by its own deadline (with a clean message or a fallback), not by a kill."""
-    soft = int(budget_s) + 30
-    return {"soft_time_limit": soft, "time_limit": soft + 30}
 
 
 _clients: dict[tuple[str, str], openai.OpenAI] = {}

@@ -8,7 +8,7 @@ import httpx
 from django.conf import settings
 
 from channels.discord import formatting
-from channels.transport import Button, Sent, Transport, TransportError
+from channels.transport import Button, Sent, Transport, TransportError, is_enabled
 
 INTERACTION_PREFIX = "interaction:"
 # Never ping anyone from a notification, whatever a pod name or log line contains.
@@ -34,7 +34,7 @@ class DiscordTransport(Transport):
 
     @classmethod
     def is_configured(cls) -> bool:
-        return bool(settings.DISCORD_APPLICATION_ID and settings.DISCORD_PUBLIC_KEY and settings.DISCORD_BOT_TOKEN)
+        return is_enabled(cls.kind)
 
     def render(self, text: str) -> str:
         return formatting.to_markdown(text)

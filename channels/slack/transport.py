@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from channels.slack import formatting
-from channels.transport import Button, Sent, Transport, TransportError
+from channels.transport import Button, Sent, Transport, TransportError, is_enabled
 
 # Errors that another attempt cannot fix.
 _PERMANENT = {
@@ -46,7 +46,7 @@ class SlackTransport(Transport):
 
     @classmethod
     def is_configured(cls) -> bool:
-        return bool(settings.SLACK_BOT_TOKEN and settings.SLACK_SIGNING_SECRET)
+        return is_enabled(cls.kind)
 
     def render(self, text: str) -> str:
         return formatting.to_mrkdwn(text)

@@ -17,7 +17,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 from telegram.request import HTTPXRequest
 
 from channels.telegram import formatting
-from channels.transport import Button, Sent, Transport, TransportError
+from channels.transport import Button, Sent, Transport, TransportError, is_enabled
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ class TelegramTransport(Transport):
 
     @classmethod
     def is_configured(cls) -> bool:
-        return bool(settings.TELEGRAM_BOT_TOKEN and settings.TELEGRAM_WEBHOOK_SECRET)
+        return is_enabled(cls.kind)
 
     def render(self, text: str) -> str:
         return formatting.to_html(text)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.transport import Button, Sent, Transport
+from channels.transport import Button, Sent, Transport, is_enabled
 
 
 class WebTransport(Transport):
@@ -16,7 +16,7 @@ class WebTransport(Transport):
 
     @classmethod
     def is_configured(cls) -> bool:
-        return True  # behind Django login; nothing to configure
+        return is_enabled(cls.kind)  # always: behind Django login, nothing to configure
 
     def render(self, text: str) -> str:
         return text

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The image's roles. Compose services and Kubernetes containers name one as their argument:
-#   web | worker | beat | watch | flower | mcp | worker-with-mcp | migrate | help
+#   web | worker | outbound | beat | watch | flower | mcp | worker-with-mcp | migrate | help
 # or any other command, run as given.
 set -eu
 
@@ -28,6 +28,12 @@ case "$role" in
     prepare_metrics_dir
     exec celery -A aiops_site worker -E --loglevel "${AIOPS_LOG_LEVEL:-INFO}" \
       --concurrency "${AIOPS_WORKER_CONCURRENCY:-2}" --hostname "worker@%h" "$@"
+    ;;
+  outbound)
+    # Chat deliveries alone (their own queue, AIOPS_OUTBOUND_QUEUE), beside the worker: a delivery
+    # never waits for a slot a poll or a playbook step holds.
+    prepare_metrics_dir
+    exec python -m aiops_site.outbound "$@"
     ;;
   beat)
     # Exactly one beat per deployment: two would fire every periodic task twice.
@@ -69,8 +75,9 @@ case "$role" in
     exec python -m k8s.mcp_server "$@"
     ;;
   worker-with-mcp)
-    # Compose: the worker and its MCP server in one container, so the server can stay on
-    # loopback. honcho stops both when either exits, and the restart policy brings both back.
+    # Compose: the worker, its outbound deliveries and its MCP server in one container, so the
+    # server can stay on loopback. honcho stops all when one exits, and the restart policy brings
+    # them back. The outbound process serves no port: the worker's serves its metrics files.
     prepare_metrics_dir
     export AIOPS_METRICS_DIR_READY=1
     exec honcho start --no-prefix --no-colour -e /dev/null -f "$app_dir/deploy/docker/Procfile.worker" -d "$app_dir"

@@ -81,12 +81,14 @@ def _fingerprint(cluster: Cluster) -> tuple[Any, ...]:
 
 class WatchService:
     def __init__(self, *, identity: str | None = None, client: redis.Redis | None = None,
-                 lease_ttl: float | None = None, window_s: float | None = None, scan_s: float = 1.0,
+                 lease_ttl: float | None = None, window_s: float | None = None, lead_s: float | None = None,
+                 scan_s: float = 1.0,
                  watcher_options: dict[str, Any] | None = None) -> None:
         self.identity = identity or default_identity()
         self.redis = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
         self.lease_ttl = float(lease_ttl or settings.AIOPS_WATCH_LEASE_TTL)
         self.window_s = settings.AIOPS_WATCH_WINDOW if window_s is None else window_s
+        self.lead_s = settings.AIOPS_WATCH_LEAD if lead_s is None else lead_s
         self.scan_s = scan_s
         self.watcher_options = watcher_options or {}
         self.held: dict[int, _Held] = {}
@@ -95,7 +97,8 @@ class WatchService:
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        log.info("watch_service_started", watcher=self.identity, lease_ttl_s=self.lease_ttl, window_s=self.window_s)
+        log.info("watch_service_started", watcher=self.identity, lease_ttl_s=self.lease_ttl, window_s=self.window_s,
+                 lead_s=self.lead_s)
         # Leases are renewed on a thread of their own that only talks to Redis: a scan waiting on
         # PostgreSQL (a poll's ingest holding the cluster row) must not let them expire.
         keeper = threading.Thread(target=self._keep_leases, args=(stop,), name="watch-leases", daemon=True)
@@ -172,7 +175,7 @@ class WatchService:
             lease.release()
             return
         watcher = ClusterWatcher(cluster.name, api, on_detect=self._ingester(cluster.pk, cluster.name),
-                                 window_s=self.window_s, **self.watcher_options)
+                                 window_s=self.window_s, lead_s=self.lead_s, **self.watcher_options)
         try:
             # Loading the credentials may have taken a while (a first import of the client's API
             # classes, a slow disk): the keeper renews only what is registered, so renew it here.

@@ -121,7 +121,7 @@ def test_our_services_are_the_image_and_roles_that_verify_image_runs(rendered: d
     """deploy/verify-image.sh builds this image and runs each of these roles for real (CI)."""
     script = (ROOT / "deploy" / "verify-image.sh").read_text()
     verified = set(re.search(r"^ROLES=\(([a-z -]+)\)$", script, re.MULTILINE)[1].split())  # type: ignore[index]
-    assert verified == {"migrate", "web", "worker", "beat", "watch", "flower", "mcp", "worker-with-mcp"}
+    assert verified == {"migrate", "web", "worker", "outbound", "beat", "watch", "flower", "mcp", "worker-with-mcp"}
     ours = {name: service for name, service in rendered["services"].items() if "build" in service}
     assert set(ours) == {"migrate", "web", "worker", "beat", "flower"}
     assert {service["image"] for service in ours.values()} == {"aiops-agent:local"}

@@ -81,7 +81,7 @@ def test_the_entrypoint_refuses_roles_without_their_secrets() -> None:
     assert flower.returncode == 2 and "FLOWER_BASIC_AUTH is required" in flower.stderr
     mcp = _role("mcp", PROMETHEUS_MULTIPROC_DIR="")
     assert mcp.returncode == 2 and "AIOPS_MCP_TOKEN (or AIOPS_MCP_TOKEN_FILE) is required" in mcp.stderr
-    assert "web | worker | beat" in _role("help").stdout
+    assert "web | worker | outbound | beat" in _role("help").stdout
     assert _role("true").returncode == 0  # any other command runs as given
 
 

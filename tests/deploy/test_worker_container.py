@@ -1,5 +1,5 @@
 """The compose worker container's role, run from the entrypoint as the image runs it
-(`worker-with-mcp`): the Celery worker and the MCP server start side by side, the server answers
+(`worker-with-mcp`): the Celery worker, the outbound (deliveries) process and the MCP server start side by side, the server answers
 on loopback with the token from its secret file, the worker's metrics port serves the MCP
 server's metrics too (one multiprocess directory), and when one process dies the container
 exits, so the restart policy brings both back."""
@@ -44,15 +44,17 @@ def test_the_worker_container_runs_worker_and_mcp_and_stops_when_one_dies(  # ty
     container = subprocess.Popen(["sh", "deploy/docker/entrypoint.sh", "worker-with-mcp"], cwd=ROOT, env=env,
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def logs() -> str:
-        return (tmp_path / "container.log").read_text(errors="replace")[-4000:]
+    def logs(tail: int = 4000) -> str:
+        return (tmp_path / "container.log").read_text(errors="replace")[-tail:]
 
     try:
         def up() -> bool:
             assert container.poll() is None, logs()
-            return _get(f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200 and "mcp_server_listening" in logs()
+            whole = logs(tail=0)  # three processes write here: the marker may be far from the end
+            return (_get(f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200 and "mcp_server_listening" in whole
+                    and "outbound@" in whole)
 
-        wait_for(up, timeout=90, interval=0.3, message="the worker's metrics port and the MCP server")
+        wait_for(up, timeout=90, interval=0.3, message="the worker's metrics port, the MCP server and the outbound process")
 
         # The worker's client reaches the server on loopback with the token read from the file.
         register_builtin(f"http://127.0.0.1:{mcp_port}/mcp")

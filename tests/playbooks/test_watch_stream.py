@@ -68,6 +68,8 @@ def test_a_fault_seen_by_the_stream_and_the_poll_makes_one_incident(quiet, servi
     assert lease_holder(service.redis, cluster.pk) == "test-watcher"
     passes = _value("aiops_watcher_detector_passes_total", cluster="sandbox")
     pod_events = _value("aiops_watcher_events_total", cluster="sandbox", kind="pods", type="MODIFIED")
+    waits = _value("aiops_watcher_mark_to_pass_seconds_count", cluster="sandbox")
+    ingests = _value("aiops_watcher_ingest_seconds_count", cluster="sandbox")
 
     started = time.monotonic()
     sandbox.fault("crash_loop", "shop/cart")  # the pods change now; no tick, no poll
@@ -78,6 +80,10 @@ def test_a_fault_seen_by_the_stream_and_the_poll_makes_one_incident(quiet, servi
     assert took < 10, took
     assert _value("aiops_watcher_detector_passes_total", cluster="sandbox") > passes
     assert _value("aiops_watcher_events_total", cluster="sandbox", kind="pods", type="MODIFIED") > pod_events
+    assert _value("aiops_watcher_mark_to_pass_seconds_count", cluster="sandbox") > waits
+    # Observed once the hand-over returns, a moment after its transaction made the row visible.
+    wait_for(lambda: _value("aiops_watcher_ingest_seconds_count", cluster="sandbox") > ingests, 10,
+             message="the ingest's duration observed")
     assert _value("aiops_watcher_objects", cluster="sandbox", kind="pods") == len(sandbox.sim.store.all("pods"))
     assert _value("aiops_watcher_relists_total", cluster="sandbox", kind="nodes", reason="start") >= 1
     scraped = client.get("/metrics").content
