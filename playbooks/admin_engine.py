@@ -40,13 +40,18 @@ class RuleForm(forms.ModelForm):
         fields = (
             "name", "description", "enabled", "priority", "playbook", "auto_run", "finding_types", "alert_names",
             "evidence", "namespace_regex", "label_selector", "min_severity", "clusters", "cooldown_seconds",
-            "approver_group", "approvers",
+            "approver_group", "approvers", "in_maintenance",
         )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["alert_names"] = ", ".join(self.instance.alert_names or [])
+        if "in_maintenance" in self.fields:
+            self.fields["in_maintenance"].required = False  # a form that does not send it keeps the default
+
+    def clean_in_maintenance(self) -> str:
+        return self.cleaned_data.get("in_maintenance") or "wait"
 
     def clean_alert_names(self) -> list[str]:
         return [name.strip() for name in (self.cleaned_data.get("alert_names") or "").split(",") if name.strip()]
@@ -100,6 +105,7 @@ class RuleAdmin(AuditedAdmin):
                                  "min_severity", "clusters", "cooldown_seconds")}),
         ("Approvals", {"fields": ("approver_group", "approvers")}),
         ("Escalation", {"fields": ("escalate_after", "escalation_window_seconds")}),
+        ("Maintenance windows", {"fields": ("in_maintenance",)}),
         ("Outcomes", {"fields": ("outcome_figures",)}),
     )
     readonly_fields = ("outcome_figures",)

@@ -27,7 +27,7 @@ STEP_KEYS = {"name", "kind", "tool", "args", "when", "on_failure", "timeout_seco
 RULE_KEYS = {
     "name", "description", "enabled", "priority", "finding_types", "alert_names", "evidence", "namespace_regex",
     "label_selector", "min_severity", "clusters", "cooldown_seconds", "playbook", "approver_group", "approvers",
-    "auto_run", "escalate_after", "escalation_window_seconds",
+    "auto_run", "escalate_after", "escalation_window_seconds", "in_maintenance",
 }
 
 
@@ -80,6 +80,7 @@ def rule_snapshot(rule: Rule) -> dict[str, Any]:
         "auto_run": rule.auto_run,
         "escalate_after": rule.escalate_after,
         "escalation_window_seconds": rule.escalation_window_seconds,
+        "in_maintenance": rule.in_maintenance,
     }
 
 
@@ -307,6 +308,8 @@ def validate(document: Located, checker: Checker | None = None) -> tuple[list[di
                 number = checker.typed(located, where, key, (int,), "an integer")
                 if isinstance(number, int) and not low <= number <= high:
                     checker.error(located.at(key), f"{where}.{key}", f"must be between {low} and {high}")
+            if value.get("in_maintenance", "wait") not in ("wait", "handoff"):
+                checker.error(located.at("in_maintenance"), f"{where}.in_maintenance", "must be wait or handoff")
             if isinstance(value.get("cooldown_seconds"), int) and value["cooldown_seconds"] < 0:
                 checker.error(located.at("cooldown_seconds"), f"{where}.cooldown_seconds", "must not be negative")
             severity = value.get("min_severity", Severity.INFO)
@@ -434,6 +437,7 @@ def _apply_rule(spec: dict[str, Any], actor: str, changes: dict[str, list[str]],
     rule.auto_run = spec.get("auto_run", True)
     rule.escalate_after = spec.get("escalate_after", 2)
     rule.escalation_window_seconds = spec.get("escalation_window_seconds", 6 * 3600)
+    rule.in_maintenance = spec.get("in_maintenance", "wait")
     rule.save()
     from k8s.models import Cluster
 

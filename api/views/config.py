@@ -90,6 +90,8 @@ class RuleSpec(serializers.Serializer):
     auto_run = serializers.BooleanField(required=False)
     escalate_after = serializers.IntegerField(required=False, min_value=1, max_value=100)
     escalation_window_seconds = serializers.IntegerField(required=False, min_value=60, max_value=30 * 86400)
+    in_maintenance = serializers.ChoiceField(choices=["wait", "handoff"], required=False,
+                                             help_text="A MEDIUM/HIGH step due during a maintenance window: wait or hand off.")
 
 
 class NamePage(CursorPage):

@@ -248,3 +248,69 @@ def test_maintenance_marks_or_holds_notifications(make_incident, cluster, telegr
     assert message.text.startswith("🔧 Held during maintenance window shop upgrade")
     period = current_period(window)
     assert period is not None and message.next_attempt_at == period.end
+
+
+# --- the engine during a window (in-process steps; the sandbox test covers the worker) ----------
+
+
+@pytest.fixture
+def rollback_rule(db):  # type: ignore[no-untyped-def]
+    from agents.registry import register_builtin
+    from playbooks.models import Playbook, Rule, Step
+
+    register_builtin("http://127.0.0.1:9/mcp")  # the tools' risks; nothing is called
+    Rule.objects.update(enabled=False)
+    playbook = Playbook.objects.create(name="roll_back")
+    Step.objects.create(playbook=playbook, order=1, name="roll back", kind="tool", tool="rollback_deployment",
+                        args={"namespace": "{{ namespace }}", "name": "{{ deployment }}"})
+    return Rule.objects.create(name="roll_back_crashes", playbook=playbook, finding_types=["crash_loop"], priority=1000)
+
+
+@pytest.mark.parametrize("in_maintenance", ["wait", "handoff"])
+def test_during_a_window_a_high_step_waits_or_hands_off_as_its_rule_says(  # type: ignore[no-untyped-def]
+        in_maintenance, rollback_rule, make_incident, cluster) -> None:
+    from agents.models import Approval
+    from playbooks.engine import create_run, execute_step
+    from playbooks.models import StepRun
+
+    rollback_rule.in_maintenance = in_maintenance
+    rollback_rule.save()
+    now = timezone.now().astimezone(UTC)
+    MaintenanceWindow.objects.create(name="upgrade", cluster=cluster, schedule=f"{now.minute} {now.hour} * * *",
+                                     duration_minutes=30)
+    held_before = _metric("aiops_steps_held_by_maintenance_total", outcome=in_maintenance)
+    incident = make_incident(cluster=cluster, workload_name="cart")
+    run = create_run(incident, rollback_rule)
+    assert run is not None
+    step = StepRun.objects.get(run=run)
+    execute_step(step.pk)
+    step.refresh_from_db()
+    run.refresh_from_db()
+    incident.refresh_from_db()
+    assert not Approval.objects.exists()
+    assert incident.no_run_reason["code"] == "maintenance"
+    assert _metric("aiops_steps_held_by_maintenance_total", outcome=in_maintenance) == held_before + 1
+    assert ClusterEvent.objects.filter(incident=incident, kind="maintenance").count() == 1
+    if in_maintenance == "wait":
+        assert (step.state, run.state) == ("queued", "running")
+        assert step.not_before is not None and step.not_before > timezone.now()
+        assert "waits for its end before asking for an approval" in incident.no_run_reason["text"]
+    else:
+        assert step.state == "skipped" and step.output.startswith("not requested: maintenance window upgrade")
+        assert (run.state, run.outcome) == ("finished", "handed_off")
+        assert "hands off during maintenance" in incident.no_run_reason["text"]
+
+
+def test_rules_keep_what_they_do_in_maintenance_through_yaml(rollback_rule) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from playbooks.yaml_io import ImportFailed, export_yaml, import_yaml
+
+    rollback_rule.in_maintenance = "handoff"
+    rollback_rule.save()
+    document = yaml.safe_load(export_yaml())
+    [rule] = [r for r in document["rules"] if r["name"] == "roll_back_crashes"]
+    assert rule["in_maintenance"] == "handoff"
+    rule["in_maintenance"] = "sometimes"
+    with pytest.raises(ImportFailed, match="in_maintenance: must be wait or handoff"):
+        import_yaml(yaml.safe_dump(document), actor="tests", dry_run=True)
