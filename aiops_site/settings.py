@@ -259,7 +259,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("AIOPS_CELERY_QUEUE", "celery")
 # aiops_site.outbound), so a delivery never waits for a worker slot that a poll or a playbook step holds.
 AIOPS_OUTBOUND_QUEUE = env_str("AIOPS_OUTBOUND_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}.outbound")
 CELERY_TASK_QUEUES = task_queues(CELERY_TASK_DEFAULT_QUEUE, AIOPS_OUTBOUND_QUEUE)  # each with a binding of its own
-CELERY_TASK_ROUTES = {"channels.deliver_message": {"queue": AIOPS_OUTBOUND_QUEUE}}
+CELERY_TASK_ROUTES = ("aiops_site.queues.route_deliveries",)  # to AIOPS_OUTBOUND_QUEUE (see there)
 # Threads of the outbound process (deliveries wait on the chat platform, not on the CPU) and the
 # port it serves its own metrics on (0: none; under one PROMETHEUS_MULTIPROC_DIR with the worker,
 # as in `make run` and compose, the worker's port serves them).

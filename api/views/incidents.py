@@ -15,6 +15,7 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from api.filters import UTCDateTimeFilter
 from api.models import Scope
 from api.problems import Conflict
 from api.views.base import ApiViewSet
@@ -138,7 +139,7 @@ class IncidentFilter(django_filters.FilterSet):
     namespace = django_filters.CharFilter(max_length=253)
     type = django_filters.CharFilter(method="by_type", max_length=200,
                                      help_text="A finding type (crash_loop, ...) or an Alertmanager alertname.")
-    opened_since = django_filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="gte")
+    opened_since = UTCDateTimeFilter(field_name="opened_at", lookup_expr="gte")
     search = django_filters.CharFilter(method="by_search", max_length=200,
                                        help_text="Part of the workload's name, namespace, alertname or title.")
 

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from rest_framework import exceptions, mixins, serializers
 
 from agents.models import AuditEntry, MCPTool, Risk
+from api.filters import UTCDateTimeFilter
 from api.models import Scope
 from api.problems import Conflict
 from api.views.base import ApiViewSet
@@ -129,8 +130,8 @@ class AuditFilter(django_filters.FilterSet):
     tool = django_filters.CharFilter(max_length=128)
     outcome = django_filters.CharFilter(max_length=20)
     approval = django_filters.NumberFilter(field_name="approval_id", min_value=1, max_value=2**63 - 1)
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEntry

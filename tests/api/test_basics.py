@@ -58,6 +58,20 @@ def test_errors_are_problem_details_naming_the_field(people, api_as, make_incide
     assert api.get("/api/v1/incidents/?cursor=garbage").status_code == 404
 
 
+def test_an_instant_with_any_offset_python_parses_is_a_filter_or_a_400(people, api_as, make_incident) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL refuses offsets past +-15:59 (a DataError, once a 500 found by schemathesis):
+    the filters convert to UTC first, and an instant that leaves the calendar is a 400 naming it."""
+    make_incident()
+    api = api_as(people.root, "admin")
+    far_offset = api.get("/api/v1/incidents/", {"opened_since": "0750-10-23T02:52:15.635908-22:17"})
+    assert far_offset.status_code == 200 and len(far_offset.json()["results"]) == 1
+    audit = api.get("/api/v1/audit/", {"since": "2020-01-01T00:00:00+23:59", "until": "9999-12-31T23:00:00-20:00"})
+    assert audit.status_code == 400 and audit.json()["errors"][0]["field"] == "until"
+    before_year_one = api.get("/api/v1/incidents/", {"opened_since": "0001-01-01T00:00:00+05:00"})
+    assert before_year_one.status_code == 400
+    assert before_year_one.json()["errors"][0]["field"] == "opened_since"
+
+
 def test_pages_follow_a_cursor_newest_first(people, api_as, make_incident) -> None:  # type: ignore[no-untyped-def]
     for n in range(7):
         make_incident(workload_name=f"web-{n}")

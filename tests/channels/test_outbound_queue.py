@@ -36,6 +36,19 @@ def test_deliveries_are_routed_to_their_own_queue_and_steps_are_not() -> None:
     assert len({(q.exchange.name, q.routing_key) for q in queues.values()}) == 2
 
 
+def test_deliveries_follow_a_process_that_publishes_to_another_queue() -> None:
+    """A process that sends its work to another queue (the engine tests' worker, a second
+    deployment on one Redis) has its deliveries taken by that queue's workers, not by ours."""
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = "elsewhere"
+    try:
+        assert _queue_of("channels.deliver_message") == "elsewhere.outbound"
+        assert _queue_of("playbooks.run_step") == "elsewhere"
+    finally:
+        app.conf.task_default_queue = previous
+    assert _queue_of("channels.deliver_message") == settings.AIOPS_OUTBOUND_QUEUE
+
+
 def test_the_outbound_process_consumes_only_the_delivery_queue() -> None:
     from aiops_site.outbound import argv
 

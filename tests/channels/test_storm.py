@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from channels.models import ChannelTarget, DigestEntry, NotificationStorm, OutboundMessage
 from channels.storm import send_digests
@@ -33,14 +34,21 @@ def setup(settings, no_playbooks):  # type: ignore[no-untyped-def]
     return cluster, targets
 
 
+def _count(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def _sends(target: ChannelTarget) -> list[OutboundMessage]:
     return list(OutboundMessage.objects.filter(target=target, operation="send").order_by("pk"))
 
 
 def test_a_storm_gets_one_summary_and_only_critical_incidents_get_their_own(setup) -> None:  # type: ignore[no-untyped-def]
     cluster, (console,) = setup
+    storms, held_back = _count("aiops_chat_storms_total"), _count("aiops_chat_storm_held_back_total")
     findings = [_finding(f"team-{i % 3}", f"svc-{i}") for i in range(8)] + [_finding("pay", "ledger", "critical", "crash_loop")]
     ingest_findings(cluster, findings)
+    assert _count("aiops_chat_storms_total") - storms == 1
+    assert _count("aiops_chat_storm_held_back_total") - held_back == 5
 
     assert Incident.objects.count() == 9
     storm = NotificationStorm.objects.get()
@@ -89,13 +97,16 @@ def test_info_messages_wait_for_the_digest_on_targets_that_ask_for_one(setup, se
     digest = ChannelTarget.objects.create(name="quiet", kind="telegram", address="-1001234567890", min_severity="info",
                                           digest=True)
     findings = [_finding("a", "svc-1", "info"), _finding("a", "svc-2", "info"), _finding("a", "svc-3", "warning")]
+    entries, digests = _count("aiops_chat_digest_entries_total"), _count("aiops_chat_digests_sent_total")
     ingest_findings(cluster, findings)
+    assert _count("aiops_chat_digest_entries_total") - entries == 2
     assert len(_sends(console)) == 3
     assert [m.incident_id for m in _sends(digest)] == [Incident.objects.get(workload_name="svc-3").pk]
     assert DigestEntry.objects.filter(target=digest).count() == 2
 
     assert send_digests() == 1
     assert send_digests() == 0  # nothing left: a second beat sends nothing
+    assert _count("aiops_chat_digests_sent_total") - digests == 1
     message = _sends(digest)[-1]
     assert message.text.startswith("🗞️ **Digest: 2 info-level messages**")
     assert "svc-1" in message.text and "svc-2" in message.text

@@ -5,6 +5,7 @@ target, and no restart is asked for the children while the node's run is active.
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from agents.models import Approval
 from agents.services import decide_approval
@@ -37,6 +38,12 @@ def targets(engine, chat) -> dict[str, ChannelTarget]:  # type: ignore[no-untype
     }
 
 
+def _count(name: str, **labels: str) -> float:
+    """A counter's value summed over its label sets (or the one `labels` names)."""
+    return sum(sample.value for metric in REGISTRY.collect() for sample in metric.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
 def _restart_requests() -> int:
     return Approval.objects.filter(tool="restart_workload").count()
 
@@ -53,8 +60,12 @@ def test_a_not_ready_node_is_the_one_incident_its_workloads_fold_into(engine, re
     crowd = sandbox.crowd_node(3, replicas=2, node=NODE)
     sandbox.fault("not_ready_node", NODE)
     sandbox.tick()
+    correlated = _count("aiops_incidents_correlated_total", cause="not_ready_node")
+    deferred = _count("aiops_runs_deferred_to_parent_total")
+    revisions = _count("aiops_chat_family_revisions_total")
 
     assert poll(engine.cluster).outcome == "ok"
+    assert _count("aiops_incidents_correlated_total", cause="not_ready_node") - correlated == 3
     parent = Incident.objects.get(workload_kind="Node", workload_name=NODE)
     children = list(Incident.objects.filter(parent=parent).order_by("namespace", "workload_name"))
     assert [f"{c.namespace}/{c.workload_name}" for c in children] == crowd["deployments"]
@@ -99,6 +110,7 @@ def test_a_not_ready_node_is_the_one_incident_its_workloads_fold_into(engine, re
     wait_for(approve_next, timeout=120, interval=0.3, message="the node's run to finish")
     assert approved == ["cordon_node", "drain_node"], approved
     assert _restart_requests() == 0
+    assert _count("aiops_runs_deferred_to_parent_total") - deferred >= 3  # each child, at least once
 
     # The drain moved the pods to the spare node: the children resolve on their own.
     sandbox.tick()
@@ -116,6 +128,7 @@ def test_a_not_ready_node_is_the_one_incident_its_workloads_fold_into(engine, re
         assert opened.count() == 1
     assert "3 recovered" in wait_for(lambda: "3 recovered" in chat.slack.channel_messages("C0CORRELATE")[0]["text"]
                                      and chat.slack.channel_messages("C0CORRELATE")[0]["text"], message="the edit")
+    assert _count("aiops_chat_family_revisions_total") - revisions >= 2  # per target: linked, then recovered
 
 
 def test_a_child_still_failing_after_its_parents_run_starts_its_own(engine, restart_rule, targets) -> None:  # type: ignore[no-untyped-def]
