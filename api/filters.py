@@ -23,8 +23,8 @@ class UTCDateTimeField(IsoDateTimeField):
             return None
         try:
             return parsed.astimezone(UTC)
-        except OverflowError:
-            raise forms.ValidationError("Enter a date and time within years 1-9999 in UTC.", code="overflow")
+        except OverflowError as error:
+            raise forms.ValidationError("Enter a date and time within years 1-9999 in UTC.", code="overflow") from error
 
 
 class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
