@@ -29,7 +29,7 @@ from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-PROCESSES = ["web", "worker", "watch", "beat", "flower", "mcp", "sandbox"]
+PROCESSES = ["web", "worker", "outbound", "watch", "beat", "flower", "mcp", "sandbox"]
 # supervisord's names: `web` is two instances, web_0 and web_1 (aiops_site/supervision.py).
 SUPERVISED = [process for name in PROCESSES for process in process_names(name)]
 BACK_WITHIN = 10.0  # the bound, for the process and for /ready; the figures: docs/reliability.md
