@@ -159,8 +159,12 @@ def test_an_incident_that_opens_silenced_is_recorded_and_announced_only_when_the
     from k8s.detectors import Finding
     from playbooks.services.incidents import ingest_findings
 
+    created, expired = _metric("aiops_silences_total", action="created", via="web"), _metric(
+        "aiops_silences_total", action="expired", via="slack")
+    announced = _metric("aiops_silence_incidents_released_total", outcome="announced")
     silence = create_silence(matchers_input='namespace="shop", workload="cart"', duration=timedelta(hours=1),
                              reason="db upgrade", user=approvers.alice, via="web")
+    assert _metric("aiops_silences_total", action="created", via="web") == created + 1
     silenced_before = _metric("aiops_incidents_silenced_total", when="opened")
     finding = Finding(type="crash_loop", severity="critical", kind="Pod", namespace="shop", name="cart-1",
                       owner_kind="Deployment", owner_name="cart", pod="cart-1", message="cart-1 crash-looping",
@@ -180,6 +184,8 @@ def test_an_incident_that_opens_silenced_is_recorded_and_announced_only_when_the
     ingest_findings(cluster, [finding])
     assert _incident_messages(incident) == [] and not PlaybookRun.objects.filter(incident=incident).exists()
     expire_silence(silence.pk, user=approvers.bob, via="slack")
+    assert _metric("aiops_silences_total", action="expired", via="slack") == expired + 1
+    assert _metric("aiops_silence_incidents_released_total", outcome="announced") == announced + 1
     incident.refresh_from_db()
     assert incident.silenced_by is None and incident.no_run_reason is None
     [text] = _incident_messages(incident)

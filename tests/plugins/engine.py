@@ -142,22 +142,13 @@ def engine_queue(engine_worker) -> Any:  # type: ignore[no-untyped-def]
     queue their own worker consumes."""
     from aiops_site.celery import app
 
-    previous, routes = app.conf.task_default_queue, app.conf.task_routes
+    previous = app.conf.task_default_queue
+    # Chat deliveries follow (aiops_site.queues.route_deliveries): to `engine-tests.outbound`,
+    # which the engine's worker consumes, so the replies this process writes (a command in a
+    # webhook) reach the chat fakes too.
     app.conf.task_default_queue = ENGINE_QUEUE
-    # Chat deliveries have a queue of their own (AIOPS_OUTBOUND_QUEUE, `<default>.outbound`): the
-    # engine's worker consumes `engine-tests.outbound`, so the replies this process writes (a
-    # command in a webhook) reach the chat fakes too.
-    _route(app, {**(routes or {}), "channels.deliver_message": {"queue": f"{ENGINE_QUEUE}.outbound"}})
     yield engine_worker
     app.conf.task_default_queue = previous
-    _route(app, routes)
-
-
-def _route(app: Any, routes: Any) -> None:
-    """Set the task routes and drop Celery's router, which keeps the routes it was built with."""
-    app.conf.task_routes = routes
-    app.amqp.flush_routes()
-    app.amqp.__dict__.pop("router", None)
 
 
 @pytest.fixture
