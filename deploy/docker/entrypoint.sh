@@ -13,6 +13,13 @@ prepare_metrics_dir() {
   fi
 }
 
+# Every role imports Django's apps, and prometheus_client writes a file for a metric without
+# labels as soon as it is defined: the directory must exist for migrate and beat too, not only
+# for the roles that clear it (or their first import is a FileNotFoundError).
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
+
 # /app in the image; the checkout's root when the tests run a role.
 app_dir=$(cd "$(dirname "$0")/../.." && pwd)
 
