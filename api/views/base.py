@@ -86,8 +86,10 @@ class ApiViewSet(viewsets.GenericViewSet):
 
     def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        if request.method not in SAFE and getattr(request, "user", None) is not None \
-                and request.user.is_authenticated:
+        # Every use of a token is attributed to its user, reads included (a script's reads are
+        # what an auditor asks about first); the console's session reads are its own pages.
+        if (request.method not in SAFE or isinstance(getattr(request, "auth", None), ApiToken)) \
+                and getattr(request, "user", None) is not None and request.user.is_authenticated:
             self._audit_call(request, response)
         return response
 

@@ -42,6 +42,8 @@ def test_an_approver_decides_and_every_gate_rule_holds(people, api_as, ask_appro
     call = AuditEntry.objects.filter(action="api_call", outcome="ok").latest("id")
     assert call.actor.startswith("api:alice (token ") and "/decide/ -> 200" in call.detail
     assert api_as(people.alice, "read").get("/api/v1/approvals/").json()["results"] == []  # pending only
+    read = AuditEntry.objects.filter(action="api_call").latest("id")  # every token use, reads too
+    assert read.actor.startswith("api:alice (token ") and read.detail == "GET /api/v1/approvals/ -> 200"
     everything = api_as(people.alice, "read").get("/api/v1/approvals/?state=all").json()["results"]
     assert [a["state"] for a in everything] == ["approved"]
 
