@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,14 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.serve import gunicorn  # noqa: E402
+
 TOKEN = "bench-alertmanager-token"
 SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_batches(total: int, size: int, workloads: int, seed: int = 11) -> list[bytes]:
@@ -125,44 +121,21 @@ def main() -> None:
     ClusterEvent.objects.all().delete()
     Incident.objects.all().delete()
 
-    port = free_port()
     env = dict(os.environ, AIOPS_ALERTMANAGER_TOKEN=TOKEN, AIOPS_LOG_FORMAT="json")
-    log_path = ROOT / ".run" / "bench-alerts-gunicorn.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "aiops_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-             str(args.workers), "--threads", str(args.threads), "--timeout", "60"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/health")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"gunicorn did not come up:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-            batches = make_batches(args.alerts, args.batch, args.workloads)
-            send_all(port, batches[:4], 2)  # warm both workers' connections and imports, untimed
-            ClusterEvent.objects.all().delete()
-            Incident.objects.all().delete()
+    with gunicorn(env, args.workers, args.threads, ROOT / ".run" / "bench-alerts-gunicorn.log") as port:
+        batches = make_batches(args.alerts, args.batch, args.workloads)
+        send_all(port, batches[:4], 2)  # warm both workers' connections and imports, untimed
+        ClusterEvent.objects.all().delete()
+        Incident.objects.all().delete()
 
-            started = time.perf_counter()
-            latencies, statuses, bodies = send_all(port, batches, args.senders)
-            wall = time.perf_counter() - started
-            stored_reported = sum(b["stored"] for b in bodies)
-            # Alertmanager redelivers a batch it is unsure about: every alert is a duplicate now.
-            re_started = time.perf_counter()
-            re_latencies, re_statuses, re_bodies = send_all(port, batches, args.senders)
-            re_wall = time.perf_counter() - re_started
-        finally:
-            server.terminate()
-            server.wait(30)
+        started = time.perf_counter()
+        latencies, statuses, bodies = send_all(port, batches, args.senders)
+        wall = time.perf_counter() - started
+        stored_reported = sum(b["stored"] for b in bodies)
+        # Alertmanager redelivers a batch it is unsure about: every alert is a duplicate now.
+        re_started = time.perf_counter()
+        re_latencies, re_statuses, re_bodies = send_all(port, batches, args.senders)
+        re_wall = time.perf_counter() - re_started
 
     stored = ClusterEvent.objects.filter(kind="alert_fired").count()
     # Opening 500 incidents runs each one's signal receivers (playbook rules, channel targets) in

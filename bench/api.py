@@ -20,7 +20,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.serve import gunicorn  # noqa: E402
+
 GOAL_P95_MS = 50.0
 TYPES = ["crash_loop", "oom_killed", "image_pull_failure", "unschedulable", "probe_failure", "hpa_maxed", "evicted"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seed(count: int) -> str:
@@ -104,43 +100,20 @@ def main() -> None:
     token = seed(args.incidents)
     seed_s = time.perf_counter() - seeded
 
-    port = free_port()
     env = dict(os.environ, AIOPS_LOG_FORMAT="json", AIOPS_LOG_LEVEL="WARNING", AIOPS_API_RATE="100000/minute")
-    log_path = ROOT / ".run" / "bench-api-gunicorn.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "aiops_site.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-             str(args.workers), "--threads", str(args.threads), "--timeout", "60"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    probe.request("GET", "/health")
-                    if probe.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"gunicorn did not come up:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            first, filtered = "/api/v1/incidents/", "/api/v1/incidents/?state=open&severity=critical"
-            for _ in range(20):  # warm both workers (imports, connections, plans), untimed
-                timed(conn, first, token)
-                timed(conn, filtered, token)
-            conn.request("GET", first, headers={"Authorization": f"Bearer {token}"})
-            page = json.loads(conn.getresponse().read())
-            assert len(page["results"]) == 50 and page["next"], "the first page is not a full page with a next"
-            plain = [timed(conn, first, token) for _ in range(args.requests)]
-            narrow = [timed(conn, filtered, token) for _ in range(args.requests)]
-            # The floor on this machine now: the same server's /health (no database, no auth).
-            floor = [timed(conn, "/health", token) for _ in range(args.requests)]
-        finally:
-            server.terminate()
-            server.wait(20)
+    with gunicorn(env, args.workers, args.threads, ROOT / ".run" / "bench-api-gunicorn.log") as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        first, filtered = "/api/v1/incidents/", "/api/v1/incidents/?state=open&severity=critical"
+        for _ in range(20):  # warm both workers (imports, connections, plans), untimed
+            timed(conn, first, token)
+            timed(conn, filtered, token)
+        conn.request("GET", first, headers={"Authorization": f"Bearer {token}"})
+        page = json.loads(conn.getresponse().read())
+        assert len(page["results"]) == 50 and page["next"], "the first page is not a full page with a next"
+        plain = [timed(conn, first, token) for _ in range(args.requests)]
+        narrow = [timed(conn, filtered, token) for _ in range(args.requests)]
+        # The floor on this machine now: the same server's /health (no database, no auth).
+        floor = [timed(conn, "/health", token) for _ in range(args.requests)]
     first_p95 = p95(plain)
     print(f"seeded {args.incidents} incidents in {seed_s:.1f} s; load average {os.getloadavg()[0]:.2f}")
     print(json.dumps({
