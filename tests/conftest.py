@@ -122,13 +122,54 @@ def purge_broker(django_db_setup) -> None:  # type: ignore[no-untyped-def]
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+class SessionWorker:
+    """The session's worker, started again before a test that uses it if it has died.
+
+    The chaos suite restarts the session's Redis, and celery's consumer does not survive every
+    broker restart ("Unrecoverable error: AttributeError(... 'hostname')", and the process
+    exits): without this, every later test that uses the worker waits for nobody."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir, self.env, self.generation = log_dir, env, 0
+        self.worker: Worker | None = None
+        self.ensure_alive()
+
+    def ensure_alive(self) -> None:
+        if self.worker is not None and self.worker.process.poll() is None:
+            return
+        if self.worker is not None:
+            self.worker.stop()
+        self.generation += 1
+        self.worker = Worker(self.log_dir / f"worker-{self.generation}.log", self.env)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.worker is not None
+        return self.worker.process
+
+    def log(self) -> str:
+        return "\n".join((self.log_dir / f"worker-{n}.log").read_text(errors="replace")
+                         for n in range(1, self.generation + 1))
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_factory) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
+def celery_worker(django_db_setup, django_db_blocker, purge_broker, tmp_path_factory) -> Iterator[SessionWorker]:  # type: ignore[no-untyped-def]
     """One real worker for the whole session. Tests that use it need `transactional_db`
     (the worker sees only committed rows)."""
-    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", worker_env())
+    worker = SessionWorker(tmp_path_factory.mktemp("worker"), worker_env())
     yield worker
     worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _session_worker_alive(request: pytest.FixtureRequest) -> None:
+    """Before each test that uses the session's worker: the worker is running."""
+    if "celery_worker" in request.fixturenames:
+        request.getfixturevalue("celery_worker").ensure_alive()
 
 
 def free_port() -> int:
