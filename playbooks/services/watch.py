@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import structlog
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from redis.lock import Lock
 
@@ -240,8 +240,11 @@ class WatchService:
         rows = Cluster.objects.filter(pk=cluster_id)
         if only_if_ours:
             rows = rows.filter(watcher=self.identity)  # a successor may already have written its own
-        rows.exclude(detection_mode=mode).update(detection_mode=mode, detection_mode_since=timezone.now())
-        rows.update(watcher=self.identity if holder is None else holder, watch_error=error[:2000])
+        # One transaction: a reader never sees the new mode with the old error (a row saying
+        # `poll` with no reason, as the 410 test once read between the two updates).
+        with transaction.atomic():
+            rows.exclude(detection_mode=mode).update(detection_mode=mode, detection_mode_since=timezone.now())
+            rows.update(watcher=self.identity if holder is None else holder, watch_error=error[:2000])
 
     def _ingester(self, cluster_id: int, name: str) -> Any:
         def ingest(keys: set[Key], findings: list[Finding], topology: Topology | None = None) -> None:
