@@ -57,6 +57,18 @@ def _use_our_logging(**_: object) -> None:
 from aiops_site.observability import attach_request_id, bind_task_context, clear_task_context  # noqa: E402
 
 before_task_publish.connect(attach_request_id, weak=False)
+
+
+def _close_old_connections(**_: object) -> None:
+    """Around each task, what Django does around each request: drop a connection that is broken
+    or past CONN_MAX_AGE, keep the others (CELERY_DB_REUSE_MAX stops Celery closing them all)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+task_prerun.connect(_close_old_connections, weak=False)
+task_postrun.connect(_close_old_connections, weak=False)
 task_prerun.connect(bind_task_context, weak=False)
 task_postrun.connect(clear_task_context, weak=False)
 

@@ -64,7 +64,11 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Free for a server to listen on. With SO_REUSEADDR, as Redis and PostgreSQL bind: a server
+    that just stopped leaves its side of every client connection in TIME_WAIT on the port, and a
+    plain bind would call it taken -- the restarted server would move, its clients not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -61,4 +61,11 @@ def beat_schedule(poll_interval: int, reconcile_interval: int = 10, digest_inter
         "schedule": 5.0,
         "options": {"expires": 5.0},
     }
+    # Incidents an alert batch opened whose announcing task was lost (broker restart, killed
+    # worker) are announced anyway: a lost message delays a notification and a run, never drops them.
+    schedule["playbooks.announce_incidents"] = {
+        "task": "playbooks.announce_incidents",
+        "schedule": float(reconcile_interval),
+        "options": {"expires": float(reconcile_interval)},
+    }
     return schedule

@@ -276,6 +276,11 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 # leave a crashed worker's step waiting an hour; a little above the hard time limit is the
 # shortest safe value (shorter would redeliver tasks that are still running).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 30}
+# Celery's Django fixup closes the database connection after every task unless this is set: a new
+# PostgreSQL backend (fork, authentication, cold catalog caches) for each task, ~25 ms of a short
+# one. With it, a connection is closed every 1,000 tasks, and Django's own rule decides in between
+# as for a request (CONN_MAX_AGE, CONN_HEALTH_CHECKS: aiops_site.celery runs close_old_connections).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 30}
 
 # --- Observability -----------------------------------------------------------------------
@@ -296,6 +301,9 @@ AIOPS_RETRY_AFTER = env_int("AIOPS_RETRY_AFTER", 30, minimum=1, maximum=3600)
 # --- The product -------------------------------------------------------------------------
 AIOPS_POLL_INTERVAL = env_int("AIOPS_POLL_INTERVAL", 30, minimum=1, maximum=3600)
 AIOPS_RESOLVE_AFTER = env_int("AIOPS_RESOLVE_AFTER", 2, minimum=1, maximum=100)
+# Incidents an Alertmanager batch opened are announced (rules, notifications) by a task after the
+# batch commits; the sweep announces those still waiting after this many seconds (a lost task message).
+AIOPS_ANNOUNCE_SWEEP_AFTER = env_int("AIOPS_ANNOUNCE_SWEEP_AFTER", 15, minimum=1, maximum=3600)
 AIOPS_UNREACHABLE_AFTER = env_int("AIOPS_UNREACHABLE_AFTER", 3, minimum=1, maximum=100)
 # Polls of an unreachable cluster back off (interval x 2^(failures-1)) up to this many seconds.
 AIOPS_POLL_BACKOFF_MAX = env_int("AIOPS_POLL_BACKOFF_MAX", 600, minimum=1, maximum=86400)

@@ -78,11 +78,13 @@ def _fan_out(targets: list[ChannelTarget], text: str, key: str | None, *, incide
 def on_incident_opened(sender: Any, incident: Any, again: str = "", note: str = "", **kwargs: Any) -> None:
     # `again`: announced a second time (its silence ended), under a dedupe key of its own, and
     # not counted again as an opening by the storm control.
-    current = storm.note_opened(incident) if not again else None
+    # A non-critical incident with no parent gets no message of its own during a storm: counted
+    # as held back by the storm's own write.
+    hold = not incident.parent_id and incident.severity != "critical"
+    current = storm.note_opened(incident, hold_back=hold) if not again else None
     if incident.parent_id:
         return  # folded into its parent's message (channels.threads, on incident_correlated)
-    if current is not None and incident.severity != "critical":
-        storm.held_back(current, incident)
+    if current is not None and hold:
         return
     text = messages.incident_opened(incident)
     _fan_out(_incident_targets(incident), f"{note}\n{text}" if note else text,

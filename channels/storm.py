@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from channels import messages, metrics
@@ -34,30 +35,26 @@ def _open_storm(cluster_id: int | None) -> NotificationStorm | None:
     return NotificationStorm.objects.select_for_update().filter(cluster_id=cluster_id, ended_at__isnull=True).first()
 
 
-def _storm_and_count(cluster_id: int | None, since: Any) -> tuple[int | None, int]:
+def _opened_since(cluster_id: int | None, since: Any) -> int:
+    """Incidents opened on the cluster since `since` (the (cluster, opened_at) index)."""
     from playbooks.models import Incident
 
-    storms, incidents = NotificationStorm._meta.db_table, Incident._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT id FROM {storms} WHERE cluster_id IS NOT DISTINCT FROM %s AND ended_at IS NULL LIMIT 1), "  # noqa: S608 (our tables)
-            f"(SELECT count(*) FROM {incidents} WHERE cluster_id IS NOT DISTINCT FROM %s AND opened_at >= %s)",
-            [cluster_id, cluster_id, since],
-        )
-        storm_id, count = cursor.fetchone()
-    return storm_id, int(count)
+    # `= %s` or `IS NULL`, not IS NOT DISTINCT FROM: PostgreSQL uses no index for that.
+    same_cluster = Q(cluster_id__isnull=True) if cluster_id is None else Q(cluster_id=cluster_id)
+    return Incident.objects.filter(same_cluster, opened_at__gte=since).count()
 
 
-def note_opened(incident: Any) -> NotificationStorm | None:
-    """Count an opened incident towards its cluster's storm; the storm when one is on."""
+def note_opened(incident: Any, *, hold_back: bool = False) -> NotificationStorm | None:
+    """Count an opened incident towards its cluster's storm; the storm when one is on. With
+    `hold_back` (a non-critical incident that would get a message of its own), an ongoing storm
+    also counts it as held back, in the same write."""
     from playbooks.models import Incident
 
     now = incident.opened_at or timezone.now()
     window = timedelta(seconds=settings.AIOPS_STORM_WINDOW)
-    # One round trip for the common case (no storm, few incidents): the open storm's id and the
-    # window's count together; the storm row is locked only when there is one.
-    storm_id, count = _storm_and_count(incident.cluster_id, now - window)
-    storm = _open_storm(incident.cluster_id) if storm_id else None
+    # During a storm (when this is hot) one statement: its row, locked; the incidents of the
+    # window are counted only when no storm is on (it starts above the threshold).
+    storm = _open_storm(incident.cluster_id)
     if storm is not None and storm.last_at < now - window:
         storm.ended_at = storm.last_at
         storm.save(update_fields=["ended_at"])
@@ -65,6 +62,7 @@ def note_opened(incident: Any) -> NotificationStorm | None:
                  held_back=storm.held_back)
         storm = None
     if storm is None:
+        count = _opened_since(incident.cluster_id, now - window)
         if count <= settings.AIOPS_STORM_THRESHOLD:
             return None
         recent = Incident.objects.filter(cluster_id=incident.cluster_id, opened_at__gte=now - window)
@@ -84,14 +82,18 @@ def note_opened(incident: Any) -> NotificationStorm | None:
             if storm is None:
                 return None
             _count(storm, incident, now)
+            if hold_back:
+                held_back(storm, incident)
             return storm
         else:
             metrics.STORMS.inc()
             log.warning("incident_storm_started", storm=storm.pk, cluster=incident.cluster_id, incidents=count,
                         window_s=settings.AIOPS_STORM_WINDOW, threshold=settings.AIOPS_STORM_THRESHOLD)
         _summarize(storm)  # at once: the storm may start outside an ingest (a cluster going unreachable)
+        if hold_back:
+            held_back(storm, incident)
     else:
-        _count(storm, incident, now)
+        _count(storm, incident, now, held=hold_back)
     return storm
 
 
@@ -107,19 +109,25 @@ def refresh_summaries(opened_ids: list[int]) -> None:
             _summarize(current)
 
 
-def _count(storm: NotificationStorm, incident: Any, now: Any) -> None:
+def _count(storm: NotificationStorm, incident: Any, now: Any, *, held: bool = False) -> None:
     storm.incidents += 1
     storm.last_at = max(storm.last_at, now)
     storm.namespaces[incident.namespace] = storm.namespaces.get(incident.namespace, 0) + 1
     if incident.parent_id:
         storm.causes[str(incident.parent_id)] = storm.causes.get(str(incident.parent_id), 0) + 1
-    storm.save(update_fields=["incidents", "last_at", "namespaces", "causes"])
+    if held:
+        _note_held_back(storm, incident)
+    storm.save(update_fields=["incidents", "last_at", "namespaces", "causes", *(["held_back"] if held else [])])
 
 
 def held_back(storm: NotificationStorm, incident: Any) -> None:
     """A non-critical incident during a storm: no message of its own, one more in the summary."""
-    storm.held_back += 1
+    _note_held_back(storm, incident)
     storm.save(update_fields=["held_back"])
+
+
+def _note_held_back(storm: NotificationStorm, incident: Any) -> None:
+    storm.held_back += 1
     metrics.STORM_HELD_BACK.inc()
     log.info("incident_message_held_back", storm=storm.pk, incident=incident.pk, severity=incident.severity)
 

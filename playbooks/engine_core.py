@@ -27,6 +27,9 @@ Outcome = PlaybookRun.Outcome
 def note_no_run(incident: Any, why: dict[str, Any] | None) -> None:
     """Why no playbook ran (or acted), as data on the incident: every surface shows it."""
     incident.no_run_reason = why
+    if getattr(incident, "announcing", False):
+        incident.no_run_decided = True  # written by the announcement's last statement (playbooks.services.announce)
+        return
     type(incident).objects.filter(pk=incident.pk).update(no_run_reason=why)
 
 

@@ -32,6 +32,13 @@ INCIDENTS_OPENED = Counter(
 INCIDENTS_RESOLVED = Counter(
     "aiops_incidents_resolved_total", "Incidents resolved, by source and primary type.", ["source", "type"]
 )
+ANNOUNCE_DELAY = Histogram(
+    "aiops_incident_announce_delay_seconds",
+    "From an alert batch opening an incident to its announcement (rules, notifications), by path: "
+    "task (after the batch's commit), sweep (the task was lost), resolve (resolved before it).",
+    ["path"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 ALERTS_RECEIVED = Counter(
     "aiops_alertmanager_alerts_total",
     "Alerts received on the Alertmanager webhook, by status (firing, resolved) and outcome (stored, duplicate).",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -363,6 +363,16 @@ def rules_read_once() -> Iterator[None]:
         yield
     finally:
         _BATCH.reset(token)
+
+
+def read_once(key: str, load: Callable[[], Any]) -> Any:
+    """`load()`, once per `rules_read_once` span (every call outside one loads)."""
+    batch = _BATCH.get()
+    if batch is None:
+        return load()
+    if key not in batch:
+        batch[key] = load()
+    return batch[key]
 
 
 def _rules_with_clusters() -> list[tuple[Any, list[int]]]:

@@ -97,3 +97,12 @@ def poll_cluster(cluster_id: int) -> str:
         except redis.exceptions.LockError:
             log.warning("poll_lock_lost", cluster=cluster.name)  # expired while we ran: the poll took too long
     return outcome.outcome
+
+
+@shared_task(name="playbooks.announce_incidents", ignore_result=True)
+def announce_incidents(incident_ids: list[int] | None = None) -> int:
+    """Announce the incidents an alert batch opened (its commit sends their ids), or, from beat
+    without ids, every one still waiting past AIOPS_ANNOUNCE_SWEEP_AFTER (a lost message)."""
+    from playbooks.services.announce import announce_pending
+
+    return len(announce_pending(incident_ids))

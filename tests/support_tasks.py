@@ -30,3 +30,15 @@ def hold_slot(key: str, timeout: float = 60.0) -> str:
     while not client.get(key) and time.monotonic() < deadline:
         time.sleep(0.05)
     return "released"
+
+
+@shared_task(name="tests.database_backend")
+def database_backend() -> list[int]:
+    """(this pool process, its PostgreSQL backend): whether tasks reuse the connection."""
+    import os
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return [os.getpid(), cursor.fetchone()[0]]

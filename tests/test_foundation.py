@@ -221,3 +221,49 @@ def test_embedded_servers_stop_when_their_launcher_is_killed(tmp_path: Path) -> 
     finally:
         for pid in servers():
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_an_embedded_server_keeps_its_port_across_a_restart_its_clients_saw(tmp_path: Path) -> None:
+    """A server that stops first leaves its side of each client connection in TIME_WAIT on its
+    port; the restarted server still gets that port (clients keep their URL). It moved before:
+    the web's broker connection then pointed at nothing until the web restarted."""
+    import socket
+
+    from aiops_site.embedded import kept_port
+
+    port_file = tmp_path / "redis.port"
+    port = kept_port(port_file)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first: its side goes to TIME_WAIT
+    server.close()
+    client.recv(1)
+    client.close()
+    with socket.socket() as plain:  # what the old check saw: the port looks taken
+        try:
+            plain.bind(("127.0.0.1", port))
+            looked_taken = False
+        except OSError:
+            looked_taken = True
+    assert looked_taken, "no TIME_WAIT was left: the test proves nothing on this kernel"
+    assert kept_port(port_file) == port
+
+
+@pytest.mark.integration
+def test_a_worker_keeps_its_database_connection_from_task_to_task(celery_worker, transactional_db) -> None:  # type: ignore[no-untyped-def]
+    """Celery's Django fixup would open a new PostgreSQL backend for every task; each pool
+    process keeps one, as a web worker does (CONN_MAX_AGE)."""
+    from celery import group
+
+    from tests.support_tasks import database_backend
+
+    results = group(database_backend.s() for _ in range(12)).apply_async().get(timeout=60)
+    backends: dict[int, set[int]] = {}
+    for process, backend in results:
+        backends.setdefault(process, set()).add(backend)
+    assert sum(1 for process, _ in results if len(backends[process]) == 1) == len(results), backends
+    assert max(sum(1 for p, _ in results if p == process) for process in backends) >= 2, "no process ran two tasks"

@@ -65,6 +65,11 @@ class Incident(models.Model):
     silenced_by = models.ForeignKey("playbooks.Silence", null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="incidents")
 
+    # Opened by an Alertmanager batch whose receivers (rules, notifications, correlation) have not
+    # run yet: they run in a task after the batch commits (playbooks.services.announce), or in the
+    # sweep if that task's message was lost, or first thing when the incident is resolved.
+    announce_pending = models.BooleanField(default=False, db_default=False, editable=False)
+
     opened_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -93,6 +98,9 @@ class Incident(models.Model):
         indexes = [
             models.Index(fields=["state", "cluster"], name="playbooks_incident_state_idx"),
             models.Index(fields=["primary_type"], name="playbooks_incident_type_idx"),
+            models.Index(fields=["opened_at"], condition=Q(announce_pending=True), name="playbooks_incident_unann_idx"),
+            # Storm control counts a cluster's incidents opened in its window, per incident opened.
+            models.Index(fields=["cluster", "opened_at"], name="playbooks_incident_opened_idx"),
         ]
 
     def __str__(self) -> str:

@@ -29,11 +29,9 @@ from k8s.models import Cluster
 from k8s.names import is_dns1123_label, is_dns1123_subdomain
 from playbooks import metrics
 from playbooks.models import ClusterEvent, Incident
-from playbooks.rules import rules_read_once
-from playbooks.services.correlation import link_alert_incident
+from playbooks.services.announce import announce_after_commit
 from playbooks.services.incidents import (
     announce_ingested,
-    announce_opened,
     announce_resolved,
     build_event,
     open_incident,
@@ -269,8 +267,9 @@ def _open_missing(first_firing: dict[tuple[Any, ...], tuple[str, dict[str, Any],
 
 def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
     """A constant number of queries per batch (plus the signal receivers' own, per incident
-    opened or resolved): dedup read, clusters, locked open incidents, one INSERT of the missing
-    incidents, one UPDATE of the touched ones, one INSERT of the events."""
+    resolved): dedup read, clusters, open incidents, one INSERT of the missing incidents, one
+    INSERT of the events, one UPDATE of the touched ones. The incidents it opens are announced
+    by a task after commit (playbooks.services.announce)."""
     result = AlertIngestResult()
     received: Counter[tuple[str, str]] = Counter()
     with transaction.atomic():
@@ -298,7 +297,8 @@ def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
             _merge_firing(fresh, now, result, received)
         else:
             _apply_in_order(fresh, now, result, received)
-        announce_ingested(None, result)
+        # The opened ones are the announcing task's to report, once announced.
+        announce_ingested(None, AlertIngestResult(resolved=result.resolved))
     _count_received(received)
     log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
              resolved=len(result.resolved))
@@ -376,11 +376,10 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
             cursor.execute(_MERGE_SQL, [sorted(deltas), _json_rows(list(deltas.values()))])
             if cursor.rowcount != len(deltas):
                 raise _IncidentClosed(f"{len(deltas) - cursor.rowcount} incidents closed while the batch was read")
-    with rules_read_once():  # the rules are matched against every incident this batch opened in one read
-        for incident in opened:  # the receivers (outbox rows, playbook runs) write in this transaction
-            result.opened.append(incident.pk)
-            link_alert_incident(incident)  # a child of the open incident it names a pod or node of
-            announce_opened(incident)
+    # Announced by a task once this commits (correlation, silences, rules, notifications): opening
+    # 50 incidents costs this batch 50 rows, not 50 incidents' receivers (playbooks.services.announce).
+    result.opened.extend(incident.pk for incident in opened)
+    announce_after_commit(result.opened)
 
 
 def _find_open_incidents(fresh: _Fresh) -> dict[tuple[Any, ...], int]:
@@ -458,12 +457,10 @@ def _apply_in_order(fresh: _Fresh, now: datetime, result: AlertIngestResult, rec
     if touched:
         _update_touched(list(touched.values()))
     _insert_events(events)
-    # The receivers (outbox rows, playbook runs) write in this transaction, after ours.
-    with rules_read_once():
-        for incident in opened:
-            result.opened.append(incident.pk)
-            link_alert_incident(incident)  # a child of the open incident it names a pod or node of
-            announce_opened(incident)
+    # Opened: announced by a task after commit. Resolved: announced here, in this transaction (an
+    # incident opened and resolved before its announcement is announced first, then resolved).
+    result.opened.extend(incident.pk for incident in opened)
+    announce_after_commit(result.opened)
     for incident, reason in resolved:
         announce_resolved(incident, reason)
 
@@ -522,7 +519,7 @@ def _new_incident(alert: dict[str, Any], cluster: Cluster | None, workload: tupl
 
 def _opening_fields(alert: dict[str, Any]) -> dict[str, Any]:
     alertname = alert["labels"]["alertname"]
-    return {"alertname": indexed_alertname(alert), "alerts": {alert["fingerprint"]: alertname},
+    return {"announce_pending": True, "alertname": indexed_alertname(alert), "alerts": {alert["fingerprint"]: alertname},
             "severity": alert_severity(alert["labels"]), "title": _summary(alert)[:500],
             "evidence": {f"alert:{alertname}": _evidence_entry(alert)}}
 

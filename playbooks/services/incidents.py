@@ -174,7 +174,11 @@ def announce_ingested(cluster_id: int | None, result: Any, linked: list[Incident
 
 
 def announce_resolved(incident: Incident, reason: str) -> None:
-    """Metric, log and `incident_resolved` for an incident the caller has just closed and saved."""
+    """Metric, log and `incident_resolved` for an incident the caller has just closed and saved
+    (an alert's incident not announced yet is announced first: opened comes before resolved)."""
+    from playbooks.services.announce import announce_before_resolving
+
+    announce_before_resolving(incident)
     metrics.INCIDENTS_RESOLVED.labels(incident.source, incident.primary_type or incident.alertname or "alert").inc()
     log.info("incident_resolved", incident=incident.pk, workload=incident.workload_key, type=incident.primary_type,
              reason=reason)

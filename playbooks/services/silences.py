@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from playbooks import metrics_quiet as metrics
 from playbooks.models import ClusterEvent, Incident, Silence
+from playbooks.rules import read_once
 from playbooks.silences import (
     MatcherError,
     incident_values,
@@ -54,7 +55,8 @@ def active_silences(now: datetime) -> list[Silence]:
 def silence_for(incident: Any, now: datetime | None = None, silences: list[Silence] | None = None) -> Silence | None:
     """The active silence matching `incident` that ends last, or None."""
     now = now or timezone.now()
-    candidates = active_silences(now) if silences is None else silences
+    # Read once for a batch of announcements (each candidate is checked against `now` below).
+    candidates = read_once("silences", lambda: active_silences(now)) if silences is None else silences
     if not candidates:
         return None
     values = incident_values(incident)

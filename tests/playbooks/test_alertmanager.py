@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from playbooks.models import ClusterEvent, Incident
+from playbooks.services.announce import announce_pending
 
 pytestmark = pytest.mark.django_db
 URL = "/api/webhooks/alertmanager"
@@ -42,10 +43,15 @@ def batch(*alerts: dict[str, Any]) -> dict[str, Any]:
 def post(client, settings):  # type: ignore[no-untyped-def]
     settings.AIOPS_ALERTMANAGER_TOKEN = TOKEN
 
-    def send(body: Any, token: str | None = TOKEN, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+    def send(body: Any, token: str | None = TOKEN, raw: bytes | None = None, announce: bool = True):  # type: ignore[no-untyped-def]
         headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
         data = raw if raw is not None else json.dumps(body)
-        return client.post(URL, data=data, content_type="application/json", **headers)
+        response = client.post(URL, data=data, content_type="application/json", **headers)
+        if announce and response.status_code == 200:
+            # What a worker does once the batch commits: `playbooks.announce_incidents` with the
+            # ids it opened (a real worker doing it: tests/playbooks/test_alert_announce.py).
+            announce_pending(response.json()["opened"])
+        return response
 
     return send
 
@@ -276,6 +282,7 @@ def test_concurrent_batches_on_the_same_workloads_open_each_incident_once_and_lo
             alert_["fingerprint"] = f"{bodies.index(body):02x}{alert_['fingerprint']}"
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
+    opened: list[int] = []
 
     def deliver(mine: list[dict[str, Any]]) -> None:
         try:
@@ -283,7 +290,7 @@ def test_concurrent_batches_on_the_same_workloads_open_each_incident_once_and_lo
             for body in mine + mine:
                 alerts = _fast_alerts(body)
                 assert alerts is not None
-                ingest_alerts(alerts)
+                opened.extend(ingest_alerts(alerts).opened)
         except BaseException as exc:  # noqa: BLE001 -- reported below
             errors.append(exc)
         finally:
@@ -296,7 +303,13 @@ def test_concurrent_batches_on_the_same_workloads_open_each_incident_once_and_lo
         thread.join(60)
     assert errors == []
     assert Incident.objects.filter(state="open").count() == 10
-    assert sorted(signal_log.opened) == sorted(Incident.objects.values_list("pk", flat=True))
+    # Each incident is reported opened by exactly one batch, whose commit sends it to be announced.
+    assert sorted(opened) == sorted(Incident.objects.values_list("pk", flat=True))
+    # Announced once each: here, or by the session's worker if a test before this one started it
+    # (the commits enqueued the tasks).
+    announce_pending(opened)
+    assert not Incident.objects.filter(announce_pending=True).exists()
+    assert len(signal_log.opened) == len(set(signal_log.opened)) and set(signal_log.opened) <= set(opened)
     assert ClusterEvent.objects.filter(kind="alert_fired").count() == 240
     assert sum(Incident.objects.values_list("count", flat=True)) == 240
     assert all(len(alerts) == 24 for alerts in Incident.objects.values_list("alerts", flat=True))

@@ -12,6 +12,7 @@ from k8s.sandbox.simulation import Simulation
 from k8s.topology import Topology
 from k8s.watch_state import ClusterState
 from playbooks.models import Incident
+from playbooks.services.announce import announce_pending
 from tests.playbooks.test_alertmanager import TOKEN, URL, alert, batch
 
 
@@ -68,6 +69,9 @@ def test_an_alert_naming_a_pod_of_an_open_incident_becomes_its_child(client, set
                            HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     assert response.status_code == 200, response.content
     child = Incident.objects.exclude(pk=rollout.pk).get()
+    assert child.parent_id is None  # linked when announced, by the task the batch's commit sends
+    assert announce_pending(response.json()["opened"]) == [child.pk]
+    child.refresh_from_db()
     assert child.workload_key == "Pod/shop/db-1"
     assert child.parent_id == rollout.pk
     assert child.correlation["cause"] == "alert" and "db-1" in child.correlation["text"]
