@@ -27,6 +27,7 @@ from channels import messages, metrics
 from channels.models import ChannelTarget, DigestEntry, NotificationStorm, OutboundMessage
 from channels.services import queue_message
 from channels.threads import revise_message
+from playbooks import unit
 
 log = structlog.get_logger(__name__)
 
@@ -35,37 +36,48 @@ def _open_storm(cluster_id: int | None) -> NotificationStorm | None:
     return NotificationStorm.objects.select_for_update().filter(cluster_id=cluster_id, ended_at__isnull=True).first()
 
 
-def _opened_since(cluster_id: int | None, since: Any) -> int:
-    """Incidents opened on the cluster since `since` (the (cluster, opened_at) index)."""
+def _recent(incident: Any, since: Any) -> Any:
+    """The incidents opened on the incident's cluster since `since`, itself included (the
+    (cluster, opened_at) index). An alert batch's incidents are all in the table before the first
+    is announced: they count once announced, or announced earlier in this transaction."""
     from playbooks.models import Incident
 
     # `= %s` or `IS NULL`, not IS NOT DISTINCT FROM: PostgreSQL uses no index for that.
+    cluster_id = incident.cluster_id
     same_cluster = Q(cluster_id__isnull=True) if cluster_id is None else Q(cluster_id=cluster_id)
-    return Incident.objects.filter(same_cluster, opened_at__gte=since).count()
+    key = ("storm-noted", cluster_id)
+    noted = unit.cached(key)
+    noted = [incident.pk] if noted is unit.MISSING else [*noted, incident.pk]
+    unit.remember(key, noted)
+    return Incident.objects.filter(same_cluster, Q(announce_pending=False) | Q(pk__in=noted), opened_at__gte=since)
 
 
 def note_opened(incident: Any, *, hold_back: bool = False) -> NotificationStorm | None:
     """Count an opened incident towards its cluster's storm; the storm when one is on. With
     `hold_back` (a non-critical incident that would get a message of its own), an ongoing storm
     also counts it as held back, in the same write."""
-    from playbooks.models import Incident
 
     now = incident.opened_at or timezone.now()
     window = timedelta(seconds=settings.AIOPS_STORM_WINDOW)
-    # During a storm (when this is hot) one statement: its row, locked; the incidents of the
-    # window are counted only when no storm is on (it starts above the threshold).
-    storm = _open_storm(incident.cluster_id)
+    # During a storm (when this is hot) one statement: its row, locked -- once per transaction
+    # when a batch of incidents is announced in one (playbooks.unit), with one write at its end.
+    # The incidents of the window are counted only when no storm is on (it starts above the threshold).
+    key = ("storm", incident.cluster_id)
+    storm = unit.cached(key)
+    if storm is unit.MISSING:  # (None: no storm was on; one another worker starts meets the unique index below)
+        storm = _open_storm(incident.cluster_id)
     if storm is not None and storm.last_at < now - window:
         storm.ended_at = storm.last_at
         storm.save(update_fields=["ended_at"])
         log.info("incident_storm_ended", storm=storm.pk, cluster=incident.cluster_id, incidents=storm.incidents,
                  held_back=storm.held_back)
         storm = None
+    unit.remember(key, storm)
     if storm is None:
-        count = _opened_since(incident.cluster_id, now - window)
+        recent = _recent(incident, now - window)
+        count = recent.count()
         if count <= settings.AIOPS_STORM_THRESHOLD:
             return None
-        recent = Incident.objects.filter(cluster_id=incident.cluster_id, opened_at__gte=now - window)
         namespaces: dict[str, int] = {}
         causes: dict[str, int] = {}
         for namespace, parent_id in recent.values_list("namespace", "parent_id"):
@@ -81,14 +93,14 @@ def note_opened(incident: Any, *, hold_back: bool = False) -> NotificationStorm 
             storm = _open_storm(incident.cluster_id)
             if storm is None:
                 return None
-            _count(storm, incident, now)
-            if hold_back:
-                held_back(storm, incident)
+            unit.remember(key, storm)
+            _count(storm, incident, now, held=hold_back)
             return storm
         else:
             metrics.STORMS.inc()
             log.warning("incident_storm_started", storm=storm.pk, cluster=incident.cluster_id, incidents=count,
                         window_s=settings.AIOPS_STORM_WINDOW, threshold=settings.AIOPS_STORM_THRESHOLD)
+        unit.remember(key, storm)
         _summarize(storm)  # at once: the storm may start outside an ingest (a cluster going unreachable)
         if hold_back:
             held_back(storm, incident)
@@ -117,7 +129,8 @@ def _count(storm: NotificationStorm, incident: Any, now: Any, *, held: bool = Fa
         storm.causes[str(incident.parent_id)] = storm.causes.get(str(incident.parent_id), 0) + 1
     if held:
         _note_held_back(storm, incident)
-    storm.save(update_fields=["incidents", "last_at", "namespaces", "causes", *(["held_back"] if held else [])])
+    unit.write_before_end(("storm", storm.pk), lambda: storm.save(
+        update_fields=["incidents", "last_at", "namespaces", "causes", "held_back"]))
 
 
 def held_back(storm: NotificationStorm, incident: Any) -> None:

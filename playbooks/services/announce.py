@@ -31,7 +31,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg import errors as psycopg_errors
 
-from playbooks import metrics
+from playbooks import metrics, unit
 from playbooks.models import Incident
 from playbooks.rules import rules_read_once
 from playbooks.services.correlation import link_alert_incident
@@ -131,7 +131,8 @@ def _announce_group(pks: list[int], path: str) -> list[int]:
             incidents = list(Incident.objects.filter(pk__in=pks, announce_pending=True).order_by("pk"))  # not locked
             if len(incidents) != len(pks):
                 raise _Claimed
-            announced = [incident for incident in incidents if _announce_claimed(incident, path, announcing=True)]
+            with unit.one_transaction():  # rows a receiver locks once for all of them (the storm's)
+                announced = [incident for incident in incidents if _announce_claimed(incident, path, announcing=True)]
             rows = [{"id": i.pk, "decided": getattr(i, "no_run_decided", False), "reason": i.no_run_reason}
                     for i in incidents]  # a closed one (announced by its resolver) only loses its flag
             with connection.cursor() as cursor:

@@ -181,3 +181,26 @@ def test_an_announcement_gives_way_to_a_row_held_long_and_comes_back(fake_cluste
     incident = Incident.objects.get(pk=pk)
     assert not incident.announce_pending and incident.no_run_reason
     assert OutboundMessage.objects.filter(dedupe_key__startswith=f"incident_opened:{pk}:").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_storm_announced_as_one_batch_counts_each_incident_once_and_writes_its_row_once(
+        send, fake_cluster, settings) -> None:  # type: ignore[no-untyped-def]
+    from channels.models import NotificationStorm
+
+    settings.AIOPS_STORM_THRESHOLD = 5
+    ChannelTarget.objects.create(name="console", kind="web", address="feed", min_severity="info")
+    body = send(batch(*_pod_alerts(20, "2026-11-23T10:00:00Z", workloads=20)))
+    with CaptureQueriesContext(connection) as captured:
+        assert len(announce_pending(body["opened"])) == 20
+    storm = NotificationStorm.objects.get()
+    # The first 5 are counted before it starts (the threshold), the 6th starts it, 14 follow:
+    # the batch's incidents count as they are announced, not all 20 at once (they are all in the
+    # table before the first is announced).
+    assert storm.incidents == 20
+    assert storm.held_back == 15  # warning-level, no parent: from the 6th on, in the summary only
+    assert OutboundMessage.objects.filter(dedupe_key__startswith="incident_opened:").count() == 5
+    assert OutboundMessage.objects.filter(dedupe_key__startswith=f"storm:{storm.pk}:").count() == 1
+    updates = [q["sql"] for q in captured.captured_queries
+               if q["sql"].startswith('UPDATE "channels_notificationstorm"')]
+    assert len(updates) <= 2, updates  # its count, once for the batch (and the summary's refresh)
