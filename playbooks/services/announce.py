@@ -49,11 +49,15 @@ def announce_after_commit(incident_ids: list[int]) -> None:
     def enqueue() -> None:
         from playbooks.tasks import announce_incidents
 
-        announce_incidents.delay(ids)
+        try:
+            announce_incidents.delay(ids)
+        except Exception as exc:  # noqa: BLE001 - the batch is stored; the sweep announces them
+            # A broker that is down must not turn a stored batch into a 5xx (Alertmanager would
+            # send it again for nothing): beat's sweep announces what this message would have.
+            log.warning("incident_announce_not_enqueued", incidents=ids, error=f"{type(exc).__name__}: {exc}"[:300],
+                        sweep_after_s=settings.AIOPS_ANNOUNCE_SWEEP_AFTER)
 
-    # robust: a broker that is down must not turn a stored batch into a 5xx (Alertmanager would
-    # send it again); the sweep announces what this message would have.
-    transaction.on_commit(enqueue, robust=True)
+    transaction.on_commit(enqueue)
 
 
 class _Busy(Exception):

@@ -204,3 +204,22 @@ def test_a_storm_announced_as_one_batch_counts_each_incident_once_and_writes_its
     updates = [q["sql"] for q in captured.captured_queries
                if q["sql"].startswith('UPDATE "channels_notificationstorm"')]
     assert len(updates) <= 2, updates  # its count, once for the batch (and the summary's refresh)
+
+
+@pytest.mark.django_db
+def test_a_broker_that_is_down_at_commit_leaves_the_batch_stored_and_the_sweep_announces_it(
+        send, fake_cluster, target, settings, monkeypatch, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    import kombu.exceptions
+
+    from playbooks import tasks
+
+    def broker_down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.announce_incidents, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = send(batch(alert()))  # 200: stored, whatever the broker says
+    (pk,) = body["opened"]
+    assert Incident.objects.get(pk=pk).announce_pending
+    assert announce_pending(None, now=timezone.now() + timedelta(seconds=settings.AIOPS_ANNOUNCE_SWEEP_AFTER + 1)) == [pk]
+    assert _announced(Incident.objects.get(pk=pk))
