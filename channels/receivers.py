@@ -22,12 +22,20 @@ from channels.transport import is_enabled
 log = structlog.get_logger(__name__)
 
 
-def targets_for(*, cluster_id: int | None, namespace: str, severity: str | None, approvals: bool = False) -> list[ChannelTarget]:
-    found = []
+def enabled_targets(*, approvals: bool = False) -> list[ChannelTarget]:
+    """The enabled targets with their clusters (two queries), to match against many namespaces."""
     queryset = ChannelTarget.objects.filter(enabled=True).prefetch_related("clusters")
     if approvals:
         queryset = queryset.filter(approvals=True)
-    for target in queryset:
+    return list(queryset)
+
+
+def targets_for(*, cluster_id: int | None, namespace: str, severity: str | None, approvals: bool = False,
+                among: list[ChannelTarget] | None = None) -> list[ChannelTarget]:
+    """The targets a message about this cluster, namespace and severity goes to (`among`: from
+    `enabled_targets()`, read once by a caller that asks for many namespaces)."""
+    found = []
+    for target in enabled_targets(approvals=approvals) if among is None else among:
         if not target.accepts(cluster_id=cluster_id, namespace=namespace, severity=severity):
             continue
         if not is_enabled(target.kind):

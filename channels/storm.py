@@ -146,11 +146,12 @@ def _note_held_back(storm: NotificationStorm, incident: Any) -> None:
 
 
 def _targets(storm: NotificationStorm) -> list[ChannelTarget]:
-    from channels.receivers import targets_for
+    from channels.receivers import enabled_targets, targets_for
 
     found: dict[int, ChannelTarget] = {}
+    among = enabled_targets()  # once, for every namespace of the storm
     for namespace in storm.namespaces or {"": 0}:
-        for target in targets_for(cluster_id=storm.cluster_id, namespace=namespace, severity=None):
+        for target in targets_for(cluster_id=storm.cluster_id, namespace=namespace, severity=None, among=among):
             found.setdefault(target.pk, target)
     return list(found.values())
 

@@ -20,7 +20,9 @@ Nothing is lost and nothing is announced twice:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
@@ -64,23 +66,73 @@ class _Busy(Exception):
     """The incident's row stayed locked past the announcement's lock timeout: try it again."""
 
 
-def announce_pending(incident_ids: list[int] | None = None, *, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Announce incidents still waiting: these ids (the task), or every one that has waited longer
-    than AIOPS_ANNOUNCE_SWEEP_AFTER (the sweep). Returns the ids this call announced.
+def announce_pending(incident_ids: list[int] | None = None, *, now: datetime | None = None, limit: int = 200) -> list[int]:
+    """Announce what is waiting. The task (`incident_ids`: what its batch opened) drains every
+    incident waiting, its own and those other batches opened meanwhile; the sweep (None) those
+    that waited longer than AIOPS_ANNOUNCE_SWEEP_AFTER. Returns the ids this call announced.
 
-    All of them in one transaction (one batch's incidents: one commit, one claim); when that
-    fails because another announcer or a resolver was first, or a row stayed busy, each one in a
-    transaction of its own, and those whose row stayed busy again a moment later."""
+    One announcer at a time (a PostgreSQL advisory lock): a task that finds another draining
+    waits for it, then finds its incidents announced. During a storm that makes a few big groups
+    of the many small batches, each group in one transaction (one storm row, one commit, one
+    claim); a group that fails because a resolver was first or a row stayed busy goes one by one,
+    and the busy ones again a moment later."""
+    if incident_ids is not None and not incident_ids:
+        return []
     now = now or timezone.now()
-    pending = Incident.objects.filter(announce_pending=True)
-    if incident_ids is None:
-        pending = pending.filter(opened_at__lt=now - timedelta(seconds=settings.AIOPS_ANNOUNCE_SWEEP_AFTER))
-        path = "sweep"
-    else:
-        pending = pending.filter(pk__in=incident_ids)
-        path = "task"
+    path = "task" if incident_ids is not None else "sweep"
     announced: list[int] = []
-    waiting = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
+    with _one_announcer() as held:
+        if not held:  # another announcer is stuck: the sweep (and AIOpsIncidentAnnouncementsLate) take over
+            log.warning("incident_announcer_busy", incidents=incident_ids)
+            return []
+        while True:
+            pending = Incident.objects.filter(announce_pending=True)
+            if path == "sweep":
+                pending = pending.filter(opened_at__lt=now - timedelta(seconds=settings.AIOPS_ANNOUNCE_SWEEP_AFTER))
+            waiting = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
+            if not waiting:
+                break
+            done, deferred = _announce(waiting, path)
+            announced += done
+            if deferred or len(waiting) < limit:
+                break  # rows still busy after the retries: the sweep takes them; or nothing more now
+    if announced:
+        with transaction.atomic():
+            # What a batch's own transaction used to send once: the parents whose children grew, storm summaries.
+            announce_ingested(None, SimpleNamespace(opened=announced, resolved=[]))
+    if path == "sweep" and announced:
+        log.warning("incidents_announced_by_sweep", incidents=len(announced), first=announced[0])
+    return announced
+
+
+# Any 64-bit number that no other advisory lock of ours uses: "aiops" "ann" in ASCII.
+_ANNOUNCER_LOCK = 0x61696F7073616E6E
+
+
+@contextlib.contextmanager
+def _one_announcer() -> Iterator[bool]:
+    """Hold the announcers' lock (waiting up to 60 s for the one that holds it); yields False if
+    it could not be had. Session-level: held across the groups' transactions, and released by
+    PostgreSQL if the worker dies."""
+    with connection.cursor() as cursor:
+        try:
+            with transaction.atomic():
+                cursor.execute("SET LOCAL lock_timeout = '60s'")
+                cursor.execute("SELECT pg_advisory_lock(%s)", [_ANNOUNCER_LOCK])
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, psycopg_errors.LockNotAvailable):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_ANNOUNCER_LOCK])
+
+
+def _announce(waiting: list[int], path: str) -> tuple[list[int], list[int]]:
+    """Announce these (a group, else one by one); returns (announced, still busy)."""
+    announced: list[int] = []
     with rules_read_once():  # one read of the rules (and silences) for the whole list
         if len(waiting) > 1:
             try:
@@ -93,7 +145,7 @@ def announce_pending(incident_ids: list[int] | None = None, *, now: datetime | N
                 try:
                     announced += _announce_group([pk], path)
                 except _Claimed:
-                    pass  # announced by another task or by its resolver: nothing to do
+                    pass  # announced by its resolver meanwhile: nothing to do
                 except _Busy:
                     busy.append(pk)
             waiting = busy
@@ -101,15 +153,9 @@ def announce_pending(incident_ids: list[int] | None = None, *, now: datetime | N
                 break
             log.info("incident_announcement_retried", incidents=len(waiting), attempt=attempt)
             time.sleep(0.05 * attempt)
-    if waiting:  # the sweep takes them (their rows stayed busy)
+    if waiting:
         log.warning("incident_announcement_deferred", incidents=waiting)
-    if announced:
-        with transaction.atomic():
-            # What a batch's own transaction used to send once: the parents whose children grew, storm summaries.
-            announce_ingested(None, SimpleNamespace(opened=announced, resolved=[]))
-    if path == "sweep" and announced:
-        log.warning("incidents_announced_by_sweep", incidents=len(announced), first=announced[0])
-    return announced
+    return announced, waiting
 
 
 _ATTEMPTS = 5
@@ -132,8 +178,10 @@ def _announce_group(pks: list[int], path: str) -> list[int]:
     row stayed locked past the lock timeout."""
     try:
         with transaction.atomic():
-            incidents = list(Incident.objects.filter(pk__in=pks, announce_pending=True).order_by("pk"))  # not locked
-            if len(incidents) != len(pks):
+            # Not locked: the claim at the end locks them. One a resolver announced meanwhile is not
+            # read (the claim would then count one row fewer and roll the group back).
+            incidents = list(Incident.objects.filter(pk__in=pks, announce_pending=True).order_by("pk"))
+            if not incidents:
                 raise _Claimed
             with unit.one_transaction():  # rows a receiver locks once for all of them (the storm's)
                 announced = [incident for incident in incidents if _announce_claimed(incident, path, announcing=True)]
