@@ -272,33 +272,35 @@ def _ingest(alerts: list[dict[str, Any]], now: datetime) -> AlertIngestResult:
     by a task after commit (playbooks.services.announce)."""
     result = AlertIngestResult()
     received: Counter[tuple[str, str]] = Counter()
-    with transaction.atomic():
-        keys = [dedup_key(alert) for alert in alerts]
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT dedup_key FROM {ClusterEvent._meta.db_table} WHERE dedup_key = ANY(%s)", [keys])  # noqa: S608
-            seen = {row[0] for row in cursor.fetchall()}
-        fresh: list[tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None, tuple[Any, ...]]] = []
-        clusters: _Clusters | None = None
-        for key, alert in zip(keys, alerts, strict=True):
-            if key in seen:
-                result.duplicates += 1
-                received[(alert["status"], "duplicate")] += 1
-                continue
-            seen.add(key)
-            clusters = clusters or _lookup_clusters(alerts)
-            cluster = clusters.get(alert["labels"].get("cluster", ""))
-            workload = alert_workload(alert["labels"])
-            lookup = (cluster.pk if cluster else None, *(workload or ("", "", "")), "" if workload else alert["fingerprint"])
-            fresh.append((key, alert, cluster, workload, lookup))
-        if not fresh:
-            _count_received(received)
-            return result
-        if all(alert["status"] == "firing" for _, alert, _, _, _ in fresh):
-            _merge_firing(fresh, now, result, received)
-        else:
+    # Read before any transaction: what a concurrent delivery stores meanwhile is caught by the
+    # events' unique dedup key (the batch is replayed), as it would be inside one.
+    keys = [dedup_key(alert) for alert in alerts]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT dedup_key FROM {ClusterEvent._meta.db_table} WHERE dedup_key = ANY(%s)", [keys])  # noqa: S608
+        seen = {row[0] for row in cursor.fetchall()}
+    fresh: list[tuple[str, dict[str, Any], Cluster | None, tuple[str, str, str] | None, tuple[Any, ...]]] = []
+    clusters: _Clusters | None = None
+    for key, alert in zip(keys, alerts, strict=True):
+        if key in seen:
+            result.duplicates += 1
+            received[(alert["status"], "duplicate")] += 1
+            continue
+        seen.add(key)
+        clusters = clusters or _lookup_clusters(alerts)
+        cluster = clusters.get(alert["labels"].get("cluster", ""))
+        workload = alert_workload(alert["labels"])
+        lookup = (cluster.pk if cluster else None, *(workload or ("", "", "")), "" if workload else alert["fingerprint"])
+        fresh.append((key, alert, cluster, workload, lookup))
+    if not fresh:
+        _count_received(received)
+        return result
+    if all(alert["status"] == "firing" for _, alert, _, _, _ in fresh):
+        _merge_firing(fresh, now, result, received)
+    else:
+        with transaction.atomic():
             _apply_in_order(fresh, now, result, received)
-        # The opened ones are the announcing task's to report, once announced.
-        announce_ingested(None, AlertIngestResult(resolved=result.resolved))
+            # The opened ones are the announcing task's to report, once announced.
+            announce_ingested(None, AlertIngestResult(resolved=result.resolved))
     _count_received(received)
     log.info("alert_batch_ingested", stored=result.stored, duplicates=result.duplicates, opened=len(result.opened),
              resolved=len(result.resolved))
@@ -340,13 +342,26 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
         if lookup not in open_ids:
             first_firing.setdefault(lookup, (key, alert, cluster, workload))
     created: dict[tuple[Any, ...], str] = {}
-    opened: list[Incident] = []
-    for lookup, incident, was_created in _open_missing(first_firing, now, lock=False):
-        open_ids[lookup] = incident.pk
-        if was_created:
-            created[lookup] = first_firing[lookup][0]
-            opened.append(incident)
+    if first_firing:
+        # The missing incidents in a transaction of their own, committed at once: a concurrent
+        # batch opening the same workload waits on the unique index for this INSERT and its
+        # COMMIT, not for the rest of our batch. Each row holds its opening alert; the rest of the
+        # batch is merged below. (A batch that fails after this is delivered again and merges its
+        # opening alert too: counted twice, stored once.) Announced by a task once committed.
+        with transaction.atomic():
+            for lookup, incident, was_created in _open_missing(first_firing, now, lock=False):
+                open_ids[lookup] = incident.pk
+                if was_created:
+                    created[lookup] = first_firing[lookup][0]
+                    result.opened.append(incident.pk)
+            announce_after_commit(result.opened)
+    with transaction.atomic():
+        _merge_into_open(fresh, open_ids, created, now, result, received)
 
+
+def _merge_into_open(fresh: _Fresh, open_ids: dict[tuple[Any, ...], int], created: dict[tuple[Any, ...], str],
+                     now: datetime, result: AlertIngestResult, received: Counter[tuple[str, str]]) -> None:
+    """The batch's events and one merging UPDATE of the open incidents it names (one transaction)."""
     deltas: dict[int, dict[str, Any]] = {}
     events: list[ClusterEvent] = []
     for key, alert, cluster, workload, lookup in fresh:
@@ -376,10 +391,6 @@ def _merge_firing(fresh: _Fresh, now: datetime, result: AlertIngestResult, recei
             cursor.execute(_MERGE_SQL, [sorted(deltas), _json_rows(list(deltas.values()))])
             if cursor.rowcount != len(deltas):
                 raise _IncidentClosed(f"{len(deltas) - cursor.rowcount} incidents closed while the batch was read")
-    # Announced by a task once this commits (correlation, silences, rules, notifications): opening
-    # 50 incidents costs this batch 50 rows, not 50 incidents' receivers (playbooks.services.announce).
-    result.opened.extend(incident.pk for incident in opened)
-    announce_after_commit(result.opened)
 
 
 def _find_open_incidents(fresh: _Fresh) -> dict[tuple[Any, ...], int]:
