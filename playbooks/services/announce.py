@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import orjson
 import structlog
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 from psycopg import errors as psycopg_errors
 
@@ -127,7 +127,10 @@ def _one_announcer() -> Iterator[bool]:
         try:
             yield True
         finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_ANNOUNCER_LOCK])
+            try:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_ANNOUNCER_LOCK])
+            except DatabaseError as exc:  # the connection is gone, and the session's lock with it
+                log.warning("incident_announcer_unlock_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _announce(waiting: list[int], path: str) -> tuple[list[int], list[int]]:
