@@ -7,7 +7,9 @@ incident. An alert that names no workload gets an incident keyed by its fingerpr
 
 Idempotent per fingerprint + startsAt (+ status): each delivery is recorded as a ClusterEvent
 whose unique ``dedup_key`` says so, and an alert whose key is already stored changes nothing,
-so Alertmanager's redelivery of a batch is a no-op. A batch is one transaction.
+so Alertmanager's redelivery of a batch is a no-op. A batch's events and incident changes are one
+transaction; the incidents a batch of firing alerts opens are inserted and committed just before
+it, in a short transaction of their own, and announced by a task (playbooks.services.announce).
 """
 
 from __future__ import annotations

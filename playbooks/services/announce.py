@@ -5,11 +5,13 @@ silences, the rules and the playbook run, the notification outbox, storm control
 ~14 ms an incident on the database, so a batch of 50 alerts opening 50 incidents held its
 transaction -- and the sender -- for most of a second. Now the batch only writes the incident
 rows, marked `announce_pending`, and its commit enqueues `playbooks.announce_incidents` with
-their ids; a worker announces them there, each in a transaction of its own.
+their ids; a worker announces them there, one announcer at a time, in groups of up to 200 per
+transaction (one by one when a group cannot be claimed whole).
 
 Nothing is lost and nothing is announced twice:
-- Claimed by a conditional update of `announce_pending` under the row's lock: two tasks, or a
-  task and the sweep, announce an incident once.
+- Claimed by the announcement's last statement, a conditional update of `announce_pending` on
+  rows it locks in id order: an incident another announcer or its resolver took first makes the
+  group roll back, so two tasks, or a task and the sweep, announce an incident once.
 - A lost task message (broker restart, worker killed) is caught by the sweep
   (`playbooks.announce_incidents` without ids, on beat), which announces what has waited longer
   than `AIOPS_ANNOUNCE_SWEEP_AFTER` seconds.
